@@ -1,0 +1,359 @@
+"""ApDepth inference: one deterministic UNet step from ``cat([prior_latent, rgb_latent])`` to depth.
+
+See ``SPEC.md`` section 1. The pipeline loads the authors' released checkpoint layout
+(``model_index.json``, ``unet/``, ``vae/``, ``scheduler/``, ``text_encoder/``, ``tokenizer/``) as well
+as pipelines saved by this package, which add a ``prior/`` folder and record the prior's
+preprocessing in ``model_index.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
+from diffusers.utils import BaseOutput
+from PIL import Image
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from .image_utils import ImageInput, RGBImage, colorize_depth, to_rgb_images
+from .models import decode_depth, encode_latent, load_apdepth_unet
+from .priors import DepthAnythingPrior, PriorSpec, check_preprocessing, load_prior
+
+logger = logging.getLogger(__name__)
+
+# The released checkpoint does not say which prior it was trained with. The paper's Table 1 uses
+# DA2 ViT-G, which was never published; ViT-L is the largest public one.
+LEGACY_PRIOR = "large"
+SD2_BASE = "stabilityai/stable-diffusion-2"
+RESAMPLE_MODES = ("bilinear", "bicubic", "nearest", "nearest-exact", "area")
+OUTPUT_TYPES = ("np", "pt")
+
+
+@dataclass
+class ApDepthOutput(BaseOutput):
+    """Output of :class:`ApDepthPipeline`.
+
+    Attributes:
+        depth: affine-invariant depth in [0, 1] (near small, far large). ``np``: float32
+            ``[N, H, W]``; ``pt``: ``[N, 1, H, W]``. A list of per-image arrays when the inputs differ
+            in size.
+        depth_colored: the depth maps coloured with ``colormap`` (PIL RGB), or ``None``.
+        prior: the prior's disparity at the same resolution as ``depth`` (only with ``output_prior``).
+    """
+
+    depth: np.ndarray | torch.Tensor | list
+    depth_colored: list[Image.Image] | None = None
+    prior: np.ndarray | torch.Tensor | list | None = None
+
+
+def processing_size(height: int, width: int, resolution: int) -> tuple[int, int]:
+    """Size with the long edge equal to ``resolution`` (aspect kept); ``0`` keeps the size."""
+    if resolution == 0:
+        return height, width
+    factor = min(resolution / width, resolution / height)
+    return max(1, int(height * factor)), max(1, int(width * factor))
+
+
+def resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """Resize ``[B, C, H, W]``; antialiased for bilinear/bicubic (as the release's resizes)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    kwargs = {"antialias": True, "align_corners": False} if mode in ("bilinear", "bicubic") else {}
+    return F.interpolate(x, size=size, mode=mode, **kwargs)
+
+
+class ApDepthPipeline(DiffusionPipeline):
+    """Single-step monocular depth estimation with a Depth Anything V2 prior (ApDepth).
+
+    Components: ``unet`` (8 input channels), ``vae``, ``text_encoder`` + ``tokenizer`` (only for the
+    empty-prompt embedding, computed once and cached), ``scheduler`` (kept for layout compatibility;
+    inference takes no scheduler step), ``prior`` (:class:`DepthAnythingPrior`).
+
+    Config (stored in ``model_index.json``): ``default_processing_resolution``, ``prior_preprocessing``
+    (``compat`` or ``normalized``: what the UNet was trained with), ``prior_name`` (how to rebuild the
+    prior when ``prior/`` is absent).
+    """
+
+    model_cpu_offload_seq = "text_encoder->prior->vae->unet"
+    _optional_components = ["prior", "text_encoder", "tokenizer", "scheduler"]
+    timestep = 1
+    pad_multiple = 8  # the VAE's downsampling factor; the UNet handles odd latent sizes itself
+
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        vae: AutoencoderKL,
+        scheduler: DDIMScheduler | None = None,
+        text_encoder: CLIPTextModel | None = None,
+        tokenizer: CLIPTokenizer | None = None,
+        prior: DepthAnythingPrior | None = None,
+        default_processing_resolution: int = 768,
+        prior_preprocessing: str = "compat",
+        prior_name: str | None = None,
+        scale_invariant: bool = True,
+        shift_invariant: bool = True,
+    ):
+        super().__init__()
+        check_preprocessing(prior_preprocessing)
+        if prior is not None and prior.preprocessing != prior_preprocessing:
+            raise ValueError(
+                f"The prior uses {prior.preprocessing!r} preprocessing but this checkpoint's UNet was trained "
+                f"with {prior_preprocessing!r}; load the prior with preprocessing={prior_preprocessing!r}."
+            )
+        if unet.config.in_channels != 8:
+            raise ValueError(
+                f"ApDepth needs an 8-channel UNet (prior latent + RGB latent); got {unet.config.in_channels}. "
+                "Use apdepth.models.load_apdepth_unet to widen a Stable Diffusion UNet."
+            )
+        self.register_modules(
+            unet=unet, vae=vae, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer, prior=prior
+        )
+        self.register_to_config(
+            default_processing_resolution=default_processing_resolution,
+            prior_preprocessing=prior_preprocessing,
+            prior_name=prior_name,
+            scale_invariant=scale_invariant,
+            shift_invariant=shift_invariant,
+        )
+        self._empty_text_embedding: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *, prior: PriorSpec | None = None, **kwargs):
+        """Load a pipeline (hub id or folder). ``prior`` overrides or supplies the prior: a size name,
+        hub id, folder, original ``.pth`` or module (see :func:`apdepth.priors.load_prior`). Without
+        it, the saved ``prior/`` is used, else ``prior_name`` from the config, else (the authors'
+        release, which records none) DA2-Large with a warning."""
+        if isinstance(prior, DepthAnythingPrior):
+            kwargs["prior"] = prior
+        elif prior is not None:
+            kwargs["prior"] = None  # do not load a saved prior we are about to replace
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        if pipe.prior is None:
+            spec = prior if prior is not None else pipe.config.prior_name
+            if spec is None:
+                spec = LEGACY_PRIOR
+                logger.warning(
+                    "%s does not record its prior; using Depth Anything V2 %s. The paper trained with ViT-G "
+                    "(depth_anything_v2_vitg.pth, never released): pass prior=/path/to/that file to match it.",
+                    pretrained_model_name_or_path, spec,
+                )
+            pipe.register_modules(prior=load_prior(
+                spec,
+                preprocessing=pipe.config.prior_preprocessing,
+                torch_dtype=kwargs.get("torch_dtype"),
+                cache_dir=kwargs.get("cache_dir"),
+                local_files_only=kwargs.get("local_files_only", False),
+            ))
+            pipe.register_to_config(prior_name=spec if isinstance(spec, str) else None)
+        return pipe
+
+    @classmethod
+    def from_stable_diffusion(
+        cls,
+        base: str | os.PathLike = SD2_BASE,
+        prior: PriorSpec = LEGACY_PRIOR,
+        prior_preprocessing: str = "compat",
+        torch_dtype: torch.dtype | None = None,
+        **kwargs,
+    ) -> ApDepthPipeline:
+        """Assemble an untrained ApDepth from a Stable Diffusion 2 checkpoint (the training start):
+        SD2's VAE, text encoder, tokenizer and scheduler, its UNet with ``conv_in`` widened to 8."""
+        base = os.fspath(base)
+        dtype_kw = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
+        unet = load_apdepth_unet(base, subfolder="unet", **dtype_kw, **kwargs)
+        vae = AutoencoderKL.from_pretrained(base, subfolder="vae", **dtype_kw, **kwargs)
+        text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder", **dtype_kw, **kwargs)
+        tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer", **kwargs)
+        scheduler = DDIMScheduler.from_pretrained(base, subfolder="scheduler", **kwargs)
+        scheduler.register_to_config(prediction_type="sample")  # one step, the UNet outputs the latent
+        prior_module = load_prior(prior, preprocessing=prior_preprocessing, torch_dtype=torch_dtype)
+        return cls(
+            unet=unet, vae=vae, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer,
+            prior=prior_module, prior_preprocessing=prior_preprocessing,
+            prior_name=prior if isinstance(prior, str) else None,
+        )
+
+    # ------------------------------------------------------------------ model steps
+
+    def empty_text_embedding(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """CLIP embedding of the empty prompt, tokenised without padding: ``[1, 2, C]``. Computed once."""
+        if self._empty_text_embedding is None:
+            if self.text_encoder is None or self.tokenizer is None:
+                raise ValueError("This pipeline has no text_encoder/tokenizer to compute the empty-prompt embedding.")
+            max_length = min(self.tokenizer.model_max_length, self.text_encoder.config.max_position_embeddings)
+            ids = self.tokenizer(
+                "", padding="do_not_pad", max_length=max_length, truncation=True, return_tensors="pt"
+            ).input_ids  # [1, 2]: start and end tokens only
+            with torch.no_grad():
+                emb = self.text_encoder(ids.to(self.text_encoder.device))[0]
+            self._empty_text_embedding = emb.detach()
+        return self._empty_text_embedding.to(device=device, dtype=dtype)
+
+    def encode_condition(self, rgb: torch.Tensor, prior_disp: torch.Tensor | None = None) -> torch.Tensor:
+        """UNet conditioning ``cat([prior_latent, rgb_latent])``: ``[B, 8, H/8, W/8]``.
+
+        Args:
+            rgb: ``[B, 3, H, W]`` in [-1, 1], H and W multiples of 8.
+            prior_disp: the prior's output ``[B, 1, H, W]``; computed from ``rgb`` when omitted.
+        """
+        if prior_disp is None:
+            prior_disp = self.run_prior(rgb)
+        prior_rgb = prior_disp.to(rgb.dtype).expand(-1, 3, -1, -1)  # [B, 3, H, W]
+        latents = encode_latent(self.vae, torch.cat([prior_rgb, rgb], dim=0))  # one VAE call: [2B, 4, h, w]
+        prior_latent, rgb_latent = latents.chunk(2, dim=0)
+        return torch.cat([prior_latent, rgb_latent], dim=1)  # order matters: prior first
+
+    def run_prior(self, rgb: torch.Tensor) -> torch.Tensor:
+        """The prior's disparity ``[B, 1, H, W]`` for ``rgb`` ``[B, 3, H, W]`` in [-1, 1]."""
+        if self.prior is None:
+            raise ValueError("This pipeline has no prior; pass prior= to from_pretrained or register one.")
+        if self.prior.preprocessing != self.config.prior_preprocessing:
+            raise ValueError(
+                f"Prior preprocessing {self.prior.preprocessing!r} does not match the checkpoint's "
+                f"{self.config.prior_preprocessing!r}."
+            )
+        return self.prior(rgb)
+
+    def predict_latent(self, condition: torch.Tensor) -> torch.Tensor:
+        """One UNet step at t=1: conditioning ``[B, 8, h, w]`` -> depth latent ``[B, 4, h, w]``."""
+        batch = condition.shape[0]
+        emb = self.empty_text_embedding(condition.device, self.unet.dtype).expand(batch, -1, -1)
+        t = torch.full((batch,), self.timestep, device=condition.device, dtype=torch.long)
+        return self.unet(condition.to(self.unet.dtype), t, encoder_hidden_states=emb).sample
+
+    def predict_depth(self, rgb: torch.Tensor, prior_disp: torch.Tensor | None = None) -> torch.Tensor:
+        """Depth for preprocessed RGB: ``[B, 3, H, W]`` in [-1, 1] -> ``[B, 1, H, W]`` in [0, 1].
+
+        Any H, W: the prior sees the image as is; RGB and prior are then edge-padded to multiples of 8
+        for the VAE and the padding is cropped from the result.
+        """
+        _, _, height, width = rgb.shape
+        if prior_disp is None:
+            prior_disp = self.run_prior(rgb)
+        pad_h, pad_w = (-height) % self.pad_multiple, (-width) % self.pad_multiple
+        if pad_h or pad_w:
+            rgb = F.pad(rgb, (0, pad_w, 0, pad_h), mode="replicate")
+            prior_disp = F.pad(prior_disp, (0, pad_w, 0, pad_h), mode="replicate")
+        latent = self.predict_latent(self.encode_condition(rgb, prior_disp))  # [B, 4, h, w]
+        depth = decode_depth(self.vae, latent).float()  # [B, 1, H', W']
+        depth = (depth.clamp(-1.0, 1.0) + 1.0) / 2.0
+        return depth[:, :, :height, :width]
+
+    # ------------------------------------------------------------------ call
+
+    def _check_call(self, processing_resolution, resample, batch_size, output_type, generator):
+        if not isinstance(processing_resolution, int) or processing_resolution < 0:
+            raise ValueError(f"processing_resolution must be an int >= 0 (0 = native), got {processing_resolution!r}")
+        if resample not in RESAMPLE_MODES:
+            raise ValueError(f"resample must be one of {RESAMPLE_MODES}, got {resample!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if generator is not None and not isinstance(generator, (torch.Generator, list)):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: ImageInput | list[ImageInput],
+        processing_resolution: int | None = None,
+        match_input_resolution: bool = True,
+        resample: str = "bilinear",
+        batch_size: int = 1,
+        colormap: str | None = None,
+        output_type: str = "np",
+        output_prior: bool = False,
+        generator: torch.Generator | None = None,
+        show_progress_bar: bool = False,
+    ) -> ApDepthOutput:
+        """Predict affine-invariant depth.
+
+        Args:
+            image: PIL image, numpy array, tensor, or a list of them (see
+                :func:`apdepth.image_utils.to_rgb_images`); images may differ in size.
+            processing_resolution: long edge the image is resized to before inference; ``0`` keeps the
+                native size; ``None`` uses the checkpoint's ``default_processing_resolution``.
+            match_input_resolution: resize the prediction back to the input size.
+            resample: interpolation for both resizes (``bilinear``, ``bicubic``, ``nearest``, ...).
+            batch_size: images per forward pass (only equal-sized images share a batch).
+            colormap: matplotlib colour map for ``depth_colored`` (e.g. ``"Spectral"``); ``None``: none.
+            output_type: ``"np"`` or ``"pt"``.
+            output_prior: also return the prior's disparity.
+            generator: accepted for API compatibility. ApDepth draws no random numbers, so the output is
+                a deterministic function of the input, device and dtype.
+            show_progress_bar: show a bar over batches.
+        """
+        # 1. Check inputs.
+        if processing_resolution is None:
+            processing_resolution = self.config.default_processing_resolution
+        self._check_call(processing_resolution, resample, batch_size, output_type, generator)
+        images = to_rgb_images(image)
+        device = self._execution_device
+
+        # 2. Preprocess: resize to the processing resolution, [0, 1] -> [-1, 1]. [3, h, w] each.
+        prepared = [self._preprocess(img, processing_resolution, resample) for img in images]
+
+        # 3-5. Prior, encode, one UNet step, decode; equal-sized images are batched together.
+        depths: list[torch.Tensor] = [None] * len(images)  # each [1, h, w]
+        priors: list[torch.Tensor] = [None] * len(images)
+        batches = self._batches([x.shape for x in prepared], batch_size)
+        for idx in self.progress_bar(batches) if show_progress_bar else batches:
+            rgb = torch.stack([prepared[i] for i in idx]).to(device)  # [B, 3, h, w]
+            prior_disp = self.run_prior(rgb)  # [B, 1, h, w]
+            depth = self.predict_depth(rgb, prior_disp)  # [B, 1, h, w]
+            for j, i in enumerate(idx):
+                depths[i] = depth[j].cpu()
+                priors[i] = prior_disp[j].float().cpu()
+
+        # 6. Postprocess: back to the input size, clip to [0, 1].
+        out_depth, out_prior = [], []
+        for img, depth, prior_disp in zip(images, depths, priors):
+            size = tuple(img.pixels.shape[-2:]) if match_input_resolution else tuple(depth.shape[-2:])
+            out_depth.append(resize(depth[None], size, resample)[0].clamp(0.0, 1.0))  # [1, H, W]
+            if output_prior:
+                out_prior.append(resize(prior_disp[None], size, resample)[0])
+
+        colored = None
+        if colormap is not None:
+            colored = [colorize_depth(d[0].numpy(), colormap) for d in out_depth]
+        return ApDepthOutput(
+            depth=self._format(out_depth, output_type),
+            depth_colored=colored,
+            prior=self._format(out_prior, output_type) if output_prior else None,
+        )
+
+    @staticmethod
+    def _preprocess(img: RGBImage, resolution: int, resample: str) -> torch.Tensor:
+        _, height, width = img.pixels.shape
+        x = resize(img.pixels[None], processing_size(height, width, resolution), resample)[0]
+        if img.bits == 8:  # the release resizes uint8 tensors: keep 8-bit levels
+            x = torch.round(x * 255.0) / 255.0
+        return (x.clamp(0.0, 1.0) * 2.0 - 1.0).contiguous()  # [3, h, w] in [-1, 1]
+
+    @staticmethod
+    def _batches(shapes: list[torch.Size], batch_size: int) -> list[list[int]]:
+        """Indices grouped into runs of equal shape, at most ``batch_size`` long, order kept."""
+        batches: list[list[int]] = []
+        for i, shape in enumerate(shapes):
+            if batches and len(batches[-1]) < batch_size and shapes[batches[-1][0]] == shape:
+                batches[-1].append(i)
+            else:
+                batches.append([i])
+        return batches
+
+    @staticmethod
+    def _format(maps: list[torch.Tensor], output_type: str):
+        """Each map ``[1, H, W]`` -> stacked ``[N, H, W]`` numpy / ``[N, 1, H, W]`` tensor, or a list."""
+        same = all(m.shape == maps[0].shape for m in maps)
+        if output_type == "pt":
+            return torch.stack(maps) if same else [m[None] for m in maps]
+        arrays = [m[0].float().numpy().astype(np.float32) for m in maps]
+        return np.stack(arrays) if same else arrays
