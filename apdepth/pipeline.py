@@ -20,6 +20,7 @@ from diffusers.utils import BaseOutput
 from PIL import Image
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from ._compat import diffusers_dtype, pop_dtype, transformers_dtype
 from .image_utils import ImageInput, RGBImage, colorize_depth, to_rgb_images
 from .models import decode_depth, encode_latent, load_apdepth_unet
 from .priors import DepthAnythingPrior, PriorSpec, check_preprocessing, load_prior
@@ -130,6 +131,8 @@ class ApDepthPipeline(DiffusionPipeline):
         hub id, folder, original ``.pth`` or module (see :func:`apdepth.priors.load_prior`). Without
         it, the saved ``prior/`` is used, else ``prior_name`` from the config, else (the authors'
         release, which records none) DA2-Large with a warning."""
+        dtype = pop_dtype(kwargs)
+        kwargs.update(diffusers_dtype(dtype))
         if isinstance(prior, DepthAnythingPrior):
             kwargs["prior"] = prior
         elif prior is not None:
@@ -147,7 +150,7 @@ class ApDepthPipeline(DiffusionPipeline):
             pipe.register_modules(prior=load_prior(
                 spec,
                 preprocessing=pipe.config.prior_preprocessing,
-                torch_dtype=kwargs.get("torch_dtype"),
+                dtype=dtype,
                 cache_dir=kwargs.get("cache_dir"),
                 local_files_only=kwargs.get("local_files_only", False),
             ))
@@ -160,20 +163,21 @@ class ApDepthPipeline(DiffusionPipeline):
         base: str | os.PathLike = SD2_BASE,
         prior: PriorSpec = LEGACY_PRIOR,
         prior_preprocessing: str = "compat",
-        torch_dtype: torch.dtype | None = None,
+        dtype: torch.dtype | None = None,
         **kwargs,
     ) -> ApDepthPipeline:
         """Assemble an untrained ApDepth from a Stable Diffusion 2 checkpoint (the training start):
         SD2's VAE, text encoder, tokenizer and scheduler, its UNet with ``conv_in`` widened to 8."""
         base = os.fspath(base)
-        dtype_kw = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
-        unet = load_apdepth_unet(base, subfolder="unet", **dtype_kw, **kwargs)
-        vae = AutoencoderKL.from_pretrained(base, subfolder="vae", **dtype_kw, **kwargs)
-        text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder", **dtype_kw, **kwargs)
+        unet = load_apdepth_unet(base, subfolder="unet", dtype=dtype, **kwargs)
+        vae = AutoencoderKL.from_pretrained(base, subfolder="vae", **diffusers_dtype(dtype), **kwargs)
+        text_encoder = CLIPTextModel.from_pretrained(
+            base, subfolder="text_encoder", **transformers_dtype(dtype), **kwargs
+        )
         tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer", **kwargs)
         scheduler = DDIMScheduler.from_pretrained(base, subfolder="scheduler", **kwargs)
         scheduler.register_to_config(prediction_type="sample")  # one step, the UNet outputs the latent
-        prior_module = load_prior(prior, preprocessing=prior_preprocessing, torch_dtype=torch_dtype)
+        prior_module = load_prior(prior, preprocessing=prior_preprocessing, dtype=dtype)
         return cls(
             unet=unet, vae=vae, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer,
             prior=prior_module, prior_preprocessing=prior_preprocessing,

@@ -8,6 +8,8 @@ import os
 import torch
 from diffusers import UNet2DConditionModel
 
+from .._compat import diffusers_dtype
+
 logger = logging.getLogger(__name__)
 
 APDEPTH_IN_CHANNELS = 8  # cat([prior_latent, rgb_latent])
@@ -44,7 +46,7 @@ def widen_conv_in(unet: UNet2DConditionModel, in_channels: int = APDEPTH_IN_CHAN
 def load_apdepth_unet(
     pretrained: str | os.PathLike,
     subfolder: str | None = "unet",
-    torch_dtype: torch.dtype | None = None,
+    dtype: torch.dtype | None = None,
     **kwargs,
 ) -> UNet2DConditionModel:
     """Load a UNet for ApDepth training: an SD2 UNet gets its ``conv_in`` widened to 8 channels, an
@@ -52,9 +54,7 @@ def load_apdepth_unet(
     path = os.fspath(pretrained)
     if subfolder and os.path.isdir(path) and not os.path.isdir(os.path.join(path, subfolder)):
         subfolder = None  # a folder that is the UNet itself
-    if torch_dtype is not None:
-        kwargs["torch_dtype"] = torch_dtype
-    unet = UNet2DConditionModel.from_pretrained(path, subfolder=subfolder, **kwargs)
+    unet = UNet2DConditionModel.from_pretrained(path, subfolder=subfolder, **diffusers_dtype(dtype), **kwargs)
     n_in = unet.config.in_channels
     if n_in == APDEPTH_IN_CHANNELS:
         return unet

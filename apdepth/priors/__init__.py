@@ -9,6 +9,7 @@ import os
 import torch
 from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation
 
+from .._compat import diffusers_dtype, transformers_dtype
 from .depth_anything import PREPROCESSING_MODES, DepthAnythingPrior, check_preprocessing
 from .original_checkpoint import convert_original_state_dict, load_original_checkpoint
 from .variants import VARIANTS, DA2Variant, get_variant
@@ -52,7 +53,7 @@ def load_prior(
     *,
     preprocessing: str | None = None,
     config: DepthAnythingConfig | None = None,
-    torch_dtype: torch.dtype | None = None,
+    dtype: torch.dtype | None = None,
     cache_dir: str | None = None,
     local_files_only: bool = False,
 ) -> DepthAnythingPrior:
@@ -67,7 +68,7 @@ def load_prior(
         preprocessing: ``"compat"`` or ``"normalized"``; ``None`` keeps what a saved prior records
             (``"compat"`` otherwise). Pipelines pass the mode their UNet was trained with.
         config: architecture for an original ``.pth`` of non-standard size (tests, custom models).
-        torch_dtype: dtype of the loaded weights.
+        dtype: dtype of the loaded weights.
     """
     if preprocessing is not None:
         check_preprocessing(preprocessing)
@@ -78,18 +79,16 @@ def load_prior(
     elif isinstance(spec, DepthAnythingForDepthEstimation):
         prior = DepthAnythingPrior.from_model(spec, preprocessing=mode)
     else:
-        prior = _load_from_string(os.fspath(spec), mode, config, torch_dtype, cache_dir, local_files_only)
+        prior = _load_from_string(os.fspath(spec), mode, config, dtype, cache_dir, local_files_only)
     if preprocessing is not None and prior.preprocessing != preprocessing:
         prior.register_to_config(preprocessing=preprocessing)
-    if torch_dtype is not None:
-        prior.to(dtype=torch_dtype)
+    if dtype is not None:
+        prior.to(dtype=dtype)
     return prior.eval()
 
 
-def _load_from_string(spec, mode, config, torch_dtype, cache_dir, local_files_only) -> DepthAnythingPrior:
+def _load_from_string(spec, mode, config, dtype, cache_dir, local_files_only) -> DepthAnythingPrior:
     kwargs = {"cache_dir": cache_dir, "local_files_only": local_files_only}
-    if torch_dtype is not None:
-        kwargs["torch_dtype"] = torch_dtype
 
     if spec.endswith((".pth", ".pt")):
         path = spec if os.path.exists(spec) else None
@@ -97,7 +96,7 @@ def _load_from_string(spec, mode, config, torch_dtype, cache_dir, local_files_on
             path = _hub_pth(spec, cache_dir, local_files_only)
         if path is None:
             raise FileNotFoundError(f"Depth Anything V2 checkpoint not found: {spec}")
-        model = load_original_checkpoint(path, config=config, torch_dtype=torch_dtype)
+        model = load_original_checkpoint(path, config=config, dtype=dtype)
         name = os.path.basename(path)
         variant = next((v.name for v in VARIANTS.values() if v.pth_filename == name), None)
         return DepthAnythingPrior.from_model(model, preprocessing=mode, variant=variant)
@@ -109,10 +108,10 @@ def _load_from_string(spec, mode, config, torch_dtype, cache_dir, local_files_on
         with open(cfg_path) as f:
             cfg = json.load(f)
         if cfg.get("_class_name") == DepthAnythingPrior.__name__:
-            return DepthAnythingPrior.from_pretrained(spec, **kwargs)
+            return DepthAnythingPrior.from_pretrained(spec, **diffusers_dtype(dtype), **kwargs)
         if cfg.get("model_type") != "depth_anything":
             raise ValueError(f"{spec}: config.json describes {cfg.get('model_type')!r}, not depth_anything")
-        model = DepthAnythingForDepthEstimation.from_pretrained(spec, **kwargs)
+        model = DepthAnythingForDepthEstimation.from_pretrained(spec, **transformers_dtype(dtype), **kwargs)
         return DepthAnythingPrior.from_model(model, preprocessing=mode)
 
     if _is_size_name(spec):
@@ -122,11 +121,13 @@ def _load_from_string(spec, mode, config, torch_dtype, cache_dir, local_files_on
                 f"Depth Anything V2 {variant.name} ({variant.encoder}) was never publicly released; "
                 f"pass the path of your {variant.pth_filename} instead."
             )
-        model = DepthAnythingForDepthEstimation.from_pretrained(variant.hub_id, **kwargs)
+        model = DepthAnythingForDepthEstimation.from_pretrained(
+            variant.hub_id, **transformers_dtype(dtype), **kwargs
+        )
         return DepthAnythingPrior.from_model(model, preprocessing=mode, variant=variant.name)
 
     if spec.count("/") == 1 and not os.path.exists(spec):
-        model = DepthAnythingForDepthEstimation.from_pretrained(spec, **kwargs)
+        model = DepthAnythingForDepthEstimation.from_pretrained(spec, **transformers_dtype(dtype), **kwargs)
         variant = next((v.name for v in VARIANTS.values() if v.hub_id == spec), None)
         return DepthAnythingPrior.from_model(model, preprocessing=mode, variant=variant)
     raise FileNotFoundError(

@@ -16,6 +16,7 @@ import re
 import torch
 from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation
 
+from .._compat import transformers_dtype
 from .variants import variant_for_width
 
 logger = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ def read_original_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]
 def load_original_checkpoint(
     path: str | os.PathLike,
     config: DepthAnythingConfig | None = None,
-    torch_dtype: torch.dtype | None = None,
+    dtype: torch.dtype | None = None,
 ) -> DepthAnythingForDepthEstimation:
     """Build a transformers Depth Anything V2 model from an original ``.pth`` file.
 
@@ -149,9 +150,8 @@ def load_original_checkpoint(
         state_dict = convert_original_state_dict(original)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from e
-    kwargs = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
     model, info = DepthAnythingForDepthEstimation.from_pretrained(
-        None, config=config, state_dict=state_dict, output_loading_info=True, **kwargs
+        None, config=config, state_dict=state_dict, output_loading_info=True, **transformers_dtype(dtype)
     )
     problems = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
     if problems:

@@ -1,0 +1,55 @@
+"""The ``apdepth`` command line: one subcommand per module in ``apdepth.commands``.
+
+Each command module provides ``add_arguments(parser)`` (cheap: no heavy imports) and
+``run(args) -> int`` (the exit status). Heavy libraries are imported inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "predict": ("apdepth.commands.predict", "predict depth maps for images, folders or lists of paths"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="apdepth", description="ApDepth: single-step diffusion monocular depth estimation."
+    )
+    parser.add_argument("--version", action="version", version=f"apdepth {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        cmd = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        module.add_arguments(cmd)
+        cmd.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    import diffusers
+    import transformers
+
+    # Weight-loading bars add nothing on the command line (hub downloads keep their own bars).
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    return int(args._module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

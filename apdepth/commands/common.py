@@ -1,0 +1,56 @@
+"""What every command shares: device and dtype flags, and loading the pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+logger = logging.getLogger(__name__)
+
+DTYPES = ("fp32", "fp16", "bf16")
+DEFAULT_MODEL = "developy/ApDepth"
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"ApDepth checkpoint: hub id or local folder (default: {DEFAULT_MODEL})")
+    g.add_argument("--prior", default=None,
+                   help="prior override: small|base|large|giant, a transformers hub id or folder, "
+                        "or an original depth_anything_v2_vit*.pth")
+    g.add_argument("--dtype", choices=DTYPES, default="fp32", help="weights and compute dtype (default: fp32)")
+    g.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best available)")
+    g.add_argument("--offline", action="store_true", help="use only locally cached files (no network)")
+
+
+def resolve_device(name: str | None):
+    import torch
+
+    if name:
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def parse_dtype(name: str):
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def load_pipeline(args: argparse.Namespace):
+    """Load the ApDepth pipeline the model flags describe, on its device and dtype."""
+    from ..pipeline import ApDepthPipeline
+
+    device = resolve_device(args.device)
+    dtype = parse_dtype(args.dtype)
+    if device.type == "cpu" and args.dtype == "fp16":
+        logger.warning("fp16 on the CPU is slow and poorly supported; bf16 or fp32 are better choices there.")
+    pipe = ApDepthPipeline.from_pretrained(
+        args.model, prior=args.prior, dtype=dtype, local_files_only=args.offline
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)

@@ -1,0 +1,204 @@
+"""Predict depth for images, folders (searched recursively) and text files listing image paths.
+
+Outputs mirror the input folders under OUTDIR: <name>_depth.npy (float32 in [0, 1], near small),
+<name>_depth.png (16-bit, depth * 65535) and <name>_depth_color.png (colour map). Unreadable files
+are reported by name and skipped; the exit status is non-zero if any input failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .common import add_model_arguments
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("npy", "png16", "color")
+SUFFIXES = {"npy": "_depth.npy", "png16": "_depth.png", "color": "_depth_color.png"}
+LIST_EXTENSIONS = (".txt", ".lst", ".list")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image files, folders (recursive) or .txt files listing image paths")
+    parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder")
+    parser.add_argument("--formats", default="npy,png16,color",
+                        help=f"comma-separated outputs among {','.join(FORMATS)} (default: all)")
+    parser.add_argument("--colormap", default="Spectral", help="matplotlib colour map for 'color' (default: Spectral)")
+    parser.add_argument("--processing-res", type=int, default=None,
+                        help="long edge used for inference; 0 = native size (default: the checkpoint's)")
+    parser.add_argument("--no-match-input-res", action="store_true",
+                        help="keep outputs at the processing resolution instead of the input size")
+    parser.add_argument("--resample", default="bilinear", help="resize interpolation (default: bilinear)")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: 1)")
+    parser.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs all exist")
+    add_model_arguments(parser)
+
+
+@dataclass
+class WorkItem:
+    source: Path
+    stem: str  # output path without suffix, relative to OUTDIR
+
+
+@dataclass
+class Report:
+    done: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def fail(self, name: str, reason: str) -> None:
+        self.failed.append((name, reason))
+        logger.error("%s", reason)
+
+
+def parse_formats(text: str) -> list[str]:
+    formats = [f.strip() for f in text.split(",") if f.strip()]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise ValueError(f"--formats: unknown {bad or text!r}; choose among {', '.join(FORMATS)}")
+    return formats
+
+
+def collect_inputs(inputs: list[str], report: Report) -> list[WorkItem]:
+    """Expand files, folders and list files into work items with unique output stems."""
+    from ..io import IMAGE_EXTENSIONS
+
+    found: list[tuple[Path, Path]] = []  # (source, path relative to the output folder)
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not files:
+                logger.warning("%s: no images (%s) in this folder", path, ", ".join(IMAGE_EXTENSIONS))
+            found.extend((p, p.relative_to(path)) for p in files)
+        elif path.is_file() and path.suffix.lower() in LIST_EXTENSIONS:
+            base = path.parent
+            for line in path.read_text().splitlines():
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                entry = Path(line.split()[0])
+                entry = entry if entry.is_absolute() else base / entry
+                try:
+                    rel = entry.relative_to(base)
+                except ValueError:
+                    rel = Path(entry.name)
+                found.append((entry, rel))
+        elif path.exists():
+            found.append((path, Path(path.name)))
+        else:
+            report.fail(str(path), f"{path}: no such file or folder")
+
+    items: list[WorkItem] = []
+    used: set[str] = set()
+    for source, rel in found:
+        stem = str(rel.with_suffix(""))
+        if stem in used:  # a.jpg and a.png in one folder: keep both, name the second by its extension
+            stem = f"{stem}_{rel.suffix.lstrip('.').lower()}"
+        if stem in used:
+            report.fail(str(source), f"{source}: another input already writes {stem}*")
+            continue
+        used.add(stem)
+        items.append(WorkItem(source, stem))
+    return items
+
+
+def output_paths(outdir: Path, item: WorkItem, formats: list[str]) -> dict[str, Path]:
+    return {fmt: outdir / (item.stem + SUFFIXES[fmt]) for fmt in formats}
+
+
+def write_outputs(paths: dict[str, Path], depth, colored) -> None:
+    from ..image_utils import depth_to_uint16
+    from ..io import save_image, save_npy
+
+    for fmt, path in paths.items():
+        if fmt == "npy":
+            save_npy(path, depth.astype("float32"))
+        elif fmt == "png16":
+            save_image(path, depth_to_uint16(depth))
+        elif fmt == "color":
+            save_image(path, colored)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from ..io import ImageReadError, read_image
+    from .common import load_pipeline
+
+    formats = parse_formats(args.formats)
+    if args.batch_size < 1:
+        raise SystemExit("--batch-size must be >= 1")
+    report = Report()
+    items = collect_inputs(args.inputs, report)
+    todo = []
+    for item in items:
+        paths = output_paths(args.output, item, formats)
+        if args.skip_existing and all(p.is_file() for p in paths.values()):
+            report.skipped += 1
+        else:
+            todo.append((item, paths))
+
+    if todo:
+        pipe = load_pipeline(args)
+        colormap = args.colormap if "color" in formats else None
+        call = dict(processing_resolution=args.processing_res, match_input_resolution=not args.no_match_input_res,
+                    resample=args.resample, colormap=colormap, output_type="np")
+
+        def read(entry):
+            try:
+                return read_image(entry[0].source)
+            except ImageReadError as e:
+                return e
+
+        bar = tqdm(total=len(todo), desc="predict", unit="img", disable=None)
+        with ThreadPoolExecutor(max_workers=2) as pool:  # decode the next images while the model runs
+            images_iter = pool.map(read, todo)
+            batch = []
+            for entry, image in zip(todo, images_iter):
+                if isinstance(image, ImageReadError):
+                    report.fail(str(entry[0].source), str(image))
+                    bar.update(1)
+                    continue
+                batch.append((entry, image))
+                if len(batch) == args.batch_size:
+                    _predict_batch(pipe, batch, call, report)
+                    bar.update(len(batch))
+                    batch = []
+            if batch:
+                _predict_batch(pipe, batch, call, report)
+                bar.update(len(batch))
+        bar.close()
+
+    print(f"apdepth predict: {report.done} done, {report.skipped} skipped, {len(report.failed)} failed "
+          f"-> {args.output}", file=sys.stderr)
+    for _, reason in report.failed:
+        print(f"  FAILED {reason}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def _predict_batch(pipe, batch, call: dict, report: Report) -> None:
+    """Run one batch; if it fails, retry its images one by one so one bad image fails alone."""
+    try:
+        out = pipe([image for _, image in batch], batch_size=len(batch), **call)
+        results = list(zip(batch, out.depth, out.depth_colored or [None] * len(batch)))
+    except Exception as e:  # noqa: BLE001 - isolated below, then reported per file
+        if len(batch) == 1:
+            (item, _), _ = batch[0]
+            report.fail(str(item.source), f"{item.source}: prediction failed ({type(e).__name__}: {e})")
+            return
+        for single in batch:
+            _predict_batch(pipe, [single], call, report)
+        return
+    for ((item, paths), _), depth, colored in results:
+        try:
+            write_outputs(paths, depth, colored)
+            report.done += 1
+        except OSError as e:
+            report.fail(str(item.source), f"{item.source}: cannot write outputs ({e})")
