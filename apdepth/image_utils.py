@@ -57,7 +57,7 @@ def _from_numpy(arr: np.ndarray) -> list[RGBImage]:
     arr = arr[..., :3]
     if arr.shape[-1] == 1:
         arr = np.repeat(arr, 3, axis=-1)
-    t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+    t = torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1)  # own, writable memory
     return [_scale_levels(t, f"numpy {arr.dtype}")]
 
 

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up (scripts/setup.sh) and predict depth for the bundled sample photos into outputs/demo.
+# Extra arguments go to `apdepth predict`, e.g. --model /path/to/checkpoint --device cuda.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+. scripts/setup.sh
+apdepth predict examples/images -o outputs/demo "$@"
