@@ -8,6 +8,9 @@ PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 # shellcheck disable=SC1091
 . .venv/bin/activate
-python -m pip install -q --upgrade pip >/dev/null
-python -c 'import torch' 2>/dev/null || python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[dev]"
+log=.venv/setup.log
+{
+  python -m pip install -q --upgrade pip
+  python -c 'import torch' 2>/dev/null || python -m pip install -q "torch==2.13.0"
+  python -m pip install -q -e ".[dev]"
+} >"$log" 2>&1 || { cat "$log"; echo "set-up failed (log: $log)" >&2; exit 1; }
