@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +22,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", choices=DTYPES, default="fp32", help="weights and compute dtype (default: fp32)")
     g.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best available)")
     g.add_argument("--offline", action="store_true", help="use only locally cached files (no network)")
+
+
+def distributed_state(device: str | None = None):
+    """accelerate's process state when launched with several processes (accelerate launch / torchrun),
+    else ``None``. Processes share CPUs (gloo) when ``device`` is ``cpu`` or there is no CUDA."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
 
 
 def resolve_device(name: str | None):
@@ -41,11 +53,14 @@ def parse_dtype(name: str):
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
-def load_pipeline(args: argparse.Namespace):
-    """Load the ApDepth pipeline the model flags describe, on its device and dtype."""
+def load_pipeline(args: argparse.Namespace, device=None):
+    """Load the ApDepth pipeline the model flags describe, on its device and dtype.
+
+    ``device`` (e.g. this process's GPU under accelerate) is used when ``--device`` is not given.
+    """
     from ..pipeline import ApDepthPipeline
 
-    device = resolve_device(args.device)
+    device = resolve_device(args.device) if args.device or device is None else device
     dtype = parse_dtype(args.dtype)
     if device.type == "cpu" and args.dtype == "fp16":
         logger.warning("fp16 on the CPU is slow and poorly supported; bf16 or fp32 are better choices there.")

@@ -3,6 +3,9 @@
 Outputs mirror the input folders under OUTDIR: <name>_depth.npy (float32 in [0, 1], near small),
 <name>_depth.png (16-bit, depth * 65535) and <name>_depth_color.png (colour map). Unreadable files
 are reported by name and skipped; the exit status is non-zero if any input failed.
+
+Several processes (`accelerate launch -m apdepth predict ...` or torchrun) split the inputs between
+them, one GPU each; the report covers all of them.
 """
 
 from __future__ import annotations
@@ -130,13 +133,15 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from ..io import ImageReadError, read_image
-    from .common import load_pipeline
+    from .common import distributed_state, load_pipeline
 
     formats = parse_formats(args.formats)
     if args.batch_size < 1:
         raise SystemExit("--batch-size must be >= 1")
+    state = distributed_state(args.device)
+    is_main = state is None or state.is_main_process
     report = Report()
-    items = collect_inputs(args.inputs, report)
+    items = collect_inputs(args.inputs, report if is_main else Report())  # input errors reported once
     todo = []
     for item in items:
         paths = output_paths(args.output, item, formats)
@@ -145,8 +150,14 @@ def run(args: argparse.Namespace) -> int:
         else:
             todo.append((item, paths))
 
+    if state is not None:  # this process's share; the input order is the same in every process
+        total = len(todo)
+        with state.split_between_processes(todo) as share:
+            todo = list(share)
+        logger.info("process %d of %d: %d of %d images", state.process_index, state.num_processes, len(todo), total)
+
     if todo:
-        pipe = load_pipeline(args)
+        pipe = load_pipeline(args, device=state.device if state is not None else None)
         colormap = args.colormap if "color" in formats else None
         call = dict(processing_resolution=args.processing_res, match_input_resolution=not args.no_match_input_res,
                     resample=args.resample, colormap=colormap, output_type="np")
@@ -157,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
             except ImageReadError as e:
                 return e
 
-        bar = tqdm(total=len(todo), desc="predict", unit="img", disable=None)
+        bar = tqdm(total=len(todo), desc="predict", unit="img", disable=None if is_main else True)
         with ThreadPoolExecutor(max_workers=2) as pool:  # decode the next images while the model runs
             images_iter = pool.map(read, todo)
             batch = []
@@ -176,11 +187,27 @@ def run(args: argparse.Namespace) -> int:
                 bar.update(len(batch))
         bar.close()
 
+    if state is not None:
+        report = merge_reports(state, report)
+        if not is_main:
+            return 1 if report.failed else 0
     print(f"apdepth predict: {report.done} done, {report.skipped} skipped, {len(report.failed)} failed "
           f"-> {args.output}", file=sys.stderr)
     for _, reason in report.failed:
         print(f"  FAILED {reason}", file=sys.stderr)
     return 1 if report.failed else 0
+
+
+def merge_reports(state, report: Report) -> Report:
+    """Every process's report combined (all processes receive the total)."""
+    from accelerate.utils import gather_object
+
+    merged = Report()
+    for part in gather_object([report]):
+        merged.done += part.done
+        merged.skipped += part.skipped
+        merged.failed.extend(part.failed)
+    return merged
 
 
 def _predict_batch(pipe, batch, call: dict, report: Report) -> None:
