@@ -14,6 +14,7 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("apdepth.commands.predict", "predict depth maps for images, folders or lists of paths"),
+    "bench": ("apdepth.commands.bench", "measure speed and memory on full-size architectures (no download)"),
 }
 
 

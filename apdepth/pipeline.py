@@ -84,6 +84,7 @@ class ApDepthPipeline(DiffusionPipeline):
     _optional_components = ["prior", "text_encoder", "tokenizer", "scheduler"]
     timestep = 1
     pad_multiple = 8  # the VAE's downsampling factor; the UNet handles odd latent sizes itself
+    fuse_encode = True  # encode RGB and prior in one VAE call (False: two calls; same result)
 
     def __init__(
         self,
@@ -186,6 +187,13 @@ class ApDepthPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------ model steps
 
+    def set_empty_text_embedding(self, embedding: torch.Tensor | None) -> None:
+        """Provide the empty-prompt embedding ``[1, 2, C]`` (after which ``text_encoder`` and ``tokenizer``
+        may be dropped to save memory), or ``None`` to clear the cache so it is computed again."""
+        if embedding is not None and (embedding.ndim != 3 or embedding.shape[0] != 1):
+            raise ValueError(f"The empty-prompt embedding must be [1, tokens, C]; got {tuple(embedding.shape)}")
+        self._empty_text_embedding = None if embedding is None else embedding.detach()
+
     def empty_text_embedding(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """CLIP embedding of the empty prompt, tokenised without padding: ``[1, 2, C]``. Computed once."""
         if self._empty_text_embedding is None:
@@ -210,8 +218,11 @@ class ApDepthPipeline(DiffusionPipeline):
         if prior_disp is None:
             prior_disp = self.run_prior(rgb)
         prior_rgb = prior_disp.to(rgb.dtype).expand(-1, 3, -1, -1)  # [B, 3, H, W]
-        latents = encode_latent(self.vae, torch.cat([prior_rgb, rgb], dim=0))  # one VAE call: [2B, 4, h, w]
-        prior_latent, rgb_latent = latents.chunk(2, dim=0)
+        if self.fuse_encode:
+            latents = encode_latent(self.vae, torch.cat([prior_rgb, rgb], dim=0))  # one VAE call: [2B, 4, h, w]
+            prior_latent, rgb_latent = latents.chunk(2, dim=0)
+        else:
+            prior_latent, rgb_latent = encode_latent(self.vae, prior_rgb), encode_latent(self.vae, rgb)
         return torch.cat([prior_latent, rgb_latent], dim=1)  # order matters: prior first
 
     def run_prior(self, rgb: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,106 @@
+"""Full-size ApDepth (and Marigold) architectures from configs alone, with random weights.
+
+Runtime does not depend on weight values, so these time exactly like the released models without a
+download. The numbers are those of Stable Diffusion 2 (``stabilityai/stable-diffusion-2``: UNet, VAE,
+OpenCLIP ViT-H text tower as ``CLIPTextModel``) and Depth Anything V2.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, DepthAnythingForDepthEstimation
+
+from ..pipeline import ApDepthPipeline
+from ..priors import DepthAnythingPrior, get_variant
+
+SD2_UNET = dict(
+    sample_size=96, in_channels=8, out_channels=4, center_input_sample=False, flip_sin_to_cos=True, freq_shift=0,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, downsample_padding=1, mid_block_scale_factor=1,
+    act_fn="silu", norm_num_groups=32, norm_eps=1e-5, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
+    use_linear_projection=True, upcast_attention=True,
+)
+SD2_VAE = dict(
+    in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+    act_fn="silu", latent_channels=4, norm_num_groups=32, sample_size=768, scaling_factor=0.18215,
+)
+SD2_TEXT = dict(
+    vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
+    max_position_embeddings=77, hidden_act="gelu", projection_dim=512, bos_token_id=49406, eos_token_id=49407,
+    pad_token_id=1,
+)
+EMPTY_PROMPT_IDS = (49406, 49407)  # CLIP start and end tokens: the empty prompt without padding
+
+
+def _built(factory, device: torch.device, dtype: torch.dtype):
+    # Constructing directly on the target device makes the random init of a 1B-parameter model fast on GPUs.
+    with torch.device(device):
+        module = factory()
+    return module.to(dtype=dtype).eval().requires_grad_(False)
+
+
+def full_size_components(prior: str = "small", device="cpu", dtype=torch.float32) -> dict:
+    """Random-weight SD2 UNet (8 channels), SD2 VAE, SD2 text encoder and a DA2 prior of size ``prior``."""
+    device = torch.device(device)
+    unet = _built(lambda: UNet2DConditionModel(**SD2_UNET), device, dtype)
+    vae = _built(lambda: AutoencoderKL(**SD2_VAE), device, dtype)
+    text_encoder = _built(lambda: CLIPTextModel(CLIPTextConfig(**SD2_TEXT)), device, dtype)
+    da2 = _built(lambda: DepthAnythingForDepthEstimation(get_variant(prior).to_config()), device, dtype)
+    prior_module = DepthAnythingPrior.from_model(da2, variant=get_variant(prior).name)
+    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "prior": prior_module}
+
+
+def tiny_components(device="cpu", dtype=torch.float32) -> dict:
+    """The test suite's tiny components, for a fast dry run of the benchmark."""
+    from ..testing import tiny_prior, tiny_text_encoder, tiny_unet, tiny_vae
+
+    return {name: m.to(device=device, dtype=dtype) for name, m in (
+        ("unet", tiny_unet()), ("vae", tiny_vae()), ("text_encoder", tiny_text_encoder()), ("prior", tiny_prior()))}
+
+
+def empty_prompt_embedding(text_encoder: CLIPTextModel) -> torch.Tensor:
+    """``[1, 2, C]``: the text encoder on the start and end tokens, as the tokenizer gives for ""."""
+    ids = torch.tensor([EMPTY_PROMPT_IDS if text_encoder.config.vocab_size > max(EMPTY_PROMPT_IDS) else (0, 1)],
+                       device=text_encoder.device)
+    with torch.no_grad():
+        return text_encoder(ids)[0]
+
+
+def apdepth_pipeline(components: dict) -> ApDepthPipeline:
+    pipe = ApDepthPipeline(
+        unet=components["unet"], vae=components["vae"], text_encoder=components["text_encoder"],
+        prior=components["prior"], default_processing_resolution=0,
+    )
+    pipe.set_empty_text_embedding(empty_prompt_embedding(components["text_encoder"]))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def marigold_pipeline(components: dict):
+    """diffusers' Marigold depth pipeline on the same UNet and VAE (DDIM, as Marigold v1.0)."""
+    from diffusers import MarigoldDepthPipeline
+    from transformers import CLIPTokenizer
+
+    from ..testing import tiny_tokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:  # the text embedding is set below; any tokenizer will do
+        tokenizer: CLIPTokenizer = tiny_tokenizer(os.path.join(tmp, "tok"))
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction",
+        timestep_spacing="trailing",
+    )
+    pipe = MarigoldDepthPipeline(
+        unet=components["unet"], vae=components["vae"], scheduler=scheduler,
+        text_encoder=components["text_encoder"], tokenizer=tokenizer, prediction_type="depth",
+        scale_invariant=True, shift_invariant=True, default_denoising_steps=50, default_processing_resolution=0,
+    )
+    pipe.empty_text_embedding = empty_prompt_embedding(components["text_encoder"])
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,0 +1,292 @@
+"""The inference benchmark: stage times, end-to-end latency, throughput, fast paths on and off, and
+Marigold-style multi-step baselines on the identical UNet and VAE, all in one run."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..models import decode_depth
+from .architectures import (
+    apdepth_pipeline,
+    empty_prompt_embedding,
+    full_size_components,
+    marigold_pipeline,
+    tiny_components,
+)
+from .timing import PeakMemory, Timing, measure
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchConfig:
+    device: str = "cpu"
+    arch: str = "full"  # full | tiny
+    prior: str = "small"  # small | base | large | giant
+    dtypes: tuple[str, ...] = ("fp32", "bf16")
+    resolution: tuple[int, int] = (480, 640)  # H, W
+    batch_sizes: tuple[int, ...] = (1, 2)
+    repeats: int = 3
+    warmup: int = 1
+    fast_paths: bool = True
+    large_resolution: tuple[int, int] = (1536, 2048)  # for VAE tiling
+    compile: bool = False  # torch.compile is opt-in: compilation takes minutes
+    marigold: tuple[tuple[int, int], ...] = ((1, 1), (4, 1), (50, 10))  # (steps, ensemble)
+    marigold_full: bool = False  # on CPU, 50x10 is extrapolated from its measured parts unless this is set
+
+
+@dataclass
+class Row:
+    scenario: str
+    setting: str
+    dtype: str
+    resolution: str
+    batch: int
+    timing: Timing | None
+    peak_mb: float = float("nan")
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch / (self.timing.median_ms / 1000.0) if self.timing else float("nan")
+
+    def as_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "timing"}
+        d["timing"] = self.timing.as_dict() if self.timing else None
+        d["images_per_s"] = self.images_per_s
+        return d
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def hardware_info(device: torch.device) -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "cpu": platform.processor()}
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), info["cpu"])
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1),
+                    cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+    return info
+
+
+def library_versions() -> dict:
+    import accelerate
+    import diffusers
+    import transformers
+
+    from .. import __version__
+
+    return {"apdepth": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__, "accelerate": accelerate.__version__}
+
+
+class Benchmark:
+    def __init__(self, config: BenchConfig):
+        self.cfg = config
+        self.device = torch.device(config.device)
+        self.rows: list[Row] = []
+        build = full_size_components if config.arch == "full" else tiny_components
+        kwargs = {"prior": config.prior} if config.arch == "full" else {}
+        logger.info("building %s-size models on %s", config.arch, self.device)
+        self.components = build(device=self.device, dtype=torch.float32, **kwargs)
+        self.pipe = apdepth_pipeline(self.components)
+        h, w = config.resolution
+        rng = np.random.default_rng(0)
+        self.image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+    # -------------------------------------------------------------- helpers
+
+    def _record(self, scenario, setting, dtype, batch, fn, resolution=None, note="", **extra) -> Row:
+        h, w = resolution or self.cfg.resolution
+        with PeakMemory(self.device) as mem:
+            timing = measure(fn, self.device, repeats=self.cfg.repeats, warmup=self.cfg.warmup)
+        row = Row(scenario, setting, dtype, f"{w}x{h}", batch, timing, mem.peak_mb, note, extra)
+        self.rows.append(row)
+        logger.info("%-10s %-28s %-5s %4d  %9.1f ms", scenario, setting, dtype, batch, timing.median_ms)
+        return row
+
+    def _set_dtype(self, name: str) -> None:
+        for module in self.components.values():
+            module.to(dtype=DTYPES[name])
+        self.pipe.set_empty_text_embedding(empty_prompt_embedding(self.components["text_encoder"]))
+
+    def _call(self, images, **kwargs):
+        return self.pipe(images, processing_resolution=0, batch_size=len(images), **kwargs)
+
+    # -------------------------------------------------------------- scenarios
+
+    def stages(self, dtype: str) -> None:
+        h, w = self.cfg.resolution
+        pipe = self.pipe
+        rgb = torch.rand(1, 3, h, w, device=self.device) * 2 - 1
+        prior = pipe.run_prior(rgb)
+        cond = pipe.encode_condition(rgb, prior)
+        latent = pipe.predict_latent(cond)
+        with torch.no_grad():
+            prior_name = f"DA2-{self.cfg.prior}" if self.cfg.arch == "full" else "tiny"
+            self._record("stage", f"prior ({prior_name})", dtype, 1, lambda: pipe.run_prior(rgb))
+            self._record("stage", "encode (RGB + prior)", dtype, 1, lambda: pipe.encode_condition(rgb, prior))
+            self._record("stage", "UNet (1 step)", dtype, 1, lambda: pipe.predict_latent(cond))
+            self._record("stage", "decode", dtype, 1, lambda: decode_depth(pipe.vae, latent))
+
+    def end_to_end(self, dtype: str) -> dict[int, Row]:
+        rows = {}
+        for batch in self.cfg.batch_sizes:
+            images = [self.image] * batch
+            rows[batch] = self._record("apdepth", "end-to-end", dtype, batch, lambda im=images: self._call(im))
+        return rows
+
+    @contextlib.contextmanager
+    def _toggle(self, name: str, on: bool):
+        """Switch one fast path; everything else stays at the pipeline's defaults."""
+        pipe, unet, vae = self.pipe, self.components["unet"], self.components["vae"]
+        if name == "sdpa" and not on:
+            from diffusers.models.attention_processor import AttnProcessor
+
+            saved = (unet.attn_processors, vae.attn_processors)
+            unet.set_attn_processor(AttnProcessor())
+            vae.set_attn_processor(AttnProcessor())
+            try:
+                yield
+            finally:
+                unet.set_attn_processor(saved[0])
+                vae.set_attn_processor(saved[1])
+        elif name == "fused_encode" and not on:
+            pipe.fuse_encode = False
+            try:
+                yield
+            finally:
+                pipe.fuse_encode = True
+        elif name == "channels_last" and on:
+            for m in (unet, vae):
+                m.to(memory_format=torch.channels_last)
+            try:
+                yield
+            finally:
+                for m in (unet, vae):
+                    m.to(memory_format=torch.contiguous_format)
+        elif name == "vae_tiling" and on:
+            vae.enable_tiling()
+            try:
+                yield
+            finally:
+                vae.disable_tiling()
+        else:
+            yield
+
+    def fast_paths(self, dtype: str) -> None:
+        images = [self.image]
+        te = self.components["text_encoder"]
+
+        def uncached():  # the embedding recomputed on every call, as pipelines without a cache do
+            self.pipe.set_empty_text_embedding(empty_prompt_embedding(te))
+            return self._call(images)
+
+        self._record("fast path", "text embedding: computed per call", dtype, 1, uncached)
+        for name, on_label, off_label, default_on in (
+            ("sdpa", "SDPA attention", "classic attention", True),
+            ("fused_encode", "RGB + prior in one VAE call", "two VAE calls", True),
+            ("channels_last", "channels_last", "contiguous", False),
+        ):
+            for on in (True, False):
+                if on == default_on:
+                    continue  # the default setting is the end-to-end row
+                with self._toggle(name, on):
+                    self._record("fast path", on_label if on else off_label, dtype, 1, lambda: self._call(images))
+
+        h, w = self.cfg.large_resolution
+        big = [self.image.resize((w, h))]
+        for on in (False, True):
+            with self._toggle("vae_tiling", on):
+                self._record("fast path", f"VAE tiling {'on' if on else 'off'}", dtype, 1,
+                             lambda: self._call(big), resolution=(h, w))
+
+        if self.device.type == "cuda":
+            self.pipe.enable_model_cpu_offload(device=self.device)
+            self._record("fast path", "model CPU offload (low memory)", dtype, 1, lambda: self._call(images))
+            self.pipe.remove_all_hooks()
+            self.pipe.to(self.device)
+
+    def compiled(self, dtype: str) -> None:
+        self.components["unet"].compile()
+        self._record("fast path", "torch.compile(UNet)", dtype, 1, lambda: self._call([self.image]),
+                     note="warm-up includes compilation")
+
+    def marigold(self, dtype: str, apdepth_ms: float) -> None:
+        mpipe = marigold_pipeline(self.components)
+        mpipe.empty_text_embedding = empty_prompt_embedding(self.components["text_encoder"])
+        measured: dict[tuple[int, int], Row] = {}
+        for steps, ensemble in self.cfg.marigold:
+            setting = f"Marigold {steps} step(s) x {ensemble}"
+            if steps * ensemble > 8 and self.device.type == "cpu" and not self.cfg.marigold_full:
+                measured[(steps, ensemble)] = self._extrapolate_marigold(setting, dtype, steps, ensemble, measured)
+                continue
+
+            def run(s=steps, e=ensemble):
+                return mpipe(self.image, num_inference_steps=s, ensemble_size=e, processing_resolution=0,
+                             batch_size=1, generator=torch.Generator(self.device).manual_seed(0))
+
+            measured[(steps, ensemble)] = self._record("marigold", setting, dtype, 1, run)
+        for row in measured.values():
+            row.extra["times_apdepth"] = row.timing.median_ms / apdepth_ms
+
+    def _extrapolate_marigold(self, setting, dtype, steps, ensemble, measured) -> Row:
+        """T(s x e) = e * (T(1x1) + (s - 1) * t_step), t_step from the measured 1- and 4-step runs."""
+        one, four = measured.get((1, 1)), measured.get((4, 1))
+        if one is None or four is None:
+            raise ValueError("extrapolating Marigold needs the (1, 1) and (4, 1) runs")
+        t_step = (four.timing.median_ms - one.timing.median_ms) / 3
+        ms = ensemble * (one.timing.median_ms + (steps - 1) * t_step)
+        timing = Timing(ms, ms, ms, ms, 0, 0)
+        row = Row("marigold", setting, dtype, one.resolution, 1, timing, note="extrapolated (CPU)")
+        self.rows.append(row)
+        return row
+
+    # -------------------------------------------------------------- all
+
+    def run(self) -> list[Row]:
+        cfg = self.cfg
+        for i, dtype in enumerate(cfg.dtypes):
+            self._set_dtype(dtype)
+            self.stages(dtype)
+            e2e = self.end_to_end(dtype)
+            if i == 0 and cfg.fast_paths:
+                self.fast_paths(dtype)
+            if cfg.marigold:
+                self.marigold(dtype, e2e[1].timing.median_ms)
+        if cfg.compile:
+            self.compiled(cfg.dtypes[-1])
+        return self.rows
+
+    def report(self) -> dict:
+        return {"hardware": hardware_info(self.device), "versions": library_versions(),
+                "settings": {k: v for k, v in self.cfg.__dict__.items()},
+                "rows": [r.as_dict() for r in self.rows]}
+
+
+def format_table(rows: list[Row]) -> str:
+    header = f"{'scenario':<10} {'setting':<34} {'dtype':<5} {'res':>9} {'batch':>5} {'median ms':>10} " \
+             f"{'p10-p90 ms':>17} {'img/s':>7} {'peak MB':>8}  note"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        t = r.timing
+        spread = f"{t.p10_ms:.1f}-{t.p90_ms:.1f}" if t.n else "-"
+        note = r.note
+        if "times_apdepth" in r.extra:
+            note = (f"{r.extra['times_apdepth']:.1f}x ApDepth " + note).strip()
+        lines.append(f"{r.scenario:<10} {r.setting:<34} {r.dtype:<5} {r.resolution:>9} {r.batch:>5} "
+                     f"{t.median_ms:>10.1f} {spread:>17} {r.images_per_s:>7.2f} {r.peak_mb:>8.0f}  {note}")
+    return "\n".join(lines)

@@ -1,0 +1,96 @@
+"""Measure ApDepth's speed and memory on full-size architectures with random weights (no download):
+per-stage times, end-to-end latency, throughput against batch size, fast paths on and off, and
+Marigold-style multi-step baselines on the same UNet and VAE. Prints a table and writes JSON."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def _size(text: str) -> tuple[int, int]:
+    """'640x480' (W x H) -> (H, W)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}") from None
+    return h, w
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v)
+
+
+def _marigold(text: str) -> tuple[tuple[int, int], ...]:
+    if text == "none":
+        return ()
+    try:
+        return tuple(tuple(int(v) for v in item.split("x")) for item in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected STEPSxENSEMBLE,... such as 1x1,4x1,50x10, got {text!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: the best available)")
+    parser.add_argument("--arch", choices=("full", "tiny"), default="full",
+                        help="full-size SD2 + DA2 (default) or the test suite's tiny models (a dry run)")
+    parser.add_argument("--prior", default=None, help="DA2 size: small, base, large, giant "
+                        "(default: large on GPU, small on CPU)")
+    parser.add_argument("--dtypes", default=None, help="comma list of fp32,bf16,fp16 "
+                        "(default: fp32,bf16,fp16 on GPU; fp32,bf16 on CPU)")
+    parser.add_argument("--res", type=_size, default=(480, 640), metavar="WxH", help="input size (default 640x480)")
+    parser.add_argument("--batch-sizes", type=_ints, default=None, help="default: 1,2,4,8 on GPU; 1,2 on CPU")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per case (default: 20 GPU, 3 CPU)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: 3 GPU, 1 CPU)")
+    parser.add_argument("--no-fast-paths", action="store_true", help="skip the fast-path on/off comparisons")
+    parser.add_argument("--large-res", type=_size, default=(1536, 2048), metavar="WxH",
+                        help="input size for the VAE tiling comparison (default 2048x1536)")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
+    parser.add_argument("--marigold", type=_marigold, default=((1, 1), (4, 1), (50, 10)),
+                        help="baselines as STEPSxENSEMBLE list, or 'none' (default 1x1,4x1,50x10)")
+    parser.add_argument("--marigold-full", action="store_true",
+                        help="run Marigold 50x10 on CPU too instead of extrapolating it (about an hour)")
+    parser.add_argument("-o", "--output", type=Path, default=Path("bench.json"), help="JSON report (default bench.json)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..benchmark import BenchConfig, Benchmark, format_table
+    from ..io import save_json
+    from .common import resolve_device
+
+    device = resolve_device(args.device)
+    gpu = device.type == "cuda"
+    config = BenchConfig(
+        device=str(device),
+        arch=args.arch,
+        prior=args.prior or ("large" if gpu else "small"),
+        dtypes=tuple(args.dtypes.split(",")) if args.dtypes else (("fp32", "bf16", "fp16") if gpu else ("fp32", "bf16")),
+        resolution=args.res,
+        batch_sizes=args.batch_sizes or ((1, 2, 4, 8) if gpu else (1, 2)),
+        repeats=args.repeats or (20 if gpu else 3),
+        warmup=args.warmup if args.warmup is not None else (3 if gpu else 1),
+        fast_paths=not args.no_fast_paths,
+        large_resolution=args.large_res,
+        compile=args.compile,
+        marigold=args.marigold,
+        marigold_full=args.marigold_full,
+    )
+    bad = [d for d in config.dtypes if d not in ("fp32", "bf16", "fp16")]
+    if bad:
+        raise SystemExit(f"--dtypes: unknown {bad}; choose among fp32, bf16, fp16")
+    torch.manual_seed(0)
+    bench = Benchmark(config)
+    rows = bench.run()
+    report = bench.report()
+    save_json(args.output, report)
+    hw = report["hardware"]
+    print(f"\napdepth bench on {hw.get('gpu') or hw['cpu']} ({hw['cpu_count']} CPUs, torch {torch.__version__}), "
+          f"{config.arch} architectures, prior DA2-{config.prior}")
+    print(format_table(rows))
+    print(f"\nJSON report: {args.output}")
+    return 0

@@ -1,0 +1,83 @@
+"""The speed benchmark: full-size architectures match SD2, timers and memory probes behave, and
+`apdepth bench` runs end to end (on the tiny models) and writes its report."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+from accelerate import init_empty_weights
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from apdepth.benchmark.architectures import SD2_TEXT, SD2_UNET, SD2_VAE
+from apdepth.benchmark.runner import BenchConfig, Benchmark, Row
+from apdepth.benchmark.timing import PeakMemory, Timing, measure
+from apdepth.cli import main
+
+
+def _count(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_full_size_architectures_are_stable_diffusion_2():
+    with init_empty_weights():
+        unet = UNet2DConditionModel(**SD2_UNET)
+        vae = AutoencoderKL(**SD2_VAE)
+        text = CLIPTextModel(CLIPTextConfig(**SD2_TEXT))
+    # SD2's published counts; the 8-channel conv_in adds 4 x 320 x 3 x 3 weights.
+    assert _count(unet) == 865_910_724 + 4 * 320 * 9
+    assert _count(vae) == 83_653_863
+    assert _count(text) == 340_387_840
+
+
+def test_measure_times_what_it_runs():
+    t = measure(lambda: time.sleep(0.02), torch.device("cpu"), repeats=3, warmup=1)
+    assert t.n == 3 and t.warmup == 1
+    assert 20 <= t.min_ms <= t.median_ms < 200 and t.p10_ms <= t.median_ms <= t.p90_ms
+
+
+def test_peak_memory_sees_an_allocation():
+    with PeakMemory(torch.device("cpu"), interval_s=0.001) as mem:
+        block = np.ones(64 * 2**20 // 8)  # 64 MB, touched
+        time.sleep(0.05)
+        del block
+    assert mem.delta_mb >= 48
+
+
+def test_marigold_50x10_extrapolation_formula():
+    bench = Benchmark.__new__(Benchmark)
+    bench.rows = []
+    one = Row("marigold", "1x1", "fp32", "640x480", 1, Timing(100.0, 100, 100, 100, 3, 1))
+    four = Row("marigold", "4x1", "fp32", "640x480", 1, Timing(160.0, 160, 160, 160, 3, 1))
+    row = bench._extrapolate_marigold("50x10", "fp32", 50, 10, {(1, 1): one, (4, 1): four})
+    assert row.timing.median_ms == pytest.approx(10 * (100 + 49 * 20))  # 20 ms per extra step
+    assert "extrapolated" in row.note
+
+
+def test_bench_command_on_tiny_models(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "--arch", "tiny", "--device", "cpu", "--res", "48x32", "--large-res", "96x64",
+               "--dtypes", "fp32", "--batch-sizes", "1,2", "--repeats", "1", "--warmup", "0",
+               "--marigold", "1x1,4x1,50x10", "-o", str(out)])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert {"hardware", "versions", "settings", "rows"} <= report.keys()
+    assert report["versions"]["torch"] == torch.__version__
+    settings = {(r["scenario"], r["setting"], r["batch"]) for r in report["rows"]}
+    for expected in [("stage", "UNet (1 step)", 1), ("apdepth", "end-to-end", 2), ("fast path", "two VAE calls", 1),
+                     ("fast path", "classic attention", 1), ("fast path", "VAE tiling on", 1),
+                     ("marigold", "Marigold 50 step(s) x 10", 1)]:
+        assert expected in settings
+    marigold = [r for r in report["rows"] if r["scenario"] == "marigold"]
+    assert all(r["extra"]["times_apdepth"] > 0 for r in marigold)
+    table = capsys.readouterr().out
+    assert "end-to-end" in table and "x ApDepth" in table
+
+
+def test_bench_config_defaults_follow_the_paper():
+    cfg = BenchConfig()
+    assert cfg.resolution == (480, 640) and (50, 10) in cfg.marigold
