@@ -1,0 +1,24 @@
+"""Zero-shot affine-invariant depth evaluation (paper Sec. 4.2, SPEC section 5) with edge metrics.
+
+- :mod:`.alignment`: least-squares scale and shift, depth or disparity space, clipping
+- :mod:`.metrics`: AbsRel, SqRel, RMSE, RMSE-log, log10, delta1-3, iRMSE, SILog per image
+- :mod:`.edges`: scale-invariant boundary F1 (Depth Pro) and the flying-pixel ratio
+- :mod:`.protocol`: :class:`Protocol` and :func:`evaluate_sample` (resize, align, clip, score)
+- :mod:`.runner`: :func:`evaluate_dataset` (resumable, per-sample CSV, summary, table) and predictors
+- :mod:`.benchmark`: the Table 1 preset, config files, the combined report
+"""
+
+from .alignment import align_least_squares, clip_depth, fit_scale_shift
+from .benchmark import DatasetSpec, load_config, table1_spec, write_combined_report
+from .edges import boundary_f1, edge_metrics, flying_pixel_ratio, flying_pixels
+from .metrics import METRICS, depth_metrics
+from .protocol import EDGE_METRICS, Protocol, evaluate_sample
+from .report import dataset_table, table1
+from .runner import EvalResult, PipelinePredictor, ResumeMismatchError, SavedPredictions, evaluate_dataset
+
+__all__ = [
+    "EDGE_METRICS", "METRICS", "DatasetSpec", "EvalResult", "PipelinePredictor", "Protocol", "ResumeMismatchError",
+    "SavedPredictions", "align_least_squares", "boundary_f1", "clip_depth", "dataset_table", "depth_metrics",
+    "edge_metrics", "evaluate_dataset", "evaluate_sample", "fit_scale_shift", "flying_pixel_ratio",
+    "flying_pixels", "load_config", "table1", "table1_spec", "write_combined_report",
+]

@@ -1,0 +1,224 @@
+"""Protocol defaults, per-sample scoring and the resumable runner, with fake and saved predictions."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from apdepth.data import get_dataset
+from apdepth.data.fixtures import make_tar, write_fixture
+from apdepth.evaluation import (
+    Protocol,
+    ResumeMismatchError,
+    SavedPredictions,
+    evaluate_dataset,
+    evaluate_sample,
+    load_config,
+    table1,
+    write_combined_report,
+)
+
+
+@pytest.fixture(scope="module")
+def scannet(tmp_path_factory):
+    work = tmp_path_factory.mktemp("runner")
+    fx = write_fixture("scannet", work / "scannet", num_samples=3, seed=5)
+    return fx, make_tar(fx.root, work / "scannet.tar")
+
+
+class AffineOfTruth:
+    """A perfect affine-invariant 'model': 0.1 * depth + 0.05 (optionally with per-sample errors)."""
+
+    def __init__(self, factor: dict[str, float] | None = None, fail: set[str] | None = None):
+        self.factor, self.fail, self.calls = factor or {}, fail or set(), []
+
+    def __call__(self, samples):
+        out = []
+        for s in samples:
+            self.calls.append(s["rgb_path"])
+            if s["rgb_path"] in self.fail:
+                raise RuntimeError("boom")
+            depth = s["depth"][0] * self.factor.get(s["rgb_path"], 1.0)
+            out.append(0.1 * depth + 0.05)
+        return out
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_protocol_defaults_and_overrides():
+    from apdepth.data import DATASETS
+
+    p = Protocol.for_dataset(DATASETS["eth3d"])
+    assert (p.processing_resolution, p.alignment_max_resolution, p.min_depth, p.max_depth) == (756, 1024, 1e-5, math.inf)
+    assert p.to_dict()["max_depth"] == "inf"
+    assert Protocol.for_dataset(DATASETS["diode"]).processing_resolution == 640
+    assert Protocol.for_dataset(DATASETS["nyu"], processing_resolution=None).processing_resolution == 0
+    assert Protocol.for_dataset(DATASETS["nyu"], processing_resolution=64).processing_resolution == 64
+    with pytest.raises(ValueError, match="Unknown protocol settings"):
+        Protocol.for_dataset(DATASETS["nyu"], procesing_resolution=64)
+    with pytest.raises(ValueError, match="alignment_space"):
+        Protocol.for_dataset(DATASETS["nyu"], alignment_space="log")
+
+
+def test_evaluate_sample_perfect_affine_and_resize(scannet):
+    fx, _ = scannet
+    ds = get_dataset("scannet", fx.root, fx.split)
+    sample = ds[0]
+    protocol = Protocol.for_dataset(ds)
+    row = evaluate_sample(0.1 * sample["depth"][0] + 0.05, sample, protocol)
+    assert row["abs_rel"] == pytest.approx(0, abs=1e-6) and row["delta1"] == 1.0
+    assert row["scale"] == pytest.approx(10, rel=1e-4) and row["shift"] == pytest.approx(-0.5, abs=1e-4)
+    assert row["n_valid"] == int(sample["valid_mask"].sum())
+    # a prediction at another size is resized to the ground truth's first
+    small = evaluate_sample(torch.full((12, 16), 0.5), sample, protocol)
+    assert small["n_valid"] == row["n_valid"] and small["scale"] == 0.0  # constant: the mean depth
+
+
+def test_evaluate_sample_without_valid_pixels(scannet):
+    fx, _ = scannet
+    sample = dict(get_dataset("scannet", fx.root, fx.split)[0])
+    sample["valid_mask"] = torch.zeros_like(sample["valid_mask"])
+    row = evaluate_sample(torch.rand(48, 64), sample, Protocol.for_dataset(get_dataset("scannet", fx.root, fx.split)))
+    assert row["n_valid"] == 0 and math.isnan(row["abs_rel"]) and math.isnan(row["boundary_f1"])
+
+
+def test_edge_metrics_use_the_edge_mask_when_given():
+    gt = torch.ones(1, 20, 20) * 4.0
+    gt[..., 10:] = 8.0
+    no_edge = torch.ones(1, 20, 20, dtype=torch.bool)
+    no_edge[..., 8:12] = False  # a Sobel-style mask removed the discontinuity
+    sample = {"depth": gt, "valid_mask": no_edge, "edge_valid_mask": torch.ones(1, 20, 20, dtype=torch.bool)}
+    protocol = Protocol(dataset="diode", min_depth=0.6, max_depth=350)
+    assert evaluate_sample(gt[0], sample, protocol)["boundary_f1"] == pytest.approx(1.0)
+    del sample["edge_valid_mask"]
+    assert math.isnan(evaluate_sample(gt[0], sample, protocol)["boundary_f1"])
+
+
+def test_runner_outputs_and_means(scannet, tmp_path):
+    fx, tar = scannet
+    ds = get_dataset("scannet", tar, fx.split)
+    paths = [e[0] for e in ds.entries]
+    # sample 1 predicted with a non-affine error: its AbsRel differs from 0
+    predictor = AffineOfTruth(factor={paths[1]: 1.0})
+    result = evaluate_dataset(ds, predictor, tmp_path / "out", Protocol.for_dataset(ds), progress=False)
+    rows = read_csv(tmp_path / "out" / "per_sample.csv")
+    assert [r["rgb_path"] for r in rows] == paths and result.ok
+    assert set(rows[0]) >= {"rgb_path", "n_valid", "scale", "shift", "abs_rel", "delta1", "boundary_f1",
+                            "flying_pixels", "silog"}
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["evaluated"] == 3 and summary["complete"] and summary["failed"] == []
+    for key in ("abs_rel", "delta1", "rmse"):  # the mean over images of the CSV values
+        assert summary["metrics"][key] == pytest.approx(sum(float(r[key]) for r in rows) / 3)
+    assert summary["metrics"]["abs_rel"] == pytest.approx(0, abs=1e-6) and summary["metrics"]["delta1"] == 1.0
+    assert "abs_rel" in (tmp_path / "out" / "table.md").read_text()
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["protocol"]["dataset"] == "scannet"
+
+
+def test_runner_isolates_failures_and_resumes(scannet, tmp_path):
+    fx, tar = scannet
+    ds = get_dataset("scannet", tar, fx.split)
+    paths = [e[0] for e in ds.entries]
+    protocol = Protocol.for_dataset(ds)
+    first = evaluate_dataset(ds, AffineOfTruth(fail={paths[1]}), tmp_path, protocol, batch_size=2, progress=False)
+    assert not first.ok and [p for p, _ in first.failed] == [paths[1]] and "boom" in first.failed[0][1]
+    assert first.summary["evaluated"] == 2 and not first.summary["complete"]
+    assert [r["rgb_path"] for r in read_csv(tmp_path / "per_sample.csv")] == [paths[0], paths[2]]
+
+    again = AffineOfTruth()
+    second = evaluate_dataset(ds, again, tmp_path, protocol, progress=False)
+    assert again.calls == [paths[1]]  # only the missing sample is predicted
+    assert second.ok and second.summary["evaluated"] == 3
+    assert [r["rgb_path"] for r in read_csv(tmp_path / "per_sample.csv")] == paths  # split order
+
+    with pytest.raises(ResumeMismatchError, match="another protocol"):
+        evaluate_dataset(ds, again, tmp_path, Protocol.for_dataset(ds, processing_resolution=64), progress=False)
+    fresh = AffineOfTruth()
+    evaluate_dataset(ds, fresh, tmp_path, Protocol.for_dataset(ds, processing_resolution=64), overwrite=True,
+                     progress=False)
+    assert fresh.calls == paths
+
+
+def test_unreadable_sample_is_reported(tmp_path):
+    fx = write_fixture("scannet", tmp_path / "scannet", num_samples=2)
+    ds = get_dataset("scannet", fx.root, fx.split)
+    (fx.root / ds.entries[0][1]).write_bytes(b"not a png")
+    result = evaluate_dataset(ds, AffineOfTruth(), tmp_path / "out", Protocol.for_dataset(ds), workers=1,
+                              progress=False)
+    assert [p for p, _ in result.failed] == [ds.entries[0][0]] and "not a readable image" in result.failed[0][1]
+    assert result.summary["evaluated"] == 1 and not result.summary["complete"]
+
+
+def test_saved_predictions_round_trip(scannet, tmp_path):
+    fx, tar = scannet
+    ds = get_dataset("scannet", tar, fx.split)
+    protocol = Protocol.for_dataset(ds)
+
+    class Noisy(AffineOfTruth):
+        def __call__(self, samples):
+            return [p + 0.01 * torch.rand(p.shape, generator=torch.Generator().manual_seed(1)) for p in
+                    super().__call__(samples)]
+
+    live = evaluate_dataset(ds, Noisy(), tmp_path / "live", protocol, save_predictions=True, progress=False)
+    saved = sorted((tmp_path / "live" / "predictions").rglob("*.npy"))
+    assert len(saved) == 3 and np.load(saved[0]).shape == (48, 64)
+    replay = evaluate_dataset(ds, SavedPredictions(tmp_path / "live" / "predictions"), tmp_path / "replay", protocol,
+                              progress=False)
+    assert replay.summary["metrics"] == pytest.approx(live.summary["metrics"])
+
+
+def test_saved_prediction_names(tmp_path):
+    preds = SavedPredictions(tmp_path)
+    marigold_nyu = tmp_path / "test" / "kitchen" / "pred_0001.npy"  # Marigold names NYU rgb_0001 as pred_0001
+    marigold_nyu.parent.mkdir(parents=True)
+    np.save(marigold_nyu, np.ones((4, 5), dtype=np.float32))
+    assert preds.path_for("test/kitchen/rgb_0001.png") == marigold_nyu
+    np.save(tmp_path / "test" / "kitchen" / "rgb_0001.npy", np.ones((1, 4, 5), dtype=np.float32))
+    assert preds.path_for("test/kitchen/rgb_0001.png").name == "rgb_0001.npy"  # ours first
+    assert preds([{"rgb_path": "test/kitchen/rgb_0001.png"}])[0].shape == (4, 5)
+    with pytest.raises(FileNotFoundError) as info:
+        preds.path_for("test/office/rgb_0002.png")
+    assert "pred_0002.npy" in str(info.value) and "rgb_0002.npy" in str(info.value)
+
+
+def test_config_and_combined_report(scannet, tmp_path):
+    fx, tar = scannet
+    config = tmp_path / "bench.yaml"
+    config.write_text(f"data_root: {tar.parent}\nsplit_root: {fx.split.parent}\ndatasets:\n"
+                      f"  scannet: {{data: {tar.name}, split: {fx.split.name}, processing_resolution: 64, "
+                      f"missing: skip}}\n")
+    (spec,) = load_config(config)
+    assert spec.data == tar and spec.split == fx.split
+    assert spec.protocol == {"processing_resolution": 64} and spec.options == {"missing": "skip"}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"datasets": {"scannet": {"data": "x.tar"}}}))
+    with pytest.raises(ValueError, match="needs both 'data' and 'split'"):
+        load_config(bad)
+
+    ds = get_dataset("scannet", tar, fx.split)
+    evaluate_dataset(ds, AffineOfTruth(), tmp_path / "out" / "scannet", Protocol.for_dataset(ds), progress=False)
+    summaries = write_combined_report(tmp_path / "out", method="mine")
+    assert list(summaries) == ["scannet"]
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert "| Method | ScanNet AbsRel↓ | ScanNet δ1↑ |" in text
+    assert "| mine | 0.0 | 100.0 |" in text and "| ApDepth (paper, Table 1) | 4.5 | 97.3 |" in text
+    assert "ScanNet F1↑" in text
+
+
+def test_table1_layout_and_incomplete_marker():
+    summaries = {
+        name: {"dataset": name, "metrics": {"abs_rel": 0.0451, "delta1": 0.9734}, "complete": name != "kitti"}
+        for name in ("diode", "nyu", "kitti")
+    }
+    text = table1(summaries, method="x", paper_row=False)
+    assert text.splitlines()[0] == ("| Method | NYUv2 AbsRel↓ | NYUv2 δ1↑ | KITTI AbsRel↓ | KITTI δ1↑ | "
+                                    "DIODE AbsRel↓ | DIODE δ1↑ |")
+    assert text.splitlines()[2] == "| x | 4.5 | 97.3 | 4.5* | 97.3* | 4.5 | 97.3 |"
+    assert "incomplete" in text
