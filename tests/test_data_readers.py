@@ -212,6 +212,8 @@ def test_transform_hook(fixtures):
 def test_evaluation_defaults():
     assert {n: DATASETS[n].processing_resolution for n in ("nyu", "kitti", "eth3d", "scannet", "diode")} == {
         "nyu": 0, "kitti": 0, "eth3d": 756, "scannet": 0, "diode": 640}
+    assert {n: DATASETS[n].expected_samples for n in ("nyu", "kitti", "eth3d", "scannet", "diode")} == {
+        "nyu": 654, "kitti": 652, "eth3d": 454, "scannet": 800, "diode": 771}
     assert DATASETS["eth3d"].alignment_max_resolution == 1024
     assert DATASETS["nyu"].alignment_max_resolution is None
     ranges = {n: (DATASETS[n].min_depth, DATASETS[n].max_depth) for n in DATASETS}

@@ -32,10 +32,11 @@ def scannet(tmp_path_factory):
 
 
 class AffineOfTruth:
-    """A perfect affine-invariant 'model': 0.1 * depth + 0.05 (optionally with per-sample errors)."""
+    """A perfect affine-invariant 'model': 0.1 * depth + 0.05, optionally raised to a per-sample power
+    (a non-affine error) or failing for some samples."""
 
-    def __init__(self, factor: dict[str, float] | None = None, fail: set[str] | None = None):
-        self.factor, self.fail, self.calls = factor or {}, fail or set(), []
+    def __init__(self, power: dict[str, float] | None = None, fail: set[str] | None = None):
+        self.power, self.fail, self.calls = power or {}, fail or set(), []
 
     def __call__(self, samples):
         out = []
@@ -43,8 +44,7 @@ class AffineOfTruth:
             self.calls.append(s["rgb_path"])
             if s["rgb_path"] in self.fail:
                 raise RuntimeError("boom")
-            depth = s["depth"][0] * self.factor.get(s["rgb_path"], 1.0)
-            out.append(0.1 * depth + 0.05)
+            out.append((0.1 * s["depth"][0] + 0.05) ** self.power.get(s["rgb_path"], 1.0))
         return out
 
 
@@ -102,22 +102,25 @@ def test_edge_metrics_use_the_edge_mask_when_given():
     assert math.isnan(evaluate_sample(gt[0], sample, protocol)["boundary_f1"])
 
 
-def test_runner_outputs_and_means(scannet, tmp_path):
+def test_runner_outputs_and_means(scannet, tmp_path, caplog):
     fx, tar = scannet
     ds = get_dataset("scannet", tar, fx.split)
     paths = [e[0] for e in ds.entries]
-    # sample 1 predicted with a non-affine error: its AbsRel differs from 0
-    predictor = AffineOfTruth(factor={paths[1]: 1.0})
+    predictor = AffineOfTruth(power={paths[1]: 3.0})  # sample 1 is wrong beyond scale and shift
     result = evaluate_dataset(ds, predictor, tmp_path / "out", Protocol.for_dataset(ds), progress=False)
+    assert "3 samples, but the protocol evaluates 800" in caplog.text
     rows = read_csv(tmp_path / "out" / "per_sample.csv")
     assert [r["rgb_path"] for r in rows] == paths and result.ok
     assert set(rows[0]) >= {"rgb_path", "n_valid", "scale", "shift", "abs_rel", "delta1", "boundary_f1",
                             "flying_pixels", "silog"}
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["evaluated"] == 3 and summary["complete"] and summary["failed"] == []
+    assert summary["expected_samples"] == 800
     for key in ("abs_rel", "delta1", "rmse"):  # the mean over images of the CSV values
         assert summary["metrics"][key] == pytest.approx(sum(float(r[key]) for r in rows) / 3)
-    assert summary["metrics"]["abs_rel"] == pytest.approx(0, abs=1e-6) and summary["metrics"]["delta1"] == 1.0
+    abs_rel = [float(r["abs_rel"]) for r in rows]
+    assert abs_rel[0] == pytest.approx(0, abs=1e-6) and abs_rel[2] == pytest.approx(0, abs=1e-6)
+    assert abs_rel[1] > 0.01 and summary["metrics"]["abs_rel"] == pytest.approx(abs_rel[1] / 3, rel=1e-4)
     assert "abs_rel" in (tmp_path / "out" / "table.md").read_text()
     assert json.loads((tmp_path / "out" / "run.json").read_text())["protocol"]["dataset"] == "scannet"
 

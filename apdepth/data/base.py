@@ -55,6 +55,7 @@ class DepthDataset(Dataset):
     # Evaluation defaults (SPEC section 5): 0 = native resolution; None = align at full resolution.
     processing_resolution: ClassVar[int] = 0
     alignment_max_resolution: ClassVar[int | None] = None
+    expected_samples: ClassVar[int | None] = None  # the protocol's sample count (a check on the split list)
 
     def __init__(
         self,

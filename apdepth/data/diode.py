@@ -47,6 +47,7 @@ class DIODEDataset(DepthDataset):
     range_inclusive = True  # the paper and the release: 0.6 <= d <= 350
     num_paths = 3
     processing_resolution = 640
+    expected_samples = 771
 
     def __init__(self, *args, edge_mask: bool = True, edge_threshold: float = SOBEL_THRESHOLD, **kwargs):
         self.edge_mask = edge_mask

@@ -22,6 +22,7 @@ class ETH3DDataset(DepthDataset):
     max_depth = float("inf")
     processing_resolution = 756
     alignment_max_resolution = 1024
+    expected_samples = 454
 
     def read_raw_depth(self, rel: str, height: int, width: int) -> np.ndarray:
         """float32 ``[H, W]`` from a raw float32 file of ``height * width`` values."""

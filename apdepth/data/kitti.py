@@ -56,6 +56,7 @@ class KITTIDataset(DepthDataset):
     name = "kitti"
     min_depth = 1e-5
     max_depth = 80.0
+    expected_samples = 652  # of 697 split lines
 
     def __init__(self, *args, eval_crop: str | None = "eigen", benchmark_crop: bool = True, **kwargs):
         if eval_crop is not None and eval_crop not in EVAL_CROPS:

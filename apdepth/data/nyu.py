@@ -29,6 +29,7 @@ class NYUDataset(DepthDataset):
     min_depth = 1e-3
     max_depth = 10.0
     num_paths = 2  # the third field (filled depth) is not used for evaluation
+    expected_samples = 654
 
     def __init__(self, *args, eigen_crop: bool = True, **kwargs):
         self.eigen_crop = eigen_crop

@@ -13,6 +13,7 @@ class ScanNetDataset(DepthDataset):
     name = "scannet"
     min_depth = 1e-3
     max_depth = 10.0
+    expected_samples = 800
 
     def load(self, entry):
         return {"rgb": self.read_rgb(entry[0]), "depth": self.read_png_depth(entry[1], 1000.0)}

@@ -127,8 +127,10 @@ def boundary_f1(pred: torch.Tensor, gt: torch.Tensor, valid_mask: torch.Tensor,
 
 
 def _max_pool(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Max over the ``(2r+1)^2`` window of ``[H, W]`` (outside the image counts as -inf)."""
-    return F.max_pool2d(x[None, None], kernel_size=2 * radius + 1, stride=1, padding=radius)[0, 0]
+    """Max over the ``(2r+1)^2`` window of ``[H, W]`` (outside the image counts as -inf); separable."""
+    k = 2 * radius + 1
+    rows = F.max_pool2d(x[None, None], kernel_size=(1, k), stride=1, padding=(0, radius))
+    return F.max_pool2d(rows, kernel_size=(k, 1), stride=1, padding=(radius, 0))[0, 0]
 
 
 def flying_pixels(

@@ -18,6 +18,7 @@ These follow the Marigold evaluation code's definitions, so numbers are comparab
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -78,7 +79,7 @@ LOWER_IS_BETTER = {"abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "i_rmse", "
 
 
 def depth_metrics(pred: torch.Tensor, gt: torch.Tensor, valid_mask: torch.Tensor) -> dict[str, float]:
-    """All :data:`METRICS` for one image.
+    """All :data:`METRICS` for one image (the same definitions, sharing the per-pixel terms).
 
     Args:
         pred: aligned, clipped depth ``[H, W]`` (> 0 on valid pixels).
@@ -93,7 +94,23 @@ def depth_metrics(pred: torch.Tensor, gt: torch.Tensor, valid_mask: torch.Tensor
     if not bool(valid_mask.any()):
         raise ValueError("no valid ground-truth pixels to evaluate")
     dtype = torch.float32 if pred.device.type == "mps" else torch.float64
-    p, g = pred[valid_mask].to(dtype), gt[valid_mask].to(dtype)
+    p, g = pred[valid_mask].to(dtype), gt[valid_mask].to(dtype)  # [M] each
     if not bool((p > 0).all() and (g > 0).all()):
         raise ValueError("depth metrics need positive prediction and ground truth on valid pixels (clip first)")
-    return {name: float(fn(p, g)) for name, fn in METRICS.items()}
+    err = p - g
+    sq = err * err
+    log_err = p.log() - g.log()  # ln p - ln g
+    ratio = torch.maximum(p / g, g / p)
+    inv_err = 1.0 / p - 1.0 / g
+    out = {
+        "abs_rel": (err.abs() / g).mean(),
+        "sq_rel": (sq / g).mean(),
+        "rmse": sq.mean().sqrt(),
+        "rmse_log": (log_err * log_err).mean().sqrt(),
+        "log10": log_err.abs().mean() / math.log(10.0),
+        **{f"delta{k}": (ratio < 1.25**k).to(dtype).mean() for k in (1, 2, 3)},
+        "i_rmse": (inv_err * inv_err).mean().sqrt(),
+        "silog": ((log_err * log_err).mean() - log_err.mean() ** 2).clamp_min(0).sqrt() * 100,
+    }
+    assert list(out) == list(METRICS)
+    return {name: float(value) for name, value in out.items()}

@@ -220,6 +220,9 @@ def evaluate_dataset(
     save_json(outdir / "run.json", run)
 
     entries = dataset.entries if limit is None else dataset.entries[:limit]
+    if limit is None and dataset.expected_samples not in (None, len(entries)):
+        logger.warning("%s: %d samples, but the protocol evaluates %d: is %s the right split list?",
+                       dataset.name, len(entries), dataset.expected_samples, dataset.split)
     wanted = {e[0] for e in entries}
     csv_file = outdir / "per_sample.csv"
     rows = [r for r in _read_csv(csv_file) if r["rgb_path"] in wanted] if csv_file.exists() else []
@@ -306,6 +309,7 @@ def summarize(dataset: DepthDataset, rows: list[dict], failed: list[tuple[str, s
         "data": run["data"],
         "split": run["split"],
         "samples": num_samples,
+        "expected_samples": dataset.expected_samples,
         "evaluated": len(scored),
         "without_valid_pixels": len(rows) - len(scored),
         "failed": [{"rgb_path": p, "error": e} for p, e in failed],
