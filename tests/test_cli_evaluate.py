@@ -155,6 +155,13 @@ def test_argument_errors(bench, tmp_path, tiny_pipeline_dir):
                  "--predictions", tmp_path, "-o", tmp_path / "o")
     with pytest.raises(SystemExit, match="--data-root"):
         evaluate("--dataset", "scannet", "--split", fx.split, "-o", tmp_path / "o")
+    with pytest.raises(SystemExit, match="predictions folder .*nope does not exist"):
+        evaluate("--dataset", "scannet", "--data", fx.root, "--split", fx.split, "--predictions", tmp_path / "nope",
+                 "-o", tmp_path / "o")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("datasets: {nyu: [unclosed\n")
+    with pytest.raises(SystemExit, match="not valid YAML"):
+        evaluate("--config", broken, "-o", tmp_path / "o")
     split = tmp_path / "with_missing.txt"
     split.write_text(fx.split.read_text() + "scene0999_00/color/000999.jpg scene0999_00/depth/000999.png\n")
     with pytest.raises(SystemExit, match="scene0999_00/color/000999.jpg"):

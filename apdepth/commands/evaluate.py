@@ -141,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation import (
         PipelinePredictor,
         Protocol,
+        ResumeMismatchError,
         SavedPredictions,
         evaluate_dataset,
         table1,
@@ -153,29 +154,31 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--batch-size and --limit must be >= 1, --workers >= 0")
     if args.predictions is not None and args.model != DEFAULT_MODEL:
         raise SystemExit("give --model or --predictions, not both")
-    try:
-        specs = resolve_specs(args)
-        datasets = [build_dataset(spec, args) for spec in specs]  # check every file before loading a model
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"apdepth evaluate: {e}") from None
-
     device = resolve_device(args.device)  # where load_pipeline puts the model, and the metrics run
     pipe = _LazyPipeline(args, load_pipeline)  # loaded on the first prediction: a finished resume needs none
     method = args.method or (str(args.predictions) if args.predictions is not None else args.model)
+    try:  # check every data set, setting and predictions folder before any work
+        specs = resolve_specs(args)
+        jobs = []
+        for spec in specs:
+            dataset = build_dataset(spec, args)
+            overrides = {"processing_resolution": args.processing_res, "alignment_space": args.alignment_space,
+                         "alignment_max_resolution": args.alignment_max_res,
+                         "edge_metrics": False if args.no_edge_metrics else None, **spec.protocol}
+            protocol = Protocol.for_dataset(dataset, **overrides)
+            if spec.predictions is not None or args.predictions is not None:
+                folder = predictions_folder(args.predictions, spec)
+                predictor = SavedPredictions(folder, device=device)
+                source = {"predictions": str(Path(folder).resolve())}
+            else:
+                predictor = PipelinePredictor(pipe, protocol.processing_resolution, protocol.resample)
+                source = {"model": args.model, "prior": args.prior, "dtype": args.dtype}
+            jobs.append((spec, dataset, protocol, predictor, source))
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"apdepth evaluate: {e}") from None
 
     incomplete = []
-    for spec, dataset in zip(specs, datasets):
-        overrides = {"processing_resolution": args.processing_res, "alignment_space": args.alignment_space,
-                     "alignment_max_resolution": args.alignment_max_res,
-                     "edge_metrics": False if args.no_edge_metrics else None, **spec.protocol}
-        protocol = Protocol.for_dataset(dataset, **overrides)
-        if spec.predictions is not None or args.predictions is not None:
-            folder = predictions_folder(args.predictions, spec) if spec.predictions is None else spec.predictions
-            predictor = SavedPredictions(folder, device=device)
-            source = {"predictions": str(Path(folder).resolve())}
-        else:
-            predictor = PipelinePredictor(pipe, protocol.processing_resolution, protocol.resample)
-            source = {"model": args.model, "prior": args.prior, "dtype": args.dtype}
+    for spec, dataset, protocol, predictor, source in jobs:
         logger.info("%s: %d samples from %s (processing resolution %s)", spec.name, len(dataset), spec.data,
                     protocol.processing_resolution or "native")
         try:
@@ -184,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size, workers=args.workers, save_predictions=args.save_predictions,
                 limit=args.limit, overwrite=args.overwrite,
             )
-        except ValueError as e:  # e.g. a resume with other settings
+        except ResumeMismatchError as e:
             raise SystemExit(f"apdepth evaluate: {e}") from None
         print(dataset_table(result.summary), file=sys.stderr)
         if not result.ok:

@@ -101,12 +101,12 @@ def load_config(path: str | os.PathLike) -> list[DatasetSpec]:
     """
     path = Path(path)
     text = path.read_text()
-    if path.suffix.lower() == ".json":
-        config = json.loads(text)
-    else:
-        import yaml
+    import yaml
 
-        config = yaml.safe_load(text)
+    try:
+        config = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'} ({e})") from e
     if not isinstance(config, dict) or not isinstance(config.get("datasets"), dict) or not config["datasets"]:
         raise ValueError(f"{path}: expected a mapping with a non-empty 'datasets' mapping (see docs/evaluation.md)")
     unknown = set(config) - {"data_root", "split_root", "datasets"}
