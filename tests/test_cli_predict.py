@@ -167,3 +167,14 @@ def test_two_processes_split_the_inputs(tiny_pipeline_dir, tmp_path):
     assert "process 0 of 2: 3 of 5 images" in done.stderr and "process 1 of 2: 2 of 5 images" in done.stderr
     assert done.stderr.count("apdepth predict: 5 done, 0 skipped, 0 failed") == 1  # one merged report
     assert sorted(p.name for p in out.iterdir()) == [f"{i}_depth.npy" for i in range(5)]
+
+
+def test_outputs_get_the_usual_permissions(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        save_npy(tmp_path / "x.npy", np.zeros(2))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.npy").stat().st_mode & 0o777 == 0o644
