@@ -14,6 +14,8 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("apdepth.commands.predict", "predict depth maps for images, folders or lists of paths"),
+    "video": ("apdepth.commands.video", "temporally stable depth for a video or a folder of frames"),
+    "serve": ("apdepth.commands.serve", "start the local web demo (needs apdepth[demo])"),
 }
 
 
