@@ -111,7 +111,8 @@ class Extras:
 
         base = call["processing_resolution"]
         base = pipe.config.default_processing_resolution if base is None else base
-        tta_call = {k: v for k, v in call.items() if k not in ("match_input_resolution", "processing_resolution")}
+        tta_call = {k: v for k, v in call.items()
+                    if k not in ("match_input_resolution", "processing_resolution", "output_type")}
         results = []
         for image in images:  # each image with its flip in one batch
             second = self.tta_res if self.tta_res is not None else second_resolution(image.height, image.width, base)
