@@ -133,6 +133,9 @@ def robust_fit_affine(
 ) -> AffineFit:
     """Robust ``y ~ scale * x + shift``: RANSAC for the inlier set, then IRLS with a Huber or Tukey loss.
 
+    RANSAC scores two-point models by their median absolute residual (least median of squares), so it
+    needs no noise level in advance and tolerates up to half of the points being outliers.
+
     Args:
         x, y: values of the same size (flattened); non-finite pairs are ignored.
         residual: ``"absolute"`` (``y - fit``) or ``"relative"`` (``(y - fit) / |y|``, for metric depth

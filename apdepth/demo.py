@@ -7,11 +7,13 @@ Everything runs locally: no analytics, no web fonts, no share link.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +40,9 @@ class DemoModel:
     """The demo's work, independent of the UI: one pipeline, outputs in a fresh folder per request."""
 
     def __init__(self, pipe, *, processing_resolution: int | None = None, workdir: str | os.PathLike | None = None,
-                 max_video_frames: int = 120):
+                 max_video_frames: int = 120, keep_seconds: float = 3600.0):
         self.pipe = pipe
+        self.keep_seconds = keep_seconds
         self.processing_resolution = processing_resolution
         self.max_video_frames = max_video_frames
         self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="apdepth_demo_"))
@@ -47,6 +50,12 @@ class DemoModel:
         self._lock = threading.Lock()  # one prediction at a time on the model
 
     def _request_dir(self) -> Path:
+        """A fresh folder for one request's outputs; folders older than ``keep_seconds`` are removed."""
+        now = time.time()
+        for old in self.workdir.iterdir():
+            with contextlib.suppress(OSError):
+                if old.is_dir() and now - old.stat().st_mtime > self.keep_seconds:
+                    shutil.rmtree(old)
         return Path(tempfile.mkdtemp(dir=self.workdir))
 
     def predict_image(self, path: str, colormap: str) -> tuple[np.ndarray, np.ndarray, list[str], str]:
@@ -110,7 +119,8 @@ def build_demo(model: DemoModel):
         except (ValueError, ImportError) as e:
             raise gr.Error(str(e)) from e
 
-    with gr.Blocks(title="ApDepth", analytics_enabled=False) as demo:
+    # Gradio's own copies of inputs and outputs are deleted after a day, checked hourly
+    with gr.Blocks(title="ApDepth", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
         gr.Markdown("# ApDepth: monocular depth in one diffusion step\nUpload an image or a video. "
                     "Depth is affine-invariant: near is small, far is large.")
         colormap = gr.Dropdown(list(COLORMAPS), value=COLORMAPS[0], label="Colour map", elem_id="colormap")

@@ -137,6 +137,8 @@ class DepthStabilizer:
                     result = robust_fit_affine(depth[use], self._ref[use], loss=self.loss, ransac_iterations=20,
                                                symmetric=True,
                                                max_points=self.max_points, seed=self.seed + len(self.frames))
+                    if not (np.isfinite(result.scale) and result.scale > 0):
+                        raise ValueError(f"the fitted scale {result.scale:.3g} is not positive")
                     fit, n_in = (result.scale, result.shift), result.num_inliers
                 except ValueError as e:  # a constant frame (black, fade): keep the previous frame's fit
                     logger.warning("frame %s: cannot align (%s); reusing the previous frame's fit", name, e)

@@ -37,6 +37,11 @@ def test_demo_model_outputs(pipe, tmp_path):
     np.testing.assert_array_equal(np.asarray(Image.open(files[0])), depth_to_uint16(depth))
     np.testing.assert_allclose(np.load(files[1]), depth)
     assert open(files[2], "rb").read(3) == b"ply" and "26" in message
+    # old request folders are cleaned up on the next request
+    model.keep_seconds = 0.0
+    os.utime(os.path.dirname(files[0]), (0, 0))
+    model.predict_image(str(tmp_path / "room.png"), "viridis")
+    assert not os.path.exists(files[0]) and len(os.listdir(tmp_path / "work")) == 1
 
 
 def free_port() -> int:

@@ -187,3 +187,12 @@ def test_video_cli_frame_folder(tiny_pipeline_dir, tmp_path, capsys):
     assert rc == 1 and "shot_9" in err and "all frames must share one size" in err
     assert main(["video", str(tmp_path / "nope.mp4"), "-o", str(out), "--model", tiny_pipeline_dir]) == 1
     assert "nope.mp4: no such video file" in capsys.readouterr().err
+
+
+def test_stabilizer_survives_a_constant_frame():
+    frames, _, preds, _, _ = synthetic_sequence(n=5, pan=0)
+    preds[2] = np.full_like(preds[2], 0.5)  # a black / faded frame: nothing to fit
+    stab = DepthStabilizer()
+    aligned = [stab(p, f) for p, f in zip(preds, frames)]
+    assert stab.frames[2].scale == stab.frames[1].scale  # the previous fit is kept
+    assert all(np.isfinite(a).all() for a in aligned) and stab.frames[4].scale > 0
