@@ -211,8 +211,7 @@ def robust_fit_affine(
             new = fit_affine(xs, ys, w)
         except ValueError:
             break
-        converged = abs(new[0] - scale) <= 1e-10 * max(1.0, abs(scale)) and abs(new[1] - shift) <= 1e-10 * max(
-            1.0, abs(shift))
+        converged = np.allclose(new, (scale, shift), rtol=1e-10, atol=1e-12)
         scale, shift = new
         if converged:
             break

@@ -93,6 +93,11 @@ class DepthStabilizer:
         loss: ``huber`` or ``tukey``.
         max_points: pixels sampled per fit.
         enabled: ``False`` passes frames through unchanged (the flicker statistics are still kept).
+
+    Each fit is robust (RANSAC, then IRLS) and symmetric (reduced major axis on the IRLS weights): plain
+    least squares shrinks the scale a little at every noisy frame, which chained fits would compound
+    into a drift towards flat depth. A frame that cannot be fitted (constant, or a non-positive scale)
+    keeps the previous frame's fit.
     """
 
     reference: str = "previous"
@@ -103,7 +108,7 @@ class DepthStabilizer:
     max_points: int = 20_000
     enabled: bool = True
     seed: int = 0
-    frames: list[FrameAlignment] = field(default_factory=list)
+    frames: list[FrameAlignment] = field(default_factory=list, init=False)  # one entry per frame seen
 
     def __post_init__(self):
         if self.reference not in REFERENCES:
@@ -284,8 +289,9 @@ def process_video(
     result = VideoResult(str(source), len(names), reader.fps, (int(size[0]), int(size[1])), stabilizer.enabled,
                          flick["raw"], flick["stabilized"], (lo, hi), files,
                          [asdict(f) for f in stabilizer.frames])
+    report = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in asdict(result).items()}
     save_json(outdir / "video.json", {
-        **asdict(result),
+        **report,
         "flicker_definition": "mean |depth_k - depth_(k-1)| on static pixels / (1%..99% depth range)",
         "normalization": "aligned = lo + value * (hi - lo), value = png / 65535; aligned is in frame 0's units",
     })
