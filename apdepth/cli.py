@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("apdepth.commands.predict", "predict depth maps for images, folders or lists of paths"),
     "bench": ("apdepth.commands.bench", "measure speed and memory on full-size architectures (no download)"),
     "evaluate": ("apdepth.commands.evaluate", "zero-shot benchmark (Table 1): NYUv2, KITTI, ETH3D, ScanNet, DIODE"),
+    "video": ("apdepth.commands.video", "temporally stable depth for a video or a folder of frames"),
+    "serve": ("apdepth.commands.serve", "start the local web demo (needs apdepth[demo])"),
 }
 
 

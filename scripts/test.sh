@@ -3,5 +3,21 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/setup.sh
+
+# --- Browser test support -------------------------------------------------------------------------
+# tests/test_demo.py drives the web demo in Debian's headless Chromium (chromium + chromium-driver).
+# Install them when missing and possible (root and apt-get); never fail the run if that is impossible:
+# the test then skips and says why.
+if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    { apt-get update -qq || true; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } \
+      >.venv/chromium-install.log 2>&1 \
+      || echo "note: could not install chromium (log: .venv/chromium-install.log); the browser test will skip" >&2
+  else
+    echo "note: chromium/chromedriver missing and no root apt-get to install them; the browser test will skip" >&2
+  fi
+fi
+# ---------------------------------------------------------------------------------------------------
+
 ruff check apdepth tests
 python -m pytest -m "not slow" -q "$@"

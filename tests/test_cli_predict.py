@@ -158,15 +158,17 @@ def test_two_processes_split_the_inputs(tiny_pipeline_dir, tmp_path):
         random_image(24, 32, seed=i).save(src / f"{i}.png")
     out = tmp_path / "out"
     torchrun = shutil.which("torchrun") or pytest.skip("torchrun not found")
-    done = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "-m", "apdepth", "predict", str(src), "-o", str(out),
-         "--model", tiny_pipeline_dir, "--formats", "npy", "--device", "cpu"],
-        capture_output=True, text=True, timeout=300,
-    )
+    cmd = [torchrun, "--nproc_per_node", "2", "-m", "apdepth", "predict", str(src), "-o", str(out),
+           "--model", tiny_pipeline_dir, "--formats", "npy", "--device", "cpu"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "process 0 of 2: 3 of 5 images" in done.stderr and "process 1 of 2: 2 of 5 images" in done.stderr
     assert done.stderr.count("apdepth predict: 5 done, 0 skipped, 0 failed") == 1  # one merged report
     assert sorted(p.name for p in out.iterdir()) == [f"{i}_depth.npy" for i in range(5)]
+    (out / "3_depth.npy").unlink()
+    again = subprocess.run(cmd + ["--skip-existing"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stderr.count("apdepth predict: 1 done, 4 skipped, 0 failed") == 1
 
 
 def test_outputs_get_the_usual_permissions(tmp_path):

@@ -1,8 +1,10 @@
 """Predict depth for images, folders (searched recursively) and text files listing image paths.
 
 Outputs mirror the input folders under OUTDIR: <name>_depth.npy (float32 in [0, 1], near small),
-<name>_depth.png (16-bit, depth * 65535) and <name>_depth_color.png (colour map). Unreadable files
-are reported by name and skipped; the exit status is non-zero if any input failed.
+<name>_depth.png (16-bit, depth * 65535), <name>_depth_color.png (colour map) and, on request,
+<name>_points.ply (coloured point cloud), <name>_depth_metric.npy (with --sparse-depth) and
+<name>_depth_std.npy (with --tta). Unreadable files are reported by name and skipped; the exit
+status is non-zero if any input failed.
 
 Several processes (`accelerate launch -m apdepth predict ...` or torchrun) split the inputs between
 them, one GPU each; the report covers all of them.
@@ -17,12 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import predict_extras
 from .common import add_model_arguments
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("npy", "png16", "color")
-SUFFIXES = {"npy": "_depth.npy", "png16": "_depth.png", "color": "_depth_color.png"}
+FORMATS = ("npy", "png16", "color", "ply")
+SUFFIXES = {"npy": "_depth.npy", "png16": "_depth.png", "color": "_depth_color.png", "ply": "_points.ply"}
 LIST_EXTENSIONS = (".txt", ".lst", ".list")
 
 
@@ -31,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image files, folders (recursive) or .txt files listing image paths")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder")
     parser.add_argument("--formats", default="npy,png16,color",
-                        help=f"comma-separated outputs among {','.join(FORMATS)} (default: all)")
+                        help=f"comma-separated outputs among {','.join(FORMATS)} (default: npy,png16,color)")
     parser.add_argument("--colormap", default="Spectral", help="matplotlib colour map for 'color' (default: Spectral)")
     parser.add_argument("--processing-res", type=int, default=None,
                         help="long edge used for inference; 0 = native size (default: the checkpoint's)")
@@ -40,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resample", default="bilinear", help="resize interpolation (default: bilinear)")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: 1)")
     parser.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs all exist")
+    predict_extras.add_arguments(parser)
     add_model_arguments(parser)
 
 
@@ -112,8 +116,10 @@ def collect_inputs(inputs: list[str], report: Report) -> list[WorkItem]:
     return items
 
 
-def output_paths(outdir: Path, item: WorkItem, formats: list[str]) -> dict[str, Path]:
-    return {fmt: outdir / (item.stem + SUFFIXES[fmt]) for fmt in formats}
+def output_paths(outdir: Path, item: WorkItem, formats: list[str],
+                 extras: predict_extras.Extras | None = None) -> dict[str, Path]:
+    paths = {fmt: outdir / (item.stem + SUFFIXES[fmt]) for fmt in formats}
+    return {**paths, **extras.paths(outdir, item.stem)} if extras is not None else paths
 
 
 def write_outputs(paths: dict[str, Path], depth, colored) -> None:
@@ -142,11 +148,12 @@ def run(args: argparse.Namespace) -> int:
     is_main = state is None or state.is_main_process
     report = Report()
     items = collect_inputs(args.inputs, report if is_main else Report())  # input errors reported once
+    extras = predict_extras.Extras.from_args(args, formats, len(items))
     todo = []
     for item in items:
-        paths = output_paths(args.output, item, formats)
+        paths = output_paths(args.output, item, formats, extras)
         if args.skip_existing and all(p.is_file() for p in paths.values()):
-            report.skipped += 1
+            report.skipped += is_main  # every process sees every input: count skips once
         else:
             todo.append((item, paths))
 
@@ -179,11 +186,11 @@ def run(args: argparse.Namespace) -> int:
                     continue
                 batch.append((entry, image))
                 if len(batch) == args.batch_size:
-                    _predict_batch(pipe, batch, call, report)
+                    _predict_batch(pipe, batch, call, report, extras)
                     bar.update(len(batch))
                     batch = []
             if batch:
-                _predict_batch(pipe, batch, call, report)
+                _predict_batch(pipe, batch, call, report, extras)
                 bar.update(len(batch))
         bar.close()
 
@@ -210,22 +217,26 @@ def merge_reports(state, report: Report) -> Report:
     return merged
 
 
-def _predict_batch(pipe, batch, call: dict, report: Report) -> None:
+def _predict_batch(pipe, batch, call: dict, report: Report, extras: predict_extras.Extras) -> None:
     """Run one batch; if it fails, retry its images one by one so one bad image fails alone."""
     try:
-        out = pipe([image for _, image in batch], batch_size=len(batch), **call)
-        results = list(zip(batch, out.depth, out.depth_colored or [None] * len(batch)))
+        results = extras.predict(pipe, [image for _, image in batch], call)
     except Exception as e:  # noqa: BLE001 - isolated below, then reported per file
         if len(batch) == 1:
             (item, _), _ = batch[0]
             report.fail(str(item.source), f"{item.source}: prediction failed ({type(e).__name__}: {e})")
             return
         for single in batch:
-            _predict_batch(pipe, [single], call, report)
+            _predict_batch(pipe, [single], call, report, extras)
         return
-    for ((item, paths), _), depth, colored in results:
+    for ((item, paths), image), result in zip(batch, results):
         try:
-            write_outputs(paths, depth, colored)
-            report.done += 1
+            write_outputs(paths, result["depth"], result["colored"])
+            problems = extras.write(item.source, item.stem, paths, image, result)
         except OSError as e:
             report.fail(str(item.source), f"{item.source}: cannot write outputs ({e})")
+            continue
+        for problem in problems:
+            report.fail(str(item.source), problem)
+        if not problems:
+            report.done += 1
