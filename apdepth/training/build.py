@@ -17,7 +17,7 @@ from ..data import get_dataset
 from ..data.training import TrainingView
 from ..modules import DINOv2Encoder, build_adapter, load_external_encoder
 from ..pipeline import ApDepthPipeline
-from .config import TrainConfig, config_differences
+from .config import ConfigError, TrainConfig, config_differences
 from .stage1 import Stage1
 from .stage2 import Stage2
 
@@ -39,7 +39,7 @@ def _looks_local(spec: str) -> bool:
 
 
 def check_paths(cfg: TrainConfig, need_validation: bool = True) -> None:
-    """Raise ``FileNotFoundError`` / ``ValueError`` naming the config key of every missing input."""
+    """Raise :class:`ConfigError` naming the config key of every missing input."""
     problems = []
     for name in cfg.active_sources():
         source = getattr(cfg.data, name)
@@ -68,18 +68,18 @@ def check_paths(cfg: TrainConfig, need_validation: bool = True) -> None:
         if not v.split or not os.path.isfile(v.split):
             problems.append(f"validation.split: {v.split!r} is not a file")
     if problems:
-        raise FileNotFoundError("The config names inputs that are not there:\n  " + "\n  ".join(problems))
+        raise ConfigError("The config names inputs that are not there:\n  " + "\n  ".join(problems))
 
 
 def check_resume(cfg: TrainConfig, saved_config: dict, trainer_state: dict, folder) -> None:
     """The checkpoint must come from the same stage and an equivalent config."""
     if trainer_state.get("stage") != cfg.stage:
-        raise ValueError(f"{folder}: a stage-{trainer_state.get('stage')} checkpoint cannot resume a stage-"
+        raise ConfigError(f"{folder}: a stage-{trainer_state.get('stage')} checkpoint cannot resume a stage-"
                          f"{cfg.stage} run")
     diff = [k for k in config_differences(saved_config, cfg.to_dict())
             if k not in RESUMABLE_KEYS and not k.startswith("validation.")]
     if diff:
-        raise ValueError(f"{folder}: the checkpoint was trained with other settings ({', '.join(diff)}); resume with "
+        raise ConfigError(f"{folder}: the checkpoint was trained with other settings ({', '.join(diff)}); resume with "
                          "the same config, or start a new run in another run.output_dir")
     if trainer_state.get("step", 0) >= cfg.max_steps:
         logger.warning("%s is at step %d, not before max_steps=%d: nothing left to train", folder,
@@ -91,7 +91,10 @@ def build_datasets(cfg: TrainConfig) -> tuple[list[str], list[float], TrainingVi
     names, probs, datasets = [], [], []
     for name, prob in cfg.active_sources().items():
         source = getattr(cfg.data, name)
-        datasets.append(get_dataset(name, source.root, source.split, missing=cfg.data.missing))
+        try:
+            datasets.append(get_dataset(name, source.root, source.split, missing=cfg.data.missing))
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"data.{name}: {e}") from e
         names.append(name)
         probs.append(prob)
         logger.info("Training set %s: %d samples, share %.3f", name, len(datasets[-1]), prob)
@@ -118,10 +121,13 @@ def build_pipeline(cfg: TrainConfig) -> ApDepthPipeline:
                            "with" if saved.get("use_prior", True) else "without", m.prior)
         elif use_prior and saved.get("prior_name") not in (None, m.prior):
             logger.warning("%s was trained with prior %s; this run uses %s", m.base, saved.get("prior_name"), m.prior)
-    pipe = ApDepthPipeline.from_stable_diffusion(
-        m.base, prior=m.prior if use_prior else None, prior_preprocessing=m.prior_preprocessing,
-        local_files_only=m.local_files_only,
-    )
+    try:
+        pipe = ApDepthPipeline.from_stable_diffusion(
+            m.base, prior=m.prior if use_prior else None, prior_preprocessing=m.prior_preprocessing,
+            local_files_only=m.local_files_only,
+        )
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot build the model from model.base={m.base!r}, model.prior={m.prior!r}: {e}") from e
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -134,8 +140,11 @@ def build_stage(cfg: TrainConfig, pipe: ApDepthPipeline) -> Stage1 | Stage2:
     if s1.encoder == "prior":
         encoder = DINOv2Encoder.from_backbone(pipe.prior.model.backbone, s1.encoder_resolution)
     elif s1.encoder != "none":
-        encoder = load_external_encoder(s1.encoder, s1.encoder_source, s1.encoder_resolution,
-                                        local_files_only=cfg.model.local_files_only)
+        try:
+            encoder = load_external_encoder(s1.encoder, s1.encoder_source, s1.encoder_resolution,
+                                            local_files_only=cfg.model.local_files_only)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"stage1.encoder={s1.encoder!r}: {e}") from e
     if encoder is not None:
         torch.manual_seed(cfg.run.seed)  # the adapter's initial weights
         adapter = build_adapter(s1.adapter, pipe.unet.config.block_out_channels[-1], encoder.out_channels,

@@ -30,6 +30,10 @@ FREQ_SPACES = ("pixel", "latent")
 CACHE_DTYPES = ("fp32", "fp16", "bf16")
 
 
+class ConfigError(ValueError):
+    """A config, path or checkpoint problem found before training starts (the CLI prints it and exits 2)."""
+
+
 @dataclass
 class ModelConfig:
     """Where the model starts and what it is conditioned on."""
@@ -193,7 +197,12 @@ def _coerce(value: Any, tp, key: str) -> Any:
     if value is None:
         if nullable:
             return None
-        raise ValueError(f"config key {key!r} cannot be null")
+        raise ConfigError(f"config key {key!r} cannot be null")
+    if float in kinds and isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     if float in kinds and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if int in kinds and isinstance(value, float) and value.is_integer() and float not in kinds:
@@ -202,19 +211,19 @@ def _coerce(value: Any, tp, key: str) -> Any:
         return list(value)
     if not any(isinstance(value, k) and not (k is int and isinstance(value, bool)) for k in kinds):
         names = " or ".join(sorted(k.__name__ for k in kinds)) + (" or null" if nullable else "")
-        raise ValueError(f"config key {key!r} must be {names}, got {value!r} ({type(value).__name__})")
+        raise ConfigError(f"config key {key!r} must be {names}, got {value!r} ({type(value).__name__})")
     return value
 
 
 def _update(obj, values: dict, prefix: str = "") -> None:
     if not isinstance(values, dict):
-        raise ValueError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {values!r}")
+        raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {values!r}")
     hints = _type_hints(type(obj))
     names = [f.name for f in dataclasses.fields(obj)]
     for key, value in values.items():
         full = prefix + str(key)
         if key not in names:
-            raise ValueError(f"unknown config key {full!r}; allowed here: {', '.join(names)}")
+            raise ConfigError(f"unknown config key {full!r}; allowed here: {', '.join(names)}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             _update(current, value, full + ".")
@@ -225,15 +234,15 @@ def _update(obj, values: dict, prefix: str = "") -> None:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"a.b=value"`` -> ``(["a", "b"], parsed value)``; the value is read as YAML (numbers, null, lists)."""
     if "=" not in text:
-        raise ValueError(f"override {text!r} is not key=value")
+        raise ConfigError(f"override {text!r} is not key=value")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ValueError(f"override {text!r} has an empty key")
+        raise ConfigError(f"override {text!r} has an empty key")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
-        raise ValueError(f"override {text!r}: the value is not valid YAML ({e})") from e
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({e})") from e
     return key.split("."), value
 
 
@@ -247,13 +256,13 @@ def _nest(path: list[str], value: Any) -> dict:
 def load_yaml(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
+        raise ConfigError(f"config file {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({e})") from e
+        raise ConfigError(f"{path}: not valid YAML ({e})") from e
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a config file must be a mapping of keys to values")
+        raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
     return data
 
 
@@ -273,19 +282,24 @@ def build_config(files: list[str | os.PathLike] | str | os.PathLike | None = Non
         try:
             _update(cfg, copy.deepcopy(values))
         except ValueError as e:
-            raise ValueError(f"{source}: {e}") from None
+            raise ConfigError(f"{source}: {e}") from None
     validate(cfg)
+    unread = "stage2" if cfg.stage == 1 else "stage1"
+    for source, values in layers:
+        if source != "base config" and unread in values:
+            raise ConfigError(f"{source} sets {unread}.* but a stage-{cfg.stage} run does not read it; leave it out "
+                              "of this stage's command")
     return cfg
 
 
 def _choice(key: str, value, allowed) -> None:
     if value not in allowed:
-        raise ValueError(f"config key {key!r} must be one of {tuple(allowed)}, got {value!r}")
+        raise ConfigError(f"config key {key!r} must be one of {tuple(allowed)}, got {value!r}")
 
 
 def _positive(key: str, value, allow_zero: bool = False) -> None:
     if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"config key {key!r} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+        raise ConfigError(f"config key {key!r} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -295,19 +309,19 @@ def validate(cfg: TrainConfig) -> None:
     d = cfg.data
     unknown = set(d.mix) - set(TRAIN_SETS)
     if unknown:
-        raise ValueError(f"data.mix names unknown training sets {sorted(unknown)}; allowed: {TRAIN_SETS}")
+        raise ConfigError(f"data.mix names unknown training sets {sorted(unknown)}; allowed: {TRAIN_SETS}")
     if any(not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 for v in d.mix.values()):
-        raise ValueError(f"data.mix values must be numbers >= 0, got {d.mix}")
+        raise ConfigError(f"data.mix values must be numbers >= 0, got {d.mix}")
     if not cfg.active_sources():
-        raise ValueError(f"data.mix gives no training set a positive share: {d.mix}")
+        raise ConfigError(f"data.mix gives no training set a positive share: {d.mix}")
     for key in ("batch_size",):
         _positive(f"data.{key}", getattr(d, key))
     _positive("data.num_workers", d.num_workers, allow_zero=True)
     _positive("data.min_valid_pixels", d.min_valid_pixels, allow_zero=True)
     if not 0 <= d.flip_prob <= 1:
-        raise ValueError(f"data.flip_prob must be in [0, 1], got {d.flip_prob}")
+        raise ConfigError(f"data.flip_prob must be in [0, 1], got {d.flip_prob}")
     if len(d.quantiles) != 2 or not 0 <= d.quantiles[0] < d.quantiles[1] <= 1:
-        raise ValueError(f"data.quantiles must be [low, high] with 0 <= low < high <= 1, got {d.quantiles}")
+        raise ConfigError(f"data.quantiles must be [low, high] with 0 <= low < high <= 1, got {d.quantiles}")
     _choice("data.missing", d.missing, ("error", "skip"))
     _choice("data.cache_dtype", d.cache_dtype, CACHE_DTYPES)
 
@@ -320,10 +334,13 @@ def validate(cfg: TrainConfig) -> None:
     _positive("stage1.latent_mse_weight", s1.latent_mse_weight, allow_zero=True)
     if cfg.stage == 1:
         if s1.encoder == "none" and s1.latent_mse_weight == 0:
-            raise ValueError("stage1.encoder=none leaves stage 1 without a loss. Table 5's 'w/o Ext.' baseline "
-                             "skips stage 1: train stage 2 from SD2 (configs/ablation_encoder_none.yaml).")
+            raise ConfigError("stage1.encoder=none leaves stage 1 without a loss. Table 5's 'w/o Ext.' baseline "
+                             "skips stage 1: train stage 2 from SD2 (configs/ablation/encoder_none.yaml).")
+        if s1.encoder != "none" and s1.align_weight == 0:
+            raise ConfigError("stage1.align_weight is 0 with an external encoder: the adapter would get no gradient; "
+                              "use stage1.encoder=none instead")
         if s1.encoder == "prior" and cfg.model.prior.lower() == "none":
-            raise ValueError("stage1.encoder=prior needs a prior (model.prior is 'none')")
+            raise ConfigError("stage1.encoder=prior needs a prior (model.prior is 'none')")
 
     s2 = cfg.stage2
     _choice("stage2.freq_space", s2.freq_space, FREQ_SPACES)
@@ -340,11 +357,11 @@ def validate(cfg: TrainConfig) -> None:
     _positive("optim.warmup_steps", o.warmup_steps, allow_zero=True)
     _positive("optim.decay_steps", o.decay_steps)
     if not 0 < o.final_ratio <= 1:
-        raise ValueError(f"optim.final_ratio must be in (0, 1], got {o.final_ratio}")
+        raise ConfigError(f"optim.final_ratio must be in (0, 1], got {o.final_ratio}")
     if len(o.betas) != 2:
-        raise ValueError(f"optim.betas must be [beta1, beta2], got {o.betas}")
+        raise ConfigError(f"optim.betas must be [beta1, beta2], got {o.betas}")
     if not 0 < o.ema_decay < 1:
-        raise ValueError(f"optim.ema_decay must be in (0, 1), got {o.ema_decay}")
+        raise ConfigError(f"optim.ema_decay must be in (0, 1), got {o.ema_decay}")
 
     r = cfg.run
     _choice("run.mixed_precision", r.mixed_precision, MIXED_PRECISION)

@@ -27,7 +27,7 @@ from ..pipeline import ApDepthPipeline
 from .build import build_datasets, build_pipeline, build_stage, check_paths, check_resume
 from .cache import CachedView, LatentCache, build_latent_cache, cache_fingerprint
 from .checkpoint import find_latest, load_checkpoint, read_trainer_state, resolve_checkpoint, save_checkpoint
-from .config import TrainConfig, build_config
+from .config import ConfigError, TrainConfig, build_config
 from .inputs import TrainModule, encode_inputs
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class WarmupExponentialDecay:
 def accumulation_steps(effective_batch: int, batch_size: int, processes: int) -> int:
     per_step = batch_size * processes
     if effective_batch % per_step:
-        raise ValueError(f"optim.effective_batch={effective_batch} is not a multiple of data.batch_size={batch_size} "
+        raise ConfigError(f"optim.effective_batch={effective_batch} is not a multiple of data.batch_size={batch_size} "
                          f"x {processes} processes; change one of them")
     return effective_batch // per_step
 
@@ -75,23 +75,26 @@ def train(cfg: TrainConfig, resume: str | os.PathLike | bool | None = None, *, b
     from accelerate.utils import set_seed
 
     if not cfg.run.output_dir:
-        raise ValueError("run.output_dir is not set: give it in the config or as run.output_dir=...")
+        raise ConfigError("run.output_dir is not set: give it in the config or as run.output_dir=...")
     output_dir = Path(cfg.run.output_dir)
 
     # ------------------------------------------------------------------ 1. check everything up front
     resume_from = None
     if resume:
-        resume_from = resolve_checkpoint(output_dir if resume is True else resume)
+        try:
+            resume_from = resolve_checkpoint(output_dir if resume is True else resume)
+        except FileNotFoundError as e:
+            raise ConfigError(f"--resume: {e}") from None
         import yaml
 
         saved = yaml.safe_load((resume_from / "config.yaml").read_text())
         check_resume(cfg, saved, read_trainer_state(resume_from), resume_from)
     elif find_latest(output_dir) is not None and not build_cache:
-        raise FileExistsError(f"{output_dir} already holds checkpoints; resume with --resume, or choose another "
+        raise ConfigError(f"{output_dir} already holds checkpoints; resume with --resume, or choose another "
                               "run.output_dir")
     check_paths(cfg, need_validation=not build_cache)
     if build_cache and not cfg.data.cache_dir:
-        raise ValueError("--build-cache needs data.cache_dir")
+        raise ConfigError("--build-cache needs data.cache_dir")
 
     accelerator = Accelerator(mixed_precision=cfg.run.mixed_precision)
     if not accelerator.is_main_process:
@@ -156,8 +159,11 @@ def train(cfg: TrainConfig, resume: str | os.PathLike | bool | None = None, *, b
 
     step, consumed = 0, 0
     if resume_from is not None:
-        state = load_checkpoint(resume_from, rank=rank, modules=modules, optimizer=optimizer, scheduler=scheduler,
-                                ema=ema)
+        try:
+            state = load_checkpoint(resume_from, rank=rank, modules=modules, optimizer=optimizer,
+                                    scheduler=scheduler, ema=ema)
+        except (OSError, ValueError, KeyError) as e:
+            raise ConfigError(f"--resume {resume_from}: {e}") from e
         step, consumed = int(state["step"]), int(state["micro_batches"])
         if state.get("world_size") != world:
             logger.warning("Resuming a %s-process run on %d processes: the data stream continues, the "
@@ -312,9 +318,12 @@ def train_from_files(config_files: list[str], overrides: list[str], resume: str 
     base = None
     if resume and not config_files:
         if resume is True:
-            raise ValueError("--resume without a path needs --config (to find run.output_dir)")
+            raise ConfigError("--resume without a path needs --config (to find run.output_dir)")
         import yaml
 
-        base = yaml.safe_load((resolve_checkpoint(resume) / "config.yaml").read_text())
+        try:
+            base = yaml.safe_load((resolve_checkpoint(resume) / "config.yaml").read_text())
+        except FileNotFoundError as e:
+            raise ConfigError(f"--resume: {e}") from None
     cfg = build_config(config_files, overrides, base=base)
     return train(cfg, resume=resume, build_cache=build_cache)

@@ -59,7 +59,7 @@ class Stage1:
         out = model(inputs.condition(self.cfg.condition_order))
         terms: dict[str, torch.Tensor] = {}
         loss = out["latent"].new_zeros(())
-        if self.encoder is not None:
+        if self.encoder is not None and self.cfg.align_weight > 0:
             features = out["features"]  # [B, C, h64, w64]
             target = self.encoder(inputs.rgb)  # [B, C, gh, gw]
             if target.shape[1] != features.shape[1]:

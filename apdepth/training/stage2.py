@@ -41,10 +41,15 @@ class Stage2:
         cfg = self.cfg
         latent = model(inputs.condition())["latent"]  # [B, 4, h, w]
         terms: dict[str, torch.Tensor] = {}
-        if self.phase(step) == 1:
-            terms["latent_mse"] = masked_mse(latent, inputs.depth_latent, inputs.latent_mask)
-            terms["pixel_l1"] = masked_l1(decode_depth(self.vae, latent), inputs.depth_norm, inputs.valid_mask)
-            loss = cfg.latent_mse_weight * terms["latent_mse"] + cfg.pixel_l1_weight * terms["pixel_l1"]
+        if self.phase(step) == 1:  # terms with weight 0 are skipped (the pixel L1 costs a VAE decode)
+            loss = latent.new_zeros(())
+            if cfg.latent_mse_weight > 0:
+                terms["latent_mse"] = masked_mse(latent, inputs.depth_latent, inputs.latent_mask)
+                loss = loss + cfg.latent_mse_weight * terms["latent_mse"]
+            if cfg.pixel_l1_weight > 0:
+                depth = decode_depth(self.vae, latent)  # [B, 1, H, W], differentiable
+                terms["pixel_l1"] = masked_l1(depth, inputs.depth_norm, inputs.valid_mask)
+                loss = loss + cfg.pixel_l1_weight * terms["pixel_l1"]
         else:
             if cfg.freq_space == "pixel":
                 pred, target, mask = decode_depth(self.vae, latent), inputs.depth_norm, inputs.valid_mask
