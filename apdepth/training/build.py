@@ -111,7 +111,8 @@ def _base_prior(base: str) -> dict | None:
 
 
 def build_pipeline(cfg: TrainConfig) -> ApDepthPipeline:
-    """The model to train: SD2 (``conv_in`` widened) or a stage-1 output, with the configured prior."""
+    """The model to train: SD2 (``conv_in`` widened) or a stage-1 output, with the configured prior; the VAE,
+    text encoder and prior frozen."""
     m = cfg.model
     use_prior = m.prior.lower() != "none"
     saved = _base_prior(m.base)
@@ -129,6 +130,9 @@ def build_pipeline(cfg: TrainConfig) -> ApDepthPipeline:
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot build the model from model.base={m.base!r}, model.prior={m.prior!r}: {e}") from e
     pipe.set_progress_bar_config(disable=True)
+    for frozen in (pipe.vae, pipe.text_encoder, pipe.prior):  # only the UNet (and stage 1's adapter) train
+        if frozen is not None:
+            frozen.requires_grad_(False).eval()
     return pipe
 
 

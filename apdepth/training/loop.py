@@ -113,9 +113,6 @@ def train(cfg: TrainConfig, resume: str | os.PathLike | bool | None = None, *, b
     # ------------------------------------------------------------------ 2. model: frozen parts
     pipe = build_pipeline(cfg)
     pipe.empty_text_embedding(torch.device("cpu"), torch.float32)  # cached; the text encoder stays on the CPU
-    for frozen in (pipe.vae, pipe.text_encoder, pipe.prior):
-        if frozen is not None:
-            frozen.requires_grad_(False).eval()
     device = accelerator.device
     pipe.vae.to(device)
     if pipe.prior is not None:
