@@ -14,6 +14,7 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("apdepth.commands.predict", "predict depth maps for images, folders or lists of paths"),
+    "train": ("apdepth.commands.train", "train stage 1 (feature alignment) or stage 2 (depth) from a config"),
     "bench": ("apdepth.commands.bench", "measure speed and memory on full-size architectures (no download)"),
     "evaluate": ("apdepth.commands.evaluate", "zero-shot benchmark (Table 1): NYUv2, KITTI, ETH3D, ScanNet, DIODE"),
     "video": ("apdepth.commands.video", "temporally stable depth for a video or a folder of frames"),

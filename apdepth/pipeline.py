@@ -77,7 +77,11 @@ class ApDepthPipeline(DiffusionPipeline):
 
     Config (stored in ``model_index.json``): ``default_processing_resolution``, ``prior_preprocessing``
     (``compat`` or ``normalized``: what the UNet was trained with), ``prior_name`` (how to rebuild the
-    prior when ``prior/`` is absent).
+    prior when ``prior/`` is absent), ``use_prior``.
+
+    ``use_prior=False`` is the "no prior" variant (Table 2's "base" row): the UNet keeps its 8 input
+    channels but the prior half of its input is all zeros, in training and inference alike; such a
+    pipeline has no ``prior`` component.
     """
 
     model_cpu_offload_seq = "text_encoder->prior->vae->unet"
@@ -99,9 +103,12 @@ class ApDepthPipeline(DiffusionPipeline):
         prior_name: str | None = None,
         scale_invariant: bool = True,
         shift_invariant: bool = True,
+        use_prior: bool = True,
     ):
         super().__init__()
         check_preprocessing(prior_preprocessing)
+        if not use_prior and prior is not None:
+            raise ValueError("use_prior=False describes a model trained without a prior; do not pass a prior.")
         if prior is not None and prior.preprocessing != prior_preprocessing:
             raise ValueError(
                 f"The prior uses {prior.preprocessing!r} preprocessing but this checkpoint's UNet was trained "
@@ -121,6 +128,7 @@ class ApDepthPipeline(DiffusionPipeline):
             prior_name=prior_name,
             scale_invariant=scale_invariant,
             shift_invariant=shift_invariant,
+            use_prior=use_prior,
         )
         self._empty_text_embedding: torch.Tensor | None = None
 
@@ -139,6 +147,11 @@ class ApDepthPipeline(DiffusionPipeline):
         elif prior is not None:
             kwargs["prior"] = None  # do not load a saved prior we are about to replace
         pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        if not pipe.config.get("use_prior", True):
+            if prior is not None:
+                raise ValueError(f"{pretrained_model_name_or_path} was trained without a prior (use_prior=False); "
+                                 "it cannot take prior=.")
+            return pipe
         if pipe.prior is None:
             spec = prior if prior is not None else pipe.config.prior_name
             if spec is None:
@@ -162,13 +175,15 @@ class ApDepthPipeline(DiffusionPipeline):
     def from_stable_diffusion(
         cls,
         base: str | os.PathLike = SD2_BASE,
-        prior: PriorSpec = LEGACY_PRIOR,
+        prior: PriorSpec | None = LEGACY_PRIOR,
         prior_preprocessing: str = "compat",
         dtype: torch.dtype | None = None,
         **kwargs,
     ) -> ApDepthPipeline:
         """Assemble an untrained ApDepth from a Stable Diffusion 2 checkpoint (the training start):
-        SD2's VAE, text encoder, tokenizer and scheduler, its UNet with ``conv_in`` widened to 8."""
+        SD2's VAE, text encoder, tokenizer and scheduler, its UNet with ``conv_in`` widened to 8.
+        ``base`` may also be an ApDepth folder (e.g. a stage-1 output): its 8-channel UNet is kept.
+        ``prior=None`` (or ``"none"``) builds the no-prior variant (``use_prior=False``)."""
         base = os.fspath(base)
         unet = load_apdepth_unet(base, subfolder="unet", dtype=dtype, **kwargs)
         vae = AutoencoderKL.from_pretrained(base, subfolder="vae", **diffusers_dtype(dtype), **kwargs)
@@ -178,11 +193,12 @@ class ApDepthPipeline(DiffusionPipeline):
         tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer", **kwargs)
         scheduler = DDIMScheduler.from_pretrained(base, subfolder="scheduler", **kwargs)
         scheduler.register_to_config(prediction_type="sample")  # one step, the UNet outputs the latent
-        prior_module = load_prior(prior, preprocessing=prior_preprocessing, dtype=dtype)
+        use_prior = not (prior is None or (isinstance(prior, str) and prior.lower() == "none"))
+        prior_module = load_prior(prior, preprocessing=prior_preprocessing, dtype=dtype) if use_prior else None
         return cls(
             unet=unet, vae=vae, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer,
             prior=prior_module, prior_preprocessing=prior_preprocessing,
-            prior_name=prior if isinstance(prior, str) else None,
+            prior_name=prior if use_prior and isinstance(prior, str) else None, use_prior=use_prior,
         )
 
     # ------------------------------------------------------------------ model steps
@@ -214,7 +230,11 @@ class ApDepthPipeline(DiffusionPipeline):
         Args:
             rgb: ``[B, 3, H, W]`` in [-1, 1], H and W multiples of 8.
             prior_disp: the prior's output ``[B, 1, H, W]``; computed from ``rgb`` when omitted.
+                Without a prior (``use_prior=False``) the prior latent is all zeros.
         """
+        if not self.config.use_prior:
+            rgb_latent = encode_latent(self.vae, rgb)
+            return torch.cat([torch.zeros_like(rgb_latent), rgb_latent], dim=1)
         if prior_disp is None:
             prior_disp = self.run_prior(rgb)
         prior_rgb = prior_disp.to(rgb.dtype).expand(-1, 3, -1, -1)  # [B, 3, H, W]
@@ -227,6 +247,8 @@ class ApDepthPipeline(DiffusionPipeline):
 
     def run_prior(self, rgb: torch.Tensor) -> torch.Tensor:
         """The prior's disparity ``[B, 1, H, W]`` for ``rgb`` ``[B, 3, H, W]`` in [-1, 1]."""
+        if not self.config.use_prior:
+            raise ValueError("This pipeline was trained without a prior (use_prior=False); it has none to run.")
         if self.prior is None:
             raise ValueError("This pipeline has no prior; pass prior= to from_pretrained or register one.")
         if self.prior.preprocessing != self.config.prior_preprocessing:
@@ -250,12 +272,13 @@ class ApDepthPipeline(DiffusionPipeline):
         for the VAE and the padding is cropped from the result.
         """
         _, _, height, width = rgb.shape
-        if prior_disp is None:
+        if prior_disp is None and self.config.use_prior:
             prior_disp = self.run_prior(rgb)
         pad_h, pad_w = (-height) % self.pad_multiple, (-width) % self.pad_multiple
         if pad_h or pad_w:
             rgb = F.pad(rgb, (0, pad_w, 0, pad_h), mode="replicate")
-            prior_disp = F.pad(prior_disp, (0, pad_w, 0, pad_h), mode="replicate")
+            if prior_disp is not None:
+                prior_disp = F.pad(prior_disp, (0, pad_w, 0, pad_h), mode="replicate")
         latent = self.predict_latent(self.encode_condition(rgb, prior_disp))  # [B, 4, h, w]
         depth = decode_depth(self.vae, latent).float()  # [B, 1, H', W']
         depth = (depth.clamp(-1.0, 1.0) + 1.0) / 2.0
@@ -310,6 +333,8 @@ class ApDepthPipeline(DiffusionPipeline):
         if processing_resolution is None:
             processing_resolution = self.config.default_processing_resolution
         self._check_call(processing_resolution, resample, batch_size, output_type, generator)
+        if output_prior and not self.config.use_prior:
+            raise ValueError("output_prior=True, but this pipeline was trained without a prior (use_prior=False).")
         images = to_rgb_images(image)
         device = self._execution_device
 
@@ -322,11 +347,12 @@ class ApDepthPipeline(DiffusionPipeline):
         batches = self._batches([x.shape for x in prepared], batch_size)
         for idx in self.progress_bar(batches) if show_progress_bar else batches:
             rgb = torch.stack([prepared[i] for i in idx]).to(device)  # [B, 3, h, w]
-            prior_disp = self.run_prior(rgb)  # [B, 1, h, w]
+            prior_disp = self.run_prior(rgb) if self.config.use_prior else None  # [B, 1, h, w]
             depth = self.predict_depth(rgb, prior_disp)  # [B, 1, h, w]
             for j, i in enumerate(idx):
                 depths[i] = depth[j].cpu()
-                priors[i] = prior_disp[j].float().cpu()
+                if prior_disp is not None:
+                    priors[i] = prior_disp[j].float().cpu()
 
         # 6. Postprocess: back to the input size, clip to [0, 1].
         out_depth, out_prior = [], []

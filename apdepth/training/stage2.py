@@ -1,0 +1,61 @@
+"""Stage 2: depth with the iteration-based loss schedule (paper Sec. 3.4, Eq. 12-18; SPEC section 3).
+
+Phase 1 (optimizer steps ``1 .. phase1_steps``): ``MSE(z_pred, z_gt)`` over latent cells whose 8x8 block
+is valid, plus ``L1(y_hat, y_gt)`` over valid pixels, ``y_hat`` decoded from ``z_pred`` by the frozen VAE
+decoder with the gradient flowing through it. Phase 2 (later steps): ``freq_weight * L_freq`` alone,
+on decoded depth (the paper) or on the latents (the release), invalid pixels / cells zeroed first.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..losses import frequency_loss, masked_l1, masked_mse
+from ..models import decode_depth
+from .config import Stage2Config
+from .inputs import StepInputs
+
+
+class Stage2:
+    """Computes ``{"loss", ...terms}`` for one micro-batch; the terms depend on the phase."""
+
+    name = "stage2"
+    needs_depth_latent = True
+
+    def __init__(self, cfg: Stage2Config, vae: nn.Module):
+        self.cfg = cfg
+        self.vae = vae
+
+    def prepare_unet(self, unet: nn.Module) -> None:
+        pass
+
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        return {}
+
+    def phase(self, step: int) -> int:
+        """Phase of optimizer step ``step`` (1-based): 1 up to ``phase1_steps``, then 2."""
+        return 1 if step <= self.cfg.phase1_steps else 2
+
+    def losses(self, model: nn.Module, inputs: StepInputs, step: int) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        latent = model(inputs.condition())["latent"]  # [B, 4, h, w]
+        terms: dict[str, torch.Tensor] = {}
+        if self.phase(step) == 1:  # terms with weight 0 are skipped (the pixel L1 costs a VAE decode)
+            loss = latent.new_zeros(())
+            if cfg.latent_mse_weight > 0:
+                terms["latent_mse"] = masked_mse(latent, inputs.depth_latent, inputs.latent_mask)
+                loss = loss + cfg.latent_mse_weight * terms["latent_mse"]
+            if cfg.pixel_l1_weight > 0:
+                depth = decode_depth(self.vae, latent)  # [B, 1, H, W], differentiable
+                terms["pixel_l1"] = masked_l1(depth, inputs.depth_norm, inputs.valid_mask)
+                loss = loss + cfg.pixel_l1_weight * terms["pixel_l1"]
+        else:
+            if cfg.freq_space == "pixel":
+                pred, target, mask = decode_depth(self.vae, latent), inputs.depth_norm, inputs.valid_mask
+            else:
+                pred, target, mask = latent, inputs.depth_latent, inputs.latent_mask
+            terms["freq"] = frequency_loss(pred, target, mask, strength=cfg.freq_strength, p=cfg.freq_p,
+                                           eps=cfg.freq_eps)
+            loss = cfg.freq_weight * terms["freq"]
+        return {"loss": loss, **terms}
