@@ -15,6 +15,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("apdepth.commands.predict", "predict depth maps for images, folders or lists of paths"),
     "bench": ("apdepth.commands.bench", "measure speed and memory on full-size architectures (no download)"),
+    "synth": ("apdepth.commands.synth", "generate procedural RGB-D scenes in the training / evaluation layouts"),
 }
 
 
