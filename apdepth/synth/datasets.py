@@ -52,7 +52,7 @@ ARCHIVE_NAME = {"nyu": "nyu_labeled_extracted.tar", "kitti": "kitti_eigen_split_
 FOLDER_NAME = {"hypersim": "hypersim", "vkitti": "vkitti", "nyu": "nyuv2", "kitti": "kitti"}  # under `all`
 NYU_SCENES = ("bathroom", "bedroom", "bookstore", "classroom", "dining_room", "home_office", "kitchen",
               "living_room", "office", "study")
-KITTI_NO_GT_FRACTION = 45 / 697  # as in the Eigen test list
+KITTI_NO_GT_FRAME = 7  # frames 7, 22, 37, ... of a drive have no ground truth (the Eigen list: 45 of 697)
 
 
 @dataclass
@@ -61,6 +61,7 @@ class SceneResult:
     lines: list = field(default_factory=list)  # split lines
     meta: list = field(default_factory=list)  # per frame: dict
     seconds: dict = field(default_factory=dict)  # process CPU time: scene, render, encode
+    depths: list = field(default_factory=list)  # float32 [H, W] metres per frame, when asked for (tests)
 
 
 def _cam_meta(rel: str, cam, extra: dict | None = None) -> dict:
@@ -83,7 +84,8 @@ def render_frame(scene, camera, rng):
     return rgb, out.depth
 
 
-def hypersim_scene(seed: int, scene: int, frames: list[int], size: tuple[int, int]) -> SceneResult:
+def hypersim_scene(seed: int, scene: int, frames: list[int], size: tuple[int, int],
+                   keep_depth: bool = False) -> SceneResult:
     res, t = SceneResult(), time.process_time()
     room = sample_room(seed_rng(seed, STREAM["hypersim"], scene))
     t = _tick(res, "scene", t)
@@ -92,6 +94,7 @@ def hypersim_scene(seed: int, scene: int, frames: list[int], size: tuple[int, in
         rng = seed_rng(seed, STREAM["hypersim"], scene, fr + 1)
         cam = sample_indoor_camera(rng, room, *size)
         rgb, depth = render_frame(room.scene, cam, rng)
+        res.depths += [depth] if keep_depth else []
         t = _tick(res, "render", t)
         rgb_rel, depth_rel = f"{name}/rgb_cam_00_fr{fr:04d}.png", f"{name}/depth_plane_cam_00_fr{fr:04d}.png"
         res.files += [(rgb_rel, en.png_bytes(rgb)), (depth_rel, en.png_bytes(en.depth_to_uint16(depth, 1000.0)))]
@@ -101,7 +104,8 @@ def hypersim_scene(seed: int, scene: int, frames: list[int], size: tuple[int, in
     return res
 
 
-def vkitti_scene(seed: int, scene: int, frames: list[int], size: tuple[int, int]) -> SceneResult:
+def vkitti_scene(seed: int, scene: int, frames: list[int], size: tuple[int, int],
+                 keep_depth: bool = False) -> SceneResult:
     """``frames`` index (variant, frame) pairs: ``k -> (VARIANTS[k // F], k % F)`` with F frames per variant."""
     res, t = SceneResult(), time.process_time()
     street = sample_street(seed_rng(seed, STREAM["vkitti"], scene))
@@ -114,6 +118,7 @@ def vkitti_scene(seed: int, scene: int, frames: list[int], size: tuple[int, int]
         rng = seed_rng(seed, STREAM["vkitti"], scene, fr + 1)  # same pose in every variant, as VKITTI
         cam = street_camera(rng, street, fr * 4, variant, *size, step=1.0)
         rgb, depth = render_frame(lit, cam, seed_rng(seed, STREAM["vkitti"], scene, fr + 1, k))
+        res.depths += [depth] if keep_depth else []
         t = _tick(res, "render", t)
         base = f"Scene{scene + 1:02d}/{variant}/frames"
         rgb_rel, depth_rel = f"rgb/{base}/rgb/Camera_0/rgb_{fr:05d}.jpg", f"depth/{base}/depth/Camera_0/depth_{fr:05d}.png"
@@ -125,7 +130,8 @@ def vkitti_scene(seed: int, scene: int, frames: list[int], size: tuple[int, int]
     return res
 
 
-def nyu_scene(seed: int, scene: int, frames: list[int], size: tuple[int, int]) -> SceneResult:
+def nyu_scene(seed: int, scene: int, frames: list[int], size: tuple[int, int],
+              keep_depth: bool = False) -> SceneResult:
     """``frames`` are global image numbers (NYU numbers its test images across scenes)."""
     res, t = SceneResult(), time.process_time()
     room = sample_room(seed_rng(seed, STREAM["nyu"], scene))
@@ -135,6 +141,7 @@ def nyu_scene(seed: int, scene: int, frames: list[int], size: tuple[int, int]) -
         rng = seed_rng(seed, STREAM["nyu"], scene, number + 1)
         cam = sample_indoor_camera(rng, room, *size)
         rgb, depth = render_frame(room.scene, cam, rng)
+        res.depths += [depth] if keep_depth else []
         t = _tick(res, "render", t)
         raw = np.where(en.kinect_holes(depth, rng), 0.0, depth)
         names = [f"{folder}/{kind}_{number:04d}.png" for kind in ("rgb", "depth", "filled")]
@@ -146,7 +153,8 @@ def nyu_scene(seed: int, scene: int, frames: list[int], size: tuple[int, int]) -
     return res
 
 
-def kitti_drive(seed: int, scene: int, frames: list[int], size: tuple[int, int]) -> SceneResult:
+def kitti_drive(seed: int, scene: int, frames: list[int], size: tuple[int, int],
+                keep_depth: bool = False) -> SceneResult:
     res, t = SceneResult(), time.process_time()
     rng_scene = seed_rng(seed, STREAM["kitti"], scene)
     street = sample_street(rng_scene)
@@ -158,11 +166,12 @@ def kitti_drive(seed: int, scene: int, frames: list[int], size: tuple[int, int])
         rng = seed_rng(seed, STREAM["kitti"], scene, fr + 1)
         cam = street_camera(rng, street, fr * 3, "clone", *size, step=1.0)
         rgb, depth = render_frame(lit, cam, rng)
+        res.depths += [depth] if keep_depth else []
         t = _tick(res, "render", t)
         rgb_rel = f"{date}/{drive}/image_02/data/{fr:010d}.png"
         gt_rel = f"{drive}/proj_depth/groundtruth/image_02/{fr:010d}.png"
         res.files.append((rgb_rel, en.png_bytes(rgb)))
-        if rng.random() < KITTI_NO_GT_FRACTION:
+        if fr % 15 == KITTI_NO_GT_FRAME:  # 1 in 15 frames has no ground truth, as 45 of 697 in the Eigen list
             gt_rel = "None"
         else:
             sparse = np.where(en.lidar_mask(cam, depth, rng), depth, 0.0)
@@ -193,6 +202,13 @@ def plan(kind: str, num: int, frames_per_scene: int | None = None) -> list[tuple
         frames = list(range(start, start + count)) if kind == "nyu" else list(range(count))
         units.append((scene, frames))
     return units
+
+
+def render_scene(kind: str, seed: int, scene: int, frames: list[int], size: tuple[int, int] | None = None,
+                 keep_depth: bool = False) -> SceneResult:
+    """Render one work unit of :func:`plan` exactly as :func:`generate` does (``keep_depth``: also return
+    the float depth maps)."""
+    return RENDERERS[kind](seed, scene, frames, tuple(size or DEFAULT_SIZE[kind]), keep_depth)
 
 
 def _run_unit(args) -> SceneResult:

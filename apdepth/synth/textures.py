@@ -35,7 +35,7 @@ class Texture:
             raise ValueError(f"texture images must be [H, W] or [H, W, 3], got {image.shape}")
         self.wrap = wrap
         levels = [image]
-        while min(levels[-1].shape[:2]) >= 8:
+        while min(levels[-1].shape[:2]) >= 2:
             a = levels[-1]
             h, w = a.shape[0] // 2 * 2, a.shape[1] // 2 * 2
             levels.append(a[:h:2, :w:2] * 0.25 + a[1:h:2, :w:2] * 0.25 + a[:h:2, 1:w:2] * 0.25 + a[1:h:2, 1:w:2] * 0.25)
