@@ -180,7 +180,7 @@ def cabinet(rng, pal: Palette) -> Piece:
     for k in range(n):
         y = 0.05 + dh * (k + 0.5)
         f.box((0, y, -d / 2 - 0.01), (w / 2 - 0.03, dh / 2 - 0.015, 0.01), front)
-        f.ellipsoid((0, y, -d / 2 - 0.035), (0.02, 0.02, 0.02), knob)
+        f.ellipsoid((0, y, -d / 2 - 0.035), (0.02, 0.02, 0.02), knob, casts_shadow=False)
     for _ in range(int(rng.integers(0, 3))):
         small_object(rng, pal, f, rng.uniform(-w / 2 + 0.1, w / 2 - 0.1), h, rng.uniform(-d / 4, d / 4), 0.2)
     return Piece(f.prims, w, d + 0.06, top=h)

@@ -18,6 +18,11 @@ import numpy as np
 INF = np.float32(np.inf)
 
 
+def apply_rotation(r: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``r`` ``[3, 3]`` applied to the vectors ``v`` ``[3, ...]`` (one matrix product; cheaper than tensordot)."""
+    return (r @ v.reshape(3, -1)).reshape(v.shape)
+
+
 def _as_rot(rotation) -> np.ndarray:
     r = np.eye(3) if rotation is None else np.asarray(rotation, dtype=np.float64)
     if r.shape != (3, 3):
@@ -56,6 +61,7 @@ class Primitive:
         self.center = np.asarray(self.center, dtype=np.float64).reshape(3)
         self.rotation = _as_rot(self.rotation)
         self._rt = self.rotation.T.astype(np.float32)  # world -> local
+        self._c32 = self.center.astype(np.float32)
         if not isinstance(self.materials, tuple):
             self.materials = (self.materials,)
 
@@ -65,6 +71,7 @@ class Primitive:
         self.center = rotation @ self.center + np.asarray(translation, dtype=np.float64)
         self.rotation = rotation @ self.rotation
         self._rt = self.rotation.T.astype(np.float32)
+        self._c32 = self.center.astype(np.float32)
 
     def material(self, face: int):
         return self.materials[face if len(self.materials) > 1 else 0]
@@ -84,15 +91,18 @@ class Primitive:
     def _local_o(self, o: np.ndarray, ndim: int) -> np.ndarray:
         o = np.asarray(o, dtype=np.float32)
         if o.ndim == 1:
-            return (self._rt @ (o - self.center.astype(np.float32))).reshape((3,) + (1,) * (ndim - 1))
-        return np.tensordot(self._rt, o - self.center.astype(np.float32).reshape((3,) + (1,) * (o.ndim - 1)), axes=1)
+            return (self._rt @ (o - self._c32)).reshape((3,) + (1,) * (ndim - 1))
+        return apply_rotation(self._rt, o - self._c32.reshape((3,) + (1,) * (o.ndim - 1)))
 
     def _local(self, o, d):
-        d_l = np.tensordot(self._rt, d, axes=1)
-        return self._local_o(o, d.ndim), d_l
+        return self._local_o(o, d.ndim), apply_rotation(self._rt, d)
+
+    def _local_points(self, p: np.ndarray) -> np.ndarray:
+        """World points ``[3, N]`` -> local coordinates ``[3, N]``."""
+        return self._rt @ (p - self._c32[:, None])
 
     def _world_normal(self, n_local: np.ndarray) -> np.ndarray:
-        n = np.tensordot(self.rotation.astype(np.float32), n_local, axes=1)
+        n = self.rotation.astype(np.float32) @ n_local
         return n / np.maximum(np.sqrt((n * n).sum(0)), 1e-12)
 
 
@@ -125,7 +135,7 @@ class Quad(Primitive):
         return np.where(ok, t, INF).astype(np.float32)
 
     def surface(self, p):
-        p_l = np.tensordot(self._rt, p - self.center.astype(np.float32)[:, None], axes=1)
+        p_l = self._local_points(p)
         n = np.repeat(self.rotation[:, 2:3].astype(np.float32), p.shape[1], axis=1)
         offset = np.array([h if math.isfinite(h) else 0.0 for h in self.half], np.float32)[:, None]
         return n, p_l[:2] + offset, np.zeros(p.shape[1], dtype=np.int64)
@@ -161,7 +171,7 @@ class Box(Primitive):
         return np.where(t_near <= t_far, t, INF).astype(np.float32)
 
     def surface(self, p):
-        p_l = np.tensordot(self._rt, p - self.center.astype(np.float32)[:, None], axes=1)
+        p_l = self._local_points(p)
         h = self._h.reshape(3, 1)
         axis = np.argmax(np.abs(p_l) / h, axis=0)  # [N]: the face the point lies on
         cols = np.arange(p.shape[1])
@@ -207,7 +217,7 @@ class Ellipsoid(Primitive):
         return np.where(disc >= 0, t, INF).astype(np.float32)
 
     def surface(self, p):
-        p_l = np.tensordot(self._rt, p - self.center.astype(np.float32)[:, None], axes=1)
+        p_l = self._local_points(p)
         s = self._s[:, None]
         q = p_l / s  # on the unit sphere
         r_mean = float(self._s.mean())
@@ -239,27 +249,30 @@ class Cylinder(Primitive):
     def intersect(self, o, d, t_min=1e-4, t_max=INF):
         o_l, d_l = self._local(o, d)
         r, h = np.float32(self.radius), np.float32(self.half_height)
-        ox, oy, oz = np.broadcast_arrays(*o_l, d_l[0])[:3]
+        ox, oy, oz = o_l
         dx, dy, dz = d_l
         a = dx * dx + dz * dz
         b = ox * dx + oz * dz
         c = ox * ox + oz * oz - r * r
         disc = b * b - a * c
         with np.errstate(invalid="ignore", divide="ignore"):
-            root = np.sqrt(disc)
+            root = np.sqrt(disc)  # nan where the infinite cylinder is missed: every comparison below is False
+            inv_a = 1.0 / a
             best = np.full(d.shape[1:], INF, dtype=np.float32)
-            for t_side in ((-b - root) / a, (-b + root) / a):
-                ok = (disc >= 0) & (t_side > t_min) & (t_side < best) & (np.abs(oy + t_side * dy) <= h)
-                best = np.where(ok, t_side, best)
+            for t_side in ((-b - root) * inv_a, (-b + root) * inv_a):
+                ok = (t_side > t_min) & (t_side < best) & (np.abs(oy + t_side * dy) <= h)
+                np.copyto(best, t_side, where=ok)
+            inv_dy = 1.0 / dy
             for y_cap in (-h, h):
-                t_cap = (y_cap - oy) / dy
+                t_cap = (y_cap - oy) * inv_dy
                 x, z = ox + t_cap * dx, oz + t_cap * dz
                 ok = (t_cap > t_min) & (t_cap < best) & (x * x + z * z <= r * r)
-                best = np.where(ok, t_cap, best)
-        return np.where(best < t_max, best, INF).astype(np.float32)
+                np.copyto(best, t_cap, where=ok)
+        best[best >= t_max] = INF
+        return best
 
     def surface(self, p):
-        p_l = np.tensordot(self._rt, p - self.center.astype(np.float32)[:, None], axes=1)
+        p_l = self._local_points(p)
         rho = np.sqrt(p_l[0] ** 2 + p_l[2] ** 2)
         on_cap = np.abs(p_l[1]) / self.half_height > rho / self.radius
         n_local = np.where(on_cap, np.stack([0 * rho, np.sign(p_l[1]), 0 * rho]),

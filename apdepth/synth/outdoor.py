@@ -50,7 +50,7 @@ def _car(rng, position, yaw: float) -> list:
     for sx in (-1, 1):
         for sz in (-1, 1):
             f.cylinder((sx * (width / 2 - 0.1), wheel_r, sz * (length / 2 - wheel_r - 0.25)), wheel_r, 0.1, tyre,
-                       rotation=rot_z(math.pi / 2))
+                       rotation=rot_z(math.pi / 2), casts_shadow=False)  # hidden in the body's shadow anyway
     return f.prims
 
 
