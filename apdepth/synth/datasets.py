@@ -108,7 +108,9 @@ def vkitti_scene(seed: int, scene: int, frames: list[int], size: tuple[int, int]
                  keep_depth: bool = False) -> SceneResult:
     """``frames`` index (variant, frame) pairs: ``k -> (VARIANTS[k // F], k % F)`` with F frames per variant."""
     res, t = SceneResult(), time.process_time()
-    street = sample_street(seed_rng(seed, STREAM["vkitti"], scene))
+    rng_scene = seed_rng(seed, STREAM["vkitti"], scene)
+    street = sample_street(rng_scene)
+    focal = rng_scene.uniform(690.0, 740.0)  # one camera per scene
     per_variant = DEFAULT_FRAMES["vkitti"]
     t = _tick(res, "scene", t)
     for k in frames:
@@ -116,7 +118,7 @@ def vkitti_scene(seed: int, scene: int, frames: list[int], size: tuple[int, int]
         light_rng = seed_rng(seed, STREAM["vkitti"], scene, 1000 + VARIANTS.index(variant))
         lit = street_scene(light_rng, street, variant)
         rng = seed_rng(seed, STREAM["vkitti"], scene, fr + 1)  # same pose in every variant, as VKITTI
-        cam = street_camera(rng, street, fr * 4, variant, *size, step=1.0)
+        cam = street_camera(rng, street, fr * 4, variant, *size, step=1.0, focal=focal)
         rgb, depth = render_frame(lit, cam, seed_rng(seed, STREAM["vkitti"], scene, fr + 1, k))
         res.depths += [depth] if keep_depth else []
         t = _tick(res, "render", t)
@@ -159,12 +161,13 @@ def kitti_drive(seed: int, scene: int, frames: list[int], size: tuple[int, int],
     rng_scene = seed_rng(seed, STREAM["kitti"], scene)
     street = sample_street(rng_scene)
     lit = street_scene(rng_scene, street, str(rng_scene.choice(["clone", "clone", "morning", "overcast"])))
+    focal = rng_scene.uniform(690.0, 740.0)  # one camera per drive, like KITTI's per-day calibration
     t = _tick(res, "scene", t)
     date = f"2011_09_{26 + scene % 5:02d}"
     drive = f"{date}_drive_{scene + 1:04d}_sync"
     for fr in frames:
         rng = seed_rng(seed, STREAM["kitti"], scene, fr + 1)
-        cam = street_camera(rng, street, fr * 3, "clone", *size, step=1.0)
+        cam = street_camera(rng, street, fr * 3, "clone", *size, step=1.0, focal=focal)
         rgb, depth = render_frame(lit, cam, rng)
         res.depths += [depth] if keep_depth else []
         t = _tick(res, "render", t)

@@ -162,8 +162,10 @@ def _buildings(rng, prims: list, side: int, x_front: float) -> None:
 
 
 def street_camera(rng: np.random.Generator, street: Street, frame: int, variant: str = "clone",
-                  height: int = KITTI_HEIGHT, width: int = KITTI_WIDTH, step: float | None = None) -> Camera:
-    """The camera of frame ``frame`` of a drive along ``street``: KITTI-like height, pitch and focal length."""
+                  height: int = KITTI_HEIGHT, width: int = KITTI_WIDTH, step: float | None = None,
+                  focal: float | None = None) -> Camera:
+    """The camera of frame ``frame`` of a drive along ``street``: KITTI-like height, pitch and focal length
+    (``focal`` in pixels at 1242 wide, scaled to ``width``; default: random in 690..740)."""
     step = rng.uniform(0.8, 1.6) if step is None else step
     z = STREET_START + 15.0 + frame * step
     yaw = rng.normal(0.0, math.radians(3.0))
@@ -172,7 +174,7 @@ def street_camera(rng: np.random.Generator, street: Street, frame: int, variant:
         yaw += math.radians(deg if variant.endswith("-right") else -deg)
     x = street.camera_lane_x + rng.normal(0.0, 0.3)
     pitch = math.radians(rng.normal(-1.0, 1.5))
-    focal = rng.uniform(690.0, 740.0) * width / KITTI_WIDTH
+    focal = (rng.uniform(690.0, 740.0) if focal is None else focal) * width / KITTI_WIDTH
     return camera_from_focal(height, width, focal, (x, rng.uniform(1.5, 1.75), z), yaw, pitch,
                              math.radians(rng.normal(0.0, 0.5)))
 
