@@ -74,7 +74,7 @@ def test_hypersim_layout_and_determinism(tmp_path):
     assert depth.shape == SMALL and depth.dtype == np.uint16
     # planar depth in millimetres, exactly the rendered depth rounded
     expected = render_scene("hypersim", 5, 0, [0], SMALL, keep_depth=True).depths[0]
-    np.testing.assert_array_equal(depth, np.round(expected * 1000).astype(np.uint16))
+    np.testing.assert_array_equal(depth, np.round(expected.astype(np.float64) * 1000).astype(np.uint16))
     assert 300 < depth.min() and depth.max() < 15000  # indoors: 0.3 .. 15 m
 
 
@@ -90,7 +90,7 @@ def test_vkitti_layout_and_sky_encoding(tmp_path):
     expected = render_scene("vkitti", 1, 0, [0], (40, 132), keep_depth=True).depths[0]
     sky = ~np.isfinite(expected) | (expected > 655.35)
     assert sky.any() and (depth[sky] == 65535).all()  # the sky: beyond any valid range (80 m)
-    np.testing.assert_array_equal(depth[~sky], np.round(expected[~sky] * 100).astype(np.uint16))
+    np.testing.assert_array_equal(depth[~sky], np.round(expected[~sky].astype(np.float64) * 100).astype(np.uint16))
     assert info["root"] == str(tmp_path)
 
 
@@ -132,7 +132,7 @@ def test_kitti_archive_layout_sparse_gt_and_none_lines(tmp_path):
     assert 0.0 < (gt > 0).mean() < 0.5  # sparse, like projected LiDAR
     expected = render_scene("kitti", 3, 0, [0], size, keep_depth=True).depths[0]
     have = gt > 0
-    np.testing.assert_array_equal(gt[have], np.round(expected[have] * 256).astype(np.uint16))
+    np.testing.assert_array_equal(gt[have], np.round(expected[have].astype(np.float64) * 256).astype(np.uint16))
     rgb = read_png(members["./" + fields[0][0]])
     assert rgb.shape == (*size, 3)
 
