@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("apdepth.commands.evaluate", "zero-shot benchmark (Table 1): NYUv2, KITTI, ETH3D, ScanNet, DIODE"),
     "video": ("apdepth.commands.video", "temporally stable depth for a video or a folder of frames"),
     "serve": ("apdepth.commands.serve", "start the local web demo (needs apdepth[demo])"),
+    "synth": ("apdepth.commands.synth", "generate procedural RGB-D scenes in the training / evaluation layouts"),
 }
 
 
