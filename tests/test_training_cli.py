@@ -104,10 +104,12 @@ def test_two_processes_through_accelerate_match_one_process(env, tmp_path):
     """2 processes x 1 sample equal 1 process x 2 accumulated samples: same stream, same averaged gradient."""
     common = {"optim.max_steps": 2, "data.batch_size": 1, "optim.effective_batch": 2}
     cfg = write_config(tmp_path / "s2.yaml", env.overrides(2, tmp_path / "two", **common))
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-           "--cpu", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+    # accelerate's multi-process launcher (torchrun underneath); ACCELERATE_USE_CPU makes it gloo on the CPU.
+    # (`--cpu` alone would start a single process.)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
            "-m", "apdepth", "train", "-c", str(cfg)]
-    run_env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    run_env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     proc = subprocess.run(cmd, cwd=REPO, env=run_env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     ckpt = tmp_path / "two" / "checkpoints" / "step_0000002"
