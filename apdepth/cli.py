@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("apdepth.commands.evaluate", "zero-shot benchmark (Table 1): NYUv2, KITTI, ETH3D, ScanNet, DIODE"),
     "video": ("apdepth.commands.video", "temporally stable depth for a video or a folder of frames"),
     "serve": ("apdepth.commands.serve", "start the local web demo (needs apdepth[demo])"),
+    "demo-model": ("apdepth.commands.demo_model", "make the embedded demo model (synthetic data, all training "
+                   "stages, evaluation, model card)"),
     "synth": ("apdepth.commands.synth", "generate procedural RGB-D scenes in the training / evaluation layouts"),
 }
 
@@ -34,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
-        cmd = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        cmd = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip(),
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(cmd)
         cmd.set_defaults(_module=module)
     return parser

@@ -62,7 +62,7 @@ def test_bench_command_on_tiny_models(tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc = main(["bench", "--arch", "tiny", "--device", "cpu", "--res", "48x32", "--large-res", "96x64",
                "--dtypes", "fp32", "--batch-sizes", "1,2", "--repeats", "1", "--warmup", "0",
-               "--marigold", "1x1,4x1,50x10", "-o", str(out)])
+               "--marigold", "1x1,4x1,50x10", "--train-batch", "2", "--train-res", "48x32", "-o", str(out)])
     assert rc == 0
     report = json.loads(out.read_text())
     assert {"hardware", "versions", "settings", "rows"} <= report.keys()
@@ -70,7 +70,9 @@ def test_bench_command_on_tiny_models(tmp_path, capsys):
     settings = {(r["scenario"], r["setting"], r["batch"]) for r in report["rows"]}
     for expected in [("stage", "UNet (1 step)", 1), ("apdepth", "end-to-end", 2), ("fast path", "two VAE calls", 1),
                      ("fast path", "classic attention", 1), ("fast path", "VAE tiling on", 1),
-                     ("marigold", "Marigold 50 step(s) x 10", 1)]:
+                     ("marigold", "Marigold 50 step(s) x 10", 1), ("train", "step: raw inputs (encode every step)", 2),
+                     ("train", "step: latent cache", 2), ("train", "step: cache + gradient checkpointing", 2),
+                     ("train", "step: cache + fused Adam", 2)]:
         assert expected in settings
     marigold = [r for r in report["rows"] if r["scenario"] == "marigold"]
     assert all(r["extra"]["times_apdepth"] > 0 for r in marigold)
@@ -81,3 +83,29 @@ def test_bench_command_on_tiny_models(tmp_path, capsys):
 def test_bench_config_defaults_follow_the_paper():
     cfg = BenchConfig()
     assert cfg.resolution == (480, 640) and (50, 10) in cfg.marigold
+
+
+@pytest.mark.parametrize("fast", ["checkpointing", "fused"])
+def test_training_fast_paths_give_the_plain_step(fast, tmp_path):
+    """Gradient checkpointing and fused Adam change speed and memory, not the update."""
+    from apdepth.benchmark.training import training_batch
+    from apdepth.testing import tiny_pipeline
+    from apdepth.training.config import Stage2Config
+    from apdepth.training.inputs import TrainModule, encode_inputs
+    from apdepth.training.stage2 import Stage2
+
+    def one_step(on: bool) -> dict:
+        pipe = tiny_pipeline(tmp_path / fast)
+        unet = pipe.unet.requires_grad_(True).train()
+        if on and fast == "checkpointing":
+            unet.enable_gradient_checkpointing()
+            pipe.vae.enable_gradient_checkpointing()
+        optimizer = torch.optim.Adam(unet.parameters(), lr=1e-3, fused=(on and fast == "fused") or None)
+        inputs = encode_inputs(pipe, training_batch(2, 16, 24, torch.device("cpu")))
+        Stage2(Stage2Config(), pipe.vae).losses(TrainModule(pipe), inputs, step=1)["loss"].backward()
+        optimizer.step()
+        return {k: v.detach().clone() for k, v in unet.state_dict().items()}
+
+    plain, fast_step = one_step(False), one_step(True)
+    for k in plain:
+        torch.testing.assert_close(fast_step[k], plain[k], rtol=1e-5, atol=1e-6)

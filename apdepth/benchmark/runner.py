@@ -41,6 +41,9 @@ class BenchConfig:
     compile: bool = False  # torch.compile is opt-in: compilation takes minutes
     marigold: tuple[tuple[int, int], ...] = ((1, 1), (4, 1), (50, 10))  # (steps, ensemble)
     marigold_full: bool = False  # on CPU, 50x10 is extrapolated from its measured parts unless this is set
+    train: bool = True  # time a stage-2 training step (benchmark/training.py)
+    train_batch: int = 1  # 32 on GPU (the paper's batch without accumulation)
+    train_resolution: tuple[int, int] = (240, 320)  # H, W; 480x640 on GPU
 
 
 @dataclass
@@ -269,6 +272,11 @@ class Benchmark:
                 self.marigold(dtype, e2e[1].timing.median_ms)
         if cfg.compile:
             self.compiled(cfg.dtypes[-1])
+        if cfg.train:
+            from .training import training_step_rows
+
+            training_step_rows(self, cfg.train_batch, cfg.train_resolution,
+                               bf16="bf16" in cfg.dtypes and self.device.type == "cuda")
         return self.rows
 
     def report(self) -> dict:
@@ -283,6 +291,10 @@ def format_table(rows: list[Row]) -> str:
     lines = [header, "-" * len(header)]
     for r in rows:
         t = r.timing
+        if t is None:
+            lines.append(f"{r.scenario:<10} {r.setting:<34} {r.dtype:<5} {r.resolution:>9} {r.batch:>5} "
+                         f"{'-':>10} {'-':>17} {'-':>7} {'-':>8}  {r.note}")
+            continue
         spread = f"{t.p10_ms:.1f}-{t.p90_ms:.1f}" if t.n else "-"
         note = r.note
         if "times_apdepth" in r.extra:

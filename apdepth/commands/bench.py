@@ -53,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="baselines as STEPSxENSEMBLE list, or 'none' (default 1x1,4x1,50x10)")
     parser.add_argument("--marigold-full", action="store_true",
                         help="run Marigold 50x10 on CPU too instead of extrapolating it (about an hour)")
+    parser.add_argument("--no-train", action="store_true", help="skip the training-step timing")
+    parser.add_argument("--train-batch", type=int, default=None, help="training micro-batch (default: 32 GPU, 1 CPU)")
+    parser.add_argument("--train-res", type=_size, default=None, metavar="WxH",
+                        help="training crop (default: 640x480 GPU, 320x240 CPU)")
     parser.add_argument("-o", "--output", type=Path, default=Path("bench.json"), help="JSON report (default bench.json)")
 
 
@@ -78,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
         large_resolution=args.large_res,
         compile=args.compile,
         marigold=args.marigold,
+        train=not args.no_train,
+        train_batch=args.train_batch or (32 if gpu else 1),
+        train_resolution=args.train_res or ((480, 640) if gpu else (240, 320)),
         marigold_full=args.marigold_full,
     )
     bad = [d for d in config.dtypes if d not in ("fp32", "bf16", "fp16")]

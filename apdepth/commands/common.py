@@ -10,12 +10,14 @@ logger = logging.getLogger(__name__)
 
 DTYPES = ("fp32", "fp16", "bf16")
 DEFAULT_MODEL = "developy/ApDepth"
+EMBEDDED = "embedded"
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model")
-    g.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"ApDepth checkpoint: hub id or local folder (default: {DEFAULT_MODEL})")
+    g.add_argument("--model", default=None,
+                   help=f"ApDepth checkpoint: hub id, local folder, or '{EMBEDDED}' (the small demo model inside "
+                        f"the package). Default: {DEFAULT_MODEL} if it is in the local cache, else '{EMBEDDED}'")
     g.add_argument("--prior", default=None,
                    help="prior override: small|base|large|giant, a transformers hub id or folder, "
                         "or an original depth_anything_v2_vit*.pth")
@@ -53,6 +55,30 @@ def parse_dtype(name: str):
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
+def released_checkpoint_cached(repo_id: str = DEFAULT_MODEL) -> bool:
+    """Whether the hub checkpoint ``repo_id`` is in the local Hugging Face cache (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "model_index.json"), str)
+
+
+def resolve_model(args: argparse.Namespace) -> str:
+    """What ``--model`` names: ``embedded`` -> the packaged demo model; no ``--model`` -> the released
+    checkpoint when cached, else the embedded model (said in one line). Sets ``args.model`` to the choice."""
+    from ..demo_model import embedded_model_path
+
+    if args.model is None:
+        if released_checkpoint_cached():
+            args.model = DEFAULT_MODEL
+        else:
+            args.model = EMBEDDED
+            logger.info("No --model given and %s is not cached: using the embedded demo model (small, trained "
+                        "only on synthetic scenes; for real images pass --model %s).", DEFAULT_MODEL, DEFAULT_MODEL)
+    if args.model == EMBEDDED:
+        return str(embedded_model_path())
+    return args.model
+
+
 def load_pipeline(args: argparse.Namespace, device=None):
     """Load the ApDepth pipeline the model flags describe, on its device and dtype.
 
@@ -65,7 +91,7 @@ def load_pipeline(args: argparse.Namespace, device=None):
     if device.type == "cpu" and args.dtype == "fp16":
         logger.warning("fp16 on the CPU is slow and poorly supported; bf16 or fp32 are better choices there.")
     pipe = ApDepthPipeline.from_pretrained(
-        args.model, prior=args.prior, dtype=dtype, local_files_only=args.offline
+        resolve_model(args), prior=args.prior, dtype=dtype, local_files_only=args.offline
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

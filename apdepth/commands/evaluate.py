@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .common import DEFAULT_MODEL, add_model_arguments
+from .common import add_model_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -148,12 +148,14 @@ def run(args: argparse.Namespace) -> int:
         write_combined_report,
     )
     from ..evaluation.report import dataset_table
-    from .common import load_pipeline, resolve_device
+    from .common import load_pipeline, resolve_device, resolve_model
 
     if args.batch_size < 1 or args.workers < 0 or (args.limit is not None and args.limit < 1):
         raise SystemExit("--batch-size and --limit must be >= 1, --workers >= 0")
-    if args.predictions is not None and args.model != DEFAULT_MODEL:
+    if args.predictions is not None and args.model is not None:
         raise SystemExit("give --model or --predictions, not both")
+    if args.predictions is None:
+        resolve_model(args)  # args.model: what evaluates (recorded with the results)
     device = resolve_device(args.device)  # where load_pipeline puts the model, and the metrics run
     pipe = _LazyPipeline(args, load_pipeline)  # loaded on the first prediction: a finished resume needs none
     method = args.method or (str(args.predictions) if args.predictions is not None else args.model)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
     from ..training import build_config, train_from_files
     from ..training.config import ConfigError
 
+    if isinstance(args.resume, str) and "=" in args.resume and not os.path.exists(args.resume):
+        args.overrides.append(args.resume)  # `--resume key=value`: a bare --resume followed by an override
+        args.resume = True
     if not args.config and not args.resume:
         logger.error("apdepth train: give --config (or --resume CHECKPOINT)")
         return 2

@@ -94,6 +94,10 @@ class DepthAnythingPrior(ModelMixin, ConfigMixin):
     @torch.no_grad()
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         """rgb: ``[B, 3, H, W]`` in [-1, 1]. Returns disparity ``[B, 1, H, W]`` in the input's dtype."""
+        return self.disparity(rgb)
+
+    def disparity(self, rgb: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` with autograd (pre-training a small prior, see :mod:`apdepth.training.components`)."""
         if rgb.ndim != 4 or rgb.shape[1] != 3:
             raise ValueError(f"DepthAnythingPrior expects [B, 3, H, W], got {tuple(rgb.shape)}")
         _, _, height, width = rgb.shape

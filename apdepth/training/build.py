@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 RESUMABLE_KEYS = (
     "run.checkpoint_every", "run.keep_checkpoints", "run.log_every", "run.output_dir", "run.mixed_precision",
     "data.num_workers", "data.cache_dir", "data.cache_dtype", "optim.max_steps", "model.local_files_only",
-    "model.gradient_checkpointing",
+    "model.gradient_checkpointing", "optim.fused",
 )
 
 

@@ -113,6 +113,7 @@ class OptimConfig:
     max_grad_norm: float | None = None
     ema: bool = False
     ema_decay: float = 0.999
+    fused: bool = False  # torch's fused Adam kernel (same update, one kernel; CUDA and CPU)
 
 
 @dataclass

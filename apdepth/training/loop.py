@@ -96,6 +96,11 @@ def train(cfg: TrainConfig, resume: str | os.PathLike | bool | None = None, *, b
     if build_cache and not cfg.data.cache_dir:
         raise ConfigError("--build-cache needs data.cache_dir")
 
+    launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if launcher_precision not in (None, cfg.run.mixed_precision):
+        logger.warning("The launcher's mixed precision %r is ignored: the config's run.mixed_precision=%r applies "
+                       "(set it in the config or as run.mixed_precision=...)", launcher_precision,
+                       cfg.run.mixed_precision)
     accelerator = Accelerator(mixed_precision=cfg.run.mixed_precision)
     if not accelerator.is_main_process:
         logging.getLogger("apdepth").setLevel(logging.WARNING)
@@ -127,7 +132,10 @@ def train(cfg: TrainConfig, resume: str | os.PathLike | bool | None = None, *, b
                                          rank, world, accelerator.wait_for_everyone)
             logger.info("Latent cache %s: %d files written by process %d", cfg.data.cache_dir, written, rank)
             return Path(cfg.data.cache_dir)
-        view = CachedView(view, LatentCache(cfg.data.cache_dir, fingerprint, names))
+        try:
+            view = CachedView(view, LatentCache(cfg.data.cache_dir, fingerprint, names))
+        except (FileNotFoundError, ValueError) as e:
+            raise ConfigError(f"data.cache_dir: {e}") from None
 
     # ------------------------------------------------------------------ 4. trainable parts, optimizer
     stage = build_stage(cfg, pipe)
@@ -143,7 +151,8 @@ def train(cfg: TrainConfig, resume: str | os.PathLike | bool | None = None, *, b
     modules = {"unet": module.unet, **stage.trainable_modules()}
     params = [p for p in module.parameters() if p.requires_grad]
     o = cfg.optim
-    optimizer = torch.optim.Adam(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    optimizer = torch.optim.Adam(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay,
+                                 fused=o.fused or None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, WarmupExponentialDecay(o.warmup_steps, o.decay_steps, o.final_ratio))
     model, optimizer = accelerator.prepare(module, optimizer)

@@ -1,0 +1,87 @@
+"""Training-step benchmark: one stage-2 optimizer step (phase 1: latent MSE + pixel L1 through the
+frozen VAE decoder) on the benchmark's full-size models, with the training speed-ups on and off.
+
+Each row is a whole step: inputs (encoded, or read from the latent cache), UNet forward, VAE decode,
+losses, backward, Adam update. It reuses the training code itself (:class:`~apdepth.training.Stage2`,
+:func:`~apdepth.training.inputs.encode_inputs`, :class:`~apdepth.training.inputs.TrainModule`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import torch
+
+from ..training.config import Stage2Config
+from ..training.inputs import TrainModule, encode_inputs
+from ..training.stage2 import Stage2
+from .runner import Row
+
+logger = logging.getLogger(__name__)
+
+# (setting, latent cache, gradient checkpointing, fused Adam, autocast dtype)
+VARIANTS = (
+    ("step: raw inputs (encode every step)", False, False, False, None),
+    ("step: latent cache", True, False, False, None),
+    ("step: cache + gradient checkpointing", True, True, False, None),
+    ("step: cache + fused Adam", True, False, True, None),
+    ("step: cache + checkpointing + fused + bf16", True, True, True, torch.bfloat16),
+)
+
+
+def training_batch(batch: int, height: int, width: int, device: torch.device, seed: int = 0) -> dict:
+    """A synthetic training micro-batch in the training view's format."""
+    gen = torch.Generator().manual_seed(seed)
+    rgb = torch.rand(batch, 3, height, width, generator=gen) * 2 - 1
+    depth = torch.rand(batch, 1, height, width, generator=gen) * 2 - 1
+    valid = torch.rand(batch, 1, height, width, generator=gen) > 0.1
+    return {"rgb": rgb.to(device), "depth_norm": depth.to(device), "valid_mask": valid.to(device)}
+
+
+def training_step_rows(bench, batch: int, resolution: tuple[int, int], bf16: bool) -> None:
+    """Append one row per variant to ``bench.rows`` (fp32 weights; the last variant autocasts to bf16)."""
+    pipe, device = bench.pipe, bench.device
+    bench._set_dtype("fp32")
+    height, width = resolution
+    data = training_batch(batch, height, width, device)
+    cached = encode_inputs(pipe, data)  # what the latent cache holds
+    stage = Stage2(Stage2Config(), pipe.vae)
+    module = TrainModule(pipe)
+    unet = pipe.unet
+    unet.requires_grad_(True).train()
+    try:
+        for setting, use_cache, checkpointing, fused, autocast in VARIANTS:
+            if autocast is not None and not bf16:
+                continue
+            if checkpointing:
+                unet.enable_gradient_checkpointing()
+                pipe.vae.enable_gradient_checkpointing()
+            optimizer = torch.optim.Adam(unet.parameters(), lr=1e-9, fused=fused or None)
+
+            def step(use_cache=use_cache, autocast=autocast, optimizer=optimizer):
+                inputs = cached if use_cache else encode_inputs(pipe, data)
+                ctx = torch.autocast(device.type, dtype=autocast) if autocast else contextlib.nullcontext()
+                with ctx:
+                    loss = stage.losses(module, inputs, step=1)["loss"]
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+
+            try:
+                bench._record("train", setting, "bf16" if autocast else "fp32", batch, step, resolution=resolution,
+                              note="stage 2, phase 1")
+            except torch.OutOfMemoryError:
+                logger.warning("train %s: out of memory at batch %d", setting, batch)
+                bench.rows.append(Row("train", setting, "bf16" if autocast else "fp32", f"{width}x{height}", batch,
+                                      None, note="out of memory"))
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            finally:
+                del optimizer
+                if checkpointing:
+                    unet.disable_gradient_checkpointing()
+                    pipe.vae.disable_gradient_checkpointing()
+    finally:
+        unet.requires_grad_(False).eval()
+        unet.zero_grad(set_to_none=True)

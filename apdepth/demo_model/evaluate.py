@@ -1,0 +1,82 @@
+"""Held-out numbers for the model card: the model, its prior alone, and two trivial baselines.
+
+All four go through the same evaluation runner and protocol as ``apdepth evaluate`` (affine
+least-squares alignment per image, then AbsRel, delta1 and boundary F1). The prior predicts
+disparity, so it is aligned in disparity space; the others in depth space.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from ..data import get_dataset
+from ..evaluation.protocol import Protocol
+from ..evaluation.runner import PipelinePredictor, evaluate_dataset
+from ..pipeline import ApDepthPipeline, processing_size, resize
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("apdepth", "prior", "constant", "ramp")
+REPORTED = ("abs_rel", "delta1", "boundary_f1")
+
+
+class PriorPredictor:
+    """The pipeline's prior alone on the image resized like the pipeline resizes it: disparity ``[h, w]``."""
+
+    def __init__(self, pipe: ApDepthPipeline, processing_resolution: int):
+        self.pipe, self.processing_resolution = pipe, processing_resolution
+
+    @torch.no_grad()
+    def __call__(self, samples: list[dict]) -> list[torch.Tensor]:
+        out = []
+        for s in samples:
+            rgb = s["rgb"].float()[None] / 255.0  # [1, 3, H, W]
+            size = processing_size(*rgb.shape[-2:], self.processing_resolution)
+            rgb = resize(rgb, size, "bilinear").clamp(0, 1) * 2.0 - 1.0
+            out.append(self.pipe.run_prior(rgb.to(self.pipe.device))[0, 0].float().cpu())
+        return out
+
+
+def constant_depth(samples: list[dict]) -> list[torch.Tensor]:
+    """One depth for every pixel: after alignment, each image's mean ground-truth depth."""
+    return [torch.ones(s["rgb"].shape[-2:]) for s in samples]
+
+
+def ground_plane_ramp(samples: list[dict]) -> list[torch.Tensor]:
+    """Depth growing linearly from the bottom row (near) to the top row (far), as on an open floor or road."""
+    out = []
+    for s in samples:
+        height, width = s["rgb"].shape[-2:]
+        rows = torch.linspace(1.0, 0.0, height)[:, None]  # top 1 (far) -> bottom 0 (near)
+        out.append(rows.expand(height, width).clone())
+    return out
+
+
+def evaluate_all(model_dir: str | os.PathLike, outdir: str | os.PathLike, sets: dict[str, tuple[Path, Path]],
+                 processing_resolution: dict[str, int], device: torch.device | str = "cpu") -> dict:
+    """Evaluate the four methods on each held-out set; returns ``{set: {method: summary}}``."""
+    pipe = ApDepthPipeline.from_pretrained(model_dir, dtype=torch.float32).to(device)  # as `apdepth evaluate` loads it
+    pipe.set_progress_bar_config(disable=True)
+    results: dict[str, dict] = {}
+    for name, (data, split) in sets.items():
+        dataset = get_dataset(name, data, split)
+        res = processing_resolution[name]
+        predictors = {
+            "apdepth": (PipelinePredictor(pipe, res), "depth"),
+            "prior": (PriorPredictor(pipe, res), "disparity"),
+            "constant": (constant_depth, "depth"),
+            "ramp": (ground_plane_ramp, "depth"),
+        }
+        results[name] = {}
+        for method, (predictor, space) in predictors.items():
+            protocol = Protocol.for_dataset(dataset, processing_resolution=res, alignment_space=space)
+            result = evaluate_dataset(dataset, predictor, Path(outdir) / name / method, protocol,
+                                      source={"method": method, "model": str(model_dir)}, progress=False)
+            results[name][method] = result.summary
+            logger.info("%s / %s: %s", name, method,
+                        ", ".join(f"{k} {result.summary['metrics'].get(k, float('nan')):.4f}" for k in REPORTED))
+    return results

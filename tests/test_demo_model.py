@@ -1,0 +1,142 @@
+"""The embedded demo model: its recipe runs end to end, it ships inside the package within budget, it is the
+default without network, it beats trivial baselines on held-out synthetic scenes, and `apdepth evaluate`
+reproduces the numbers on its model card."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from apdepth.cli import main
+from apdepth.commands import common
+from apdepth.data import get_dataset
+from apdepth.demo_model import MODEL_CARD, WEIGHTS_DIR, embedded_model_path
+from apdepth.demo_model.evaluate import constant_depth, ground_plane_ramp
+from apdepth.demo_model.recipe import PROCESSING_RES, RecipeConfig
+from apdepth.evaluation.protocol import Protocol
+from apdepth.evaluation.runner import evaluate_dataset
+from apdepth.pipeline import ApDepthPipeline
+from apdepth.synth.datasets import ARCHIVE_NAME, SPLIT_NAME, generate
+
+PREFIX = 12  # held-out NYU images regenerated in CI (4 rooms of 3 views; the card's archive starts with them)
+
+
+def test_recipe_runs_end_to_end_and_installs(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo-model", "-o", str(out), "--smoke"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"nyu", "kitti"}
+    assert set(metrics["nyu"]) == {"apdepth", "prior", "constant", "ramp"}
+    card = (out / "MODEL_CARD.md").read_text()
+    ours = metrics["nyu"]["apdepth"]["metrics"]
+    assert f"| {ours['abs_rel']:.4f} | {ours['delta1']:.4f} |" in card  # the card shows what was measured
+    log = json.loads((out / "recipe.json").read_text())
+    assert list(log["steps"]) == ["data", "base", "stage1", "stage2", "export", "evaluate", "card"]
+    # every trained part is in the export, in fp16, with the recipe's processing resolution
+    pipe = ApDepthPipeline.from_pretrained(out / "export")
+    assert pipe.unet.dtype == torch.float16 and pipe.config.default_processing_resolution == PROCESSING_RES["nyu"]
+    assert pipe.unet.config.in_channels == 8 and pipe.prior is not None
+    # a second run finds every step done and redoes nothing
+    before = (out / "stage2" / "final" / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
+    assert main(["demo-model", "-o", str(out), "--smoke", "--steps", "data", "base", "stage1", "stage2"]) == 0
+    assert (out / "stage2" / "final" / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == before
+    from apdepth.demo_model.recipe import install
+
+    target = install(out, tmp_path / "installed")
+    assert (target / "MODEL_CARD.md").is_file() and (target / "model_index.json").is_file()
+
+
+def test_smoke_recipe_is_small():
+    cfg = RecipeConfig.smoke()
+    assert sum(cfg.counts.values()) <= 8 and cfg.vae_steps <= 2 and cfg.prior_steps <= 2
+
+
+def test_embedded_model_ships_in_the_package_within_25_mb(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = embedded_model_path()
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert size <= 25 * 1024 * 1024
+    assert MODEL_CARD.is_file() and "trained only on procedural scenes" in MODEL_CARD.read_text()
+    pipe = ApDepthPipeline.from_pretrained(folder, dtype=torch.float32)
+    for part in ("unet", "vae", "text_encoder", "prior"):
+        assert getattr(pipe, part) is not None
+    depth = pipe(torch.rand(3, 40, 52), output_type="pt").depth
+    assert depth.shape == (1, 1, 40, 52) and 0 <= float(depth.min()) <= float(depth.max()) <= 1
+
+
+def test_predict_without_model_uses_the_embedded_one(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(common, "released_checkpoint_cached", lambda repo_id=common.DEFAULT_MODEL: False)
+    from PIL import Image
+
+    Image.new("RGB", (37, 29), (120, 80, 40)).save(tmp_path / "a.png")
+    with caplog.at_level("INFO"):
+        assert main(["predict", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--formats", "npy"]) == 0
+    assert "using the embedded demo model" in caplog.text
+    assert (tmp_path / "out" / "a_depth.npy").is_file()
+
+
+def test_released_checkpoint_is_preferred_when_cached(monkeypatch):
+    import argparse
+
+    monkeypatch.setattr(common, "released_checkpoint_cached", lambda repo_id=common.DEFAULT_MODEL: True)
+    args = argparse.Namespace(model=None)
+    assert common.resolve_model(args) == common.DEFAULT_MODEL
+    assert common.resolve_model(argparse.Namespace(model="embedded")) == str(WEIGHTS_DIR)
+
+
+@pytest.fixture(scope="module")
+def heldout_nyu(tmp_path_factory):
+    """The first PREFIX images of the card's held-out NYU-layout archive, regenerated (synth is deterministic)."""
+    cfg = RecipeConfig()
+    folder = tmp_path_factory.mktemp("nyu")
+    generate("nyu", folder, PREFIX, seed=cfg.seed, progress=False)
+    return folder / ARCHIVE_NAME["nyu"], folder / SPLIT_NAME["nyu"]
+
+
+def _rows(path) -> dict[str, dict]:
+    with open(path, newline="") as f:
+        return {r["rgb_path"]: r for r in csv.DictReader(f)}
+
+
+def test_evaluate_reproduces_the_model_card(heldout_nyu, tmp_path):
+    data, split = heldout_nyu
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--dataset", "nyu", "--data", str(data), "--split", str(split), "--model", "embedded",
+                 "--processing-res", str(PROCESSING_RES["nyu"]), "-o", str(out)]) == 0
+    ours = _rows(out / "nyu" / "per_sample.csv")
+    shipped = _rows(WEIGHTS_DIR / "per_sample_nyu.csv")
+    assert len(ours) == PREFIX
+    for path, row in ours.items():
+        for key in ("abs_rel", "delta1", "boundary_f1"):
+            assert float(row[key]) == pytest.approx(float(shipped[path][key]), abs=1e-4), (path, key)
+
+
+def test_beats_trivial_baselines_by_a_wide_margin(heldout_nyu, tmp_path):
+    data, split = heldout_nyu
+    dataset = get_dataset("nyu", data, split)
+    shipped = _rows(WEIGHTS_DIR / "per_sample_nyu.csv")
+    ours = [shipped[e[0]] for e in dataset.entries]
+    mean = {k: sum(float(r[k]) for r in ours) / len(ours) for k in ("abs_rel", "delta1")}
+    for name, predictor in (("constant", constant_depth), ("ramp", ground_plane_ramp)):
+        protocol = Protocol.for_dataset(dataset, processing_resolution=PROCESSING_RES["nyu"])
+        base = evaluate_dataset(dataset, predictor, tmp_path / name, protocol, progress=False).summary["metrics"]
+        assert mean["abs_rel"] < 0.6 * base["abs_rel"], (name, mean, base)
+        assert mean["delta1"] > base["delta1"] + 0.15, (name, mean, base)
+
+
+@pytest.mark.slow
+def test_evaluate_reproduces_the_whole_card_archive(tmp_path):
+    """The card's full NYU-layout archive (60 images: about a minute to render)."""
+    cfg = RecipeConfig()
+    generate("nyu", tmp_path / "nyu", cfg.counts["nyu"], seed=cfg.seed, progress=False)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--dataset", "nyu", "--data", str(tmp_path / "nyu" / ARCHIVE_NAME["nyu"]),
+                 "--split", str(tmp_path / "nyu" / SPLIT_NAME["nyu"]), "--model", "embedded",
+                 "--processing-res", str(PROCESSING_RES["nyu"]), "-o", str(out)]) == 0
+    summary = json.loads((out / "nyu" / "summary.json").read_text())["metrics"]
+    card = json.loads((WEIGHTS_DIR / "metrics.json").read_text())["nyu"]["apdepth"]["metrics"]
+    for key in ("abs_rel", "delta1", "boundary_f1"):
+        assert summary[key] == pytest.approx(card[key], abs=1e-4)
