@@ -71,3 +71,30 @@ def test_torch_compile_equals_eager(fresh):
     ref = fresh(IMG).depth
     fresh.unet.compile()
     np.testing.assert_allclose(fresh(IMG).depth, ref, atol=1e-4)
+
+
+@pytest.mark.xfail(strict=True, reason="measured: diffusers' tiled VAE normalises each tile on its own; on the small "
+                   "demo VAE the result deviates (correlation 0.83, mean |difference| 0.10 of the [0, 1] range). "
+                   "Open: verify on SD2's VAE on a machine with the real weights")
+def test_vae_tiling_matches_whole_decoding_with_a_trained_vae():
+    """Tiled VAE decoding (large inputs, less memory) on the embedded model's trained VAE: tiles blend
+    into the whole-image result. (A random VAE gives no such guarantee, so the trained one is used.)"""
+    from apdepth.demo_model import embedded_model_path
+    from apdepth.synth.datasets import render_scene
+
+    pipe = ApDepthPipeline.from_pretrained(embedded_model_path(), dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    tile = pipe.vae.config.sample_size  # tiles of this many pixels, overlapping by a quarter
+    import io
+
+    from PIL import Image
+
+    rel, data = render_scene("hypersim", seed=5, scene=0, frames=[0], size=(2 * tile, 3 * tile)).files[0]
+    assert rel.endswith(".png") and "rgb" in rel
+    rgb = Image.open(io.BytesIO(data)).convert("RGB")
+    plain = pipe(rgb, processing_resolution=0, output_type="np").depth
+    pipe.vae.enable_tiling()
+    tiled = pipe(rgb, processing_resolution=0, output_type="np").depth
+    assert plain.shape == tiled.shape == (1, 2 * tile, 3 * tile)
+    assert np.corrcoef(plain.ravel(), tiled.ravel())[0, 1] > 0.98
+    assert np.abs(plain - tiled).mean() < 0.03
