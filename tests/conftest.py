@@ -47,6 +47,19 @@ def pipe(tiny_pipeline_dir):
     return pipe
 
 
+@pytest.fixture(scope="session")
+def embedded_pipe():
+    """The embedded demo model as `apdepth` loads it without --model (fp32)."""
+    import torch
+
+    from apdepth import ApDepthPipeline
+    from apdepth.demo_model import embedded_model_path
+
+    pipe = ApDepthPipeline.from_pretrained(embedded_model_path(), dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def random_image(height: int, width: int, seed: int = 0, mode: str = "RGB") -> Image.Image:
     rng = np.random.default_rng(seed)
     # smooth random field plus noise: more image-like than white noise

@@ -23,17 +23,10 @@ BROWSER_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-dev-shm-usage", "--window-size=1280,1600")
 
 
-@pytest.fixture(scope="module")
-def pipe():
+@pytest.fixture()
+def pipe(embedded_pipe):
     """The web demo runs the embedded demo model, as `apdepth serve` does without --model."""
-    import torch
-
-    from apdepth import ApDepthPipeline
-    from apdepth.demo_model import embedded_model_path
-
-    pipe = ApDepthPipeline.from_pretrained(embedded_model_path(), dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return embedded_pipe
 
 
 def test_demo_model_outputs(pipe, tmp_path):

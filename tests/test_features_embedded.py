@@ -24,22 +24,10 @@ def no_released_checkpoint(monkeypatch):
     monkeypatch.setattr(common, "released_checkpoint_cached", lambda repo_id=common.DEFAULT_MODEL: False)
 
 
-@pytest.fixture(scope="module")
-def embedded():
-    import torch
-
-    from apdepth import ApDepthPipeline
-    from apdepth.demo_model import embedded_model_path
-
-    pipe = ApDepthPipeline.from_pretrained(embedded_model_path(), dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def test_predict_all_formats_metric_ply_and_tta(embedded, tmp_path):
+def test_predict_all_formats_metric_ply_and_tta(embedded_pipe, tmp_path):
     image = tmp_path / "cat.jpg"
     Image.open(EXAMPLES / "cat.jpg").convert("RGB").resize((160, 120)).save(image)
-    depth = embedded(Image.open(image)).depth[0]  # the Python API: [H, W] in [0, 1]
+    depth = embedded_pipe(Image.open(image)).depth[0]  # the Python API: [H, W] in [0, 1]
     assert depth.shape == (120, 160) and 0 <= depth.min() < depth.max() <= 1
     # sparse metric depths consistent with metric = 3 * depth + 1
     rng = np.random.default_rng(0)
