@@ -40,6 +40,21 @@ class AffineFit:
         return self.scale * x + self.shift
 
 
+def _usable_points(x, y, weights=None):
+    """The finite, positively weighted pairs (flattened, float64), their weights (ones if none) and the
+    weighted means ``mx, my``; at least two points or ValueError."""
+    x, y, w = _flat_pairs(x, y, weights)
+    keep = np.isfinite(x) & np.isfinite(y)
+    if w is not None:
+        keep &= np.isfinite(w) & (w > 0)
+    x, y = x[keep], y[keep]
+    w = np.ones_like(x) if w is None else w[keep]
+    if x.size < 2:
+        raise ValueError(f"an affine fit needs at least 2 valid points; got {x.size}")
+    sw = w.sum()
+    return x, y, w, (w * x).sum() / sw, (w * y).sum() / sw
+
+
 def _flat_pairs(x, y, weights=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     x = np.asarray(x, dtype=np.float64).ravel()
     y = np.asarray(y, dtype=np.float64).ravel()
@@ -63,16 +78,7 @@ def fit_affine(x, y, weights=None) -> tuple[float, float]:
     Raises:
         ValueError: fewer than two usable points, or ``x`` constant over them (no unique fit).
     """
-    x, y, w = _flat_pairs(x, y, weights)
-    keep = np.isfinite(x) & np.isfinite(y)
-    if w is not None:
-        keep &= np.isfinite(w) & (w > 0)
-    x, y = x[keep], y[keep]
-    w = np.ones_like(x) if w is None else w[keep]
-    if x.size < 2:
-        raise ValueError(f"an affine fit needs at least 2 valid points; got {x.size}")
-    sw = w.sum()
-    mx, my = (w * x).sum() / sw, (w * y).sum() / sw
+    x, y, w, mx, my = _usable_points(x, y, weights)
     var = (w * (x - mx) ** 2).sum()
     if var <= 1e-12 * max(1.0, (w * x**2).sum()):
         raise ValueError("an affine fit needs x to vary over the points; all x values are (nearly) equal")
@@ -88,16 +94,7 @@ def fit_affine_symmetric(x, y, weights=None) -> tuple[float, float]:
     Chained fits (video frames) therefore do not drift towards a flat depth. Same arguments as
     :func:`fit_affine`.
     """
-    x, y, w = _flat_pairs(x, y, weights)
-    keep = np.isfinite(x) & np.isfinite(y)
-    if w is not None:
-        keep &= np.isfinite(w) & (w > 0)
-    x, y = x[keep], y[keep]
-    w = np.ones_like(x) if w is None else w[keep]
-    if x.size < 2:
-        raise ValueError(f"an affine fit needs at least 2 valid points; got {x.size}")
-    sw = w.sum()
-    mx, my = (w * x).sum() / sw, (w * y).sum() / sw
+    x, y, w, mx, my = _usable_points(x, y, weights)
     vx, vy = (w * (x - mx) ** 2).sum(), (w * (y - my) ** 2).sum()
     if vx <= 1e-12 * max(1.0, (w * x**2).sum()):
         raise ValueError("an affine fit needs x to vary over the points; all x values are (nearly) equal")
