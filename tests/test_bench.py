@@ -62,7 +62,8 @@ def test_bench_command_on_tiny_models(tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc = main(["bench", "--arch", "tiny", "--device", "cpu", "--res", "48x32", "--large-res", "96x64",
                "--dtypes", "fp32", "--batch-sizes", "1,2", "--repeats", "1", "--warmup", "0",
-               "--marigold", "1x1,4x1,50x10", "--train-batch", "2", "--train-res", "48x32", "-o", str(out)])
+               "--marigold", "1x1,4x1,50x10", "--train-batch", "2", "--train-res", "48x32", "-o", str(out),
+               "--markdown", str(tmp_path / "bench.md")])
     assert rc == 0
     report = json.loads(out.read_text())
     assert {"hardware", "versions", "settings", "rows"} <= report.keys()
@@ -78,6 +79,37 @@ def test_bench_command_on_tiny_models(tmp_path, capsys):
     assert all(r["extra"]["times_apdepth"] > 0 for r in marigold)
     table = capsys.readouterr().out
     assert "end-to-end" in table and "x ApDepth" in table
+    # Tiny models at 48x32: the CPU goal is named but not judged; the Marigold ratio is.
+    goals = {g["goal"]: g for g in report["goals"]}
+    cpu = goals["CPU end-to-end, 640x480, DA2-small"]
+    assert cpu["met"] is None and "--arch full" in cpu["note"]
+    assert isinstance(goals["faster than Marigold 50x10 (fp32)"]["met"], bool)
+    assert "goal: CPU end-to-end" in table
+    markdown = (tmp_path / "bench.md").read_text()
+    assert markdown.count("\n| ") == len(report["rows"]) + 1  # header + one line per row
+    assert "| apdepth | end-to-end | fp32 | 48x32 | 2 |" in markdown
+    # --from renders the saved report again without measuring anything
+    assert main(["bench", "--from", str(out), "--markdown", str(tmp_path / "again.md")]) == 0
+    assert (tmp_path / "again.md").read_text() == markdown
+
+
+def test_goals_are_judged_on_the_right_rows():
+    from apdepth.benchmark import goals
+
+    def row(scenario, setting, dtype, batch, ms, **extra):
+        return {"scenario": scenario, "setting": setting, "dtype": dtype, "batch": batch,
+                "timing": {"median_ms": ms}, "extra": extra, "note": ""}
+
+    rows = [row("apdepth", "end-to-end", "fp32", 1, 13_000.0), row("apdepth", "end-to-end", "fp32", 2, 24_000.0),
+            row("apdepth", "end-to-end", "bf16", 1, 11_000.0),
+            row("marigold", "Marigold 50 step(s) x 10", "fp32", 1, 3e6, times_apdepth=230.0)]
+    cpu = goals(rows, "cpu", BenchConfig(prior="small"))
+    assert cpu[0]["measured"] == 11_000.0 and cpu[0]["dtype"] == "bf16" and cpu[0]["met"] is True
+    assert cpu[1]["measured"] == 230.0 and cpu[1]["met"] is False
+    gpu = goals([row("apdepth", "end-to-end", "bf16", 1, 30.0), row("apdepth", "end-to-end", "bf16", 8, 160.0)],
+                "cuda", BenchConfig(prior="large"))
+    assert gpu[0]["measured"] == 20.0 and gpu[0]["batch"] == 8 and gpu[0]["met"] is True  # 160 ms / 8 images
+    assert goals(rows[:1], "cpu", BenchConfig(prior="large"))[0]["met"] is None
 
 
 def test_bench_config_defaults_follow_the_paper():

@@ -58,14 +58,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-res", type=_size, default=None, metavar="WxH",
                         help="training crop (default: 640x480 GPU, 320x240 CPU)")
     parser.add_argument("-o", "--output", type=Path, default=Path("bench.json"), help="JSON report (default bench.json)")
+    parser.add_argument("--markdown", type=Path, default=None, metavar="PATH",
+                        help="also write the report as the README's Markdown table; with --from, no benchmark runs")
+    parser.add_argument("--from", dest="from_report", type=Path, default=None, metavar="JSON",
+                        help="render an existing JSON report (table, goals, --markdown) instead of measuring")
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..benchmark import BenchConfig, Benchmark, format_table
-    from ..io import save_json
+    from ..benchmark import BenchConfig, Benchmark, format_goals, format_table, markdown_table
+    from ..io import atomic_open, save_json
     from .common import resolve_device
+
+    if args.from_report is not None:
+        import json
+
+        try:
+            report = json.loads(args.from_report.read_text())
+            text = markdown_table(report)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"{args.from_report}: not a readable apdepth bench report ({e})") from None
+        if args.markdown is not None:
+            with atomic_open(args.markdown, "w") as f:
+                f.write(text + "\n")
+        print(text)
+        return 0
 
     device = resolve_device(args.device)
     gpu = device.type == "cuda"
@@ -99,5 +117,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"\napdepth bench on {hw.get('gpu') or hw['cpu']} ({hw['cpu_count']} CPUs, torch {torch.__version__}), "
           f"{config.arch} architectures, prior DA2-{config.prior}")
     print(format_table(rows))
+    if report["goals"]:
+        print("\n" + format_goals(report["goals"]))
+    if args.markdown is not None:
+        with atomic_open(args.markdown, "w") as f:
+            f.write(markdown_table(report) + "\n")
     print(f"\nJSON report: {args.output}")
     return 0

@@ -24,6 +24,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", choices=DTYPES, default="fp32", help="weights and compute dtype (default: fp32)")
     g.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best available)")
     g.add_argument("--offline", action="store_true", help="use only locally cached files (no network)")
+    g.add_argument("--vae-tiling", action="store_true",
+                   help="large inputs in less memory: decode in overlapping tiles, encode one image per VAE call "
+                        "(close to, not equal to, whole decoding)")
+    g.add_argument("--low-memory", action="store_true",
+                   help="CUDA: keep only the running model on the GPU (model CPU offload), for small cards")
 
 
 def distributed_state(device: str | None = None):
@@ -94,4 +99,11 @@ def load_pipeline(args: argparse.Namespace, device=None):
         resolve_model(args), prior=args.prior, dtype=dtype, local_files_only=args.offline
     )
     pipe.set_progress_bar_config(disable=True)
+    if getattr(args, "vae_tiling", False):
+        pipe.enable_vae_tiling()
+    if getattr(args, "low_memory", False):
+        if device.type != "cuda":
+            raise SystemExit(f"--low-memory offloads models from a CUDA GPU; the device here is {device}.")
+        pipe.enable_model_cpu_offload(device=device)
+        return pipe
     return pipe.to(device)
