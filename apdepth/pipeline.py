@@ -238,6 +238,19 @@ class ApDepthPipeline(DiffusionPipeline):
         finally:
             self.vae.use_tiling, self.vae.use_slicing = saved
 
+    # ------------------------------------------------------------------ speed
+
+    def compile_models(self, mode: str | None = None) -> None:
+        """``torch.compile`` the UNet and the VAE's encoder and decoder (opt-in; the first call at each new
+        input size compiles, which takes minutes for the full-size models).
+
+        ``mode="reduce-overhead"`` adds CUDA graphs, which pays at batch 1 where the GPU otherwise waits on
+        kernel launches: measured on an H100, bf16, 640x480, DA2-large, end-to-end 83 -> 52 ms
+        (``docs/benchmarks``). Results equal eager mode within float tolerance.
+        """
+        for module in (self.unet, self.vae.encoder, self.vae.decoder):
+            module.compile(mode=mode)
+
     # ------------------------------------------------------------------ model steps
 
     def set_empty_text_embedding(self, embedding: torch.Tensor | None) -> None:

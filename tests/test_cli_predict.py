@@ -158,7 +158,7 @@ def test_two_processes_split_the_inputs(tiny_pipeline_dir, tmp_path):
         random_image(24, 32, seed=i).save(src / f"{i}.png")
     out = tmp_path / "out"
     torchrun = shutil.which("torchrun") or pytest.skip("torchrun not found")
-    cmd = [torchrun, "--nproc_per_node", "2", "-m", "apdepth", "predict", str(src), "-o", str(out),
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "apdepth", "predict", str(src), "-o", str(out),
            "--model", tiny_pipeline_dir, "--formats", "npy", "--device", "cpu"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -14,7 +14,7 @@ from apdepth.cli import main
 from apdepth.commands import common
 from apdepth.data import get_dataset
 from apdepth.demo_model import MODEL_CARD, WEIGHTS_DIR, embedded_model_path
-from apdepth.demo_model.evaluate import constant_depth, ground_plane_ramp
+from apdepth.demo_model.evaluate import ResampledGroundTruth, constant_depth, ground_plane_ramp
 from apdepth.demo_model.recipe import PROCESSING_RES, RecipeConfig
 from apdepth.evaluation.protocol import Protocol
 from apdepth.evaluation.runner import evaluate_dataset
@@ -29,7 +29,7 @@ def test_recipe_runs_end_to_end_and_installs(tmp_path):
     assert main(["demo-model", "-o", str(out), "--smoke"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"nyu", "kitti"}
-    assert set(metrics["nyu"]) == {"apdepth", "prior", "constant", "ramp"}
+    assert set(metrics["nyu"]) == {"apdepth", "prior", "constant", "ramp", "gt_resampled"}
     card = (out / "MODEL_CARD.md").read_text()
     ours = metrics["nyu"]["apdepth"]["metrics"]
     assert f"| {ours['abs_rel']:.4f} | {ours['delta1']:.4f} |" in card  # the card shows what was measured
@@ -119,20 +119,35 @@ def test_evaluate_reproduces_the_model_card(heldout_nyu, tmp_path):
 
 
 def test_beats_the_trivial_baselines(heldout_nyu, tmp_path):
-    """Far better than constant depth; better than a ground-plane ramp (by a modest margin today: the
-    short CPU recipe leaves the UNet under-trained, as the model card says)."""
+    """By a wide margin: on the first 12 held-out images the card's model has AbsRel 0.198 and delta1 0.70,
+    constant depth 0.383 / 0.36 and the ground-plane ramp 0.284 / 0.53."""
     data, split = heldout_nyu
     dataset = get_dataset("nyu", data, split)
     shipped = _rows(WEIGHTS_DIR / "per_sample_nyu.csv")
     ours = [shipped[e[0]] for e in dataset.entries]
     mean = {k: sum(float(r[k]) for r in ours) / len(ours) for k in ("abs_rel", "delta1")}
-    margins = {"constant": (0.6, 0.15), "ramp": (1.0, 0.0)}  # AbsRel below factor x theirs; delta1 above +margin
+    margins = {"constant": (0.6, 0.25), "ramp": (0.8, 0.1)}  # AbsRel below factor x theirs; delta1 above +margin
     for name, predictor in (("constant", constant_depth), ("ramp", ground_plane_ramp)):
         protocol = Protocol.for_dataset(dataset, processing_resolution=PROCESSING_RES["nyu"])
         base = evaluate_dataset(dataset, predictor, tmp_path / name, protocol, progress=False).summary["metrics"]
         factor, delta_margin = margins[name]
         assert mean["abs_rel"] < factor * base["abs_rel"], (name, mean, base)
         assert mean["delta1"] > base["delta1"] + delta_margin, (name, mean, base)
+
+
+def test_resampled_ground_truth_reference(heldout_nyu, tmp_path):
+    """The card's reference row: at native resolution it is the ground truth (AbsRel 0, every contour found);
+    resampled to the processing resolution it keeps AbsRel small but loses pixel-exact contours."""
+    data, split = heldout_nyu
+    dataset = get_dataset("nyu", data, split)
+    result = {}
+    for res in (0, PROCESSING_RES["nyu"]):
+        protocol = Protocol.for_dataset(dataset, processing_resolution=res)
+        result[res] = evaluate_dataset(dataset, ResampledGroundTruth(res), tmp_path / str(res), protocol,
+                                       limit=3, progress=False).summary["metrics"]
+    assert result[0]["abs_rel"] == pytest.approx(0.0, abs=1e-6) and result[0]["boundary_f1"] == pytest.approx(1.0)
+    low = result[PROCESSING_RES["nyu"]]
+    assert low["abs_rel"] < 0.05 and low["boundary_f1"] < 0.5
 
 
 @pytest.mark.slow

@@ -69,7 +69,7 @@ def test_cached_text_embedding_and_dropping_the_text_encoder(fresh):
 @pytest.mark.slow
 def test_torch_compile_equals_eager(fresh):
     ref = fresh(IMG).depth
-    fresh.unet.compile()
+    fresh.compile_models()
     np.testing.assert_allclose(fresh(IMG).depth, ref, atol=1e-4)
 
 
@@ -114,7 +114,7 @@ def test_vae_tiling_matches_whole_decoding_with_a_trained_vae():
     np.testing.assert_allclose(pipe(rgb, processing_resolution=0, output_type="np").depth, plain, atol=1e-5)
 
 
-def test_memory_flags_of_the_commands():
+def test_memory_and_speed_flags_of_the_commands():
     """``--vae-tiling`` turns on the pipeline's large-input mode; ``--low-memory`` (model CPU offload) needs CUDA
     and says so instead of silently running without it."""
     import argparse
@@ -128,3 +128,9 @@ def test_memory_flags_of_the_commands():
     args = parser.parse_args(["--model", "embedded", "--device", "cpu", "--low-memory"])
     with pytest.raises(SystemExit, match="--low-memory.*CUDA"):
         common.load_pipeline(args)
+    # --compile wraps the UNet and the VAE's encoder and decoder (compilation itself waits for the first call)
+    args = parser.parse_args(["--model", "embedded", "--device", "cpu", "--compile", "reduce-overhead"])
+    pipe = common.load_pipeline(args)
+    for module in (pipe.unet, pipe.vae.encoder, pipe.vae.decoder):
+        assert module._compiled_call_impl is not None
+    assert pipe.prior._compiled_call_impl is None

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,7 +39,7 @@ class BenchConfig:
     warmup: int = 1
     fast_paths: bool = True
     large_resolution: tuple[int, int] = (1536, 2048)  # for VAE tiling
-    compile: bool = False  # torch.compile is opt-in: compilation takes minutes
+    compile: str | None = None  # torch.compile mode ("default", "reduce-overhead", ...); opt-in: it takes minutes
     marigold: tuple[tuple[int, int], ...] = ((1, 1), (4, 1), (50, 10))  # (steps, ensemble)
     marigold_full: bool = False  # on CPU, 50x10 is extrapolated from its measured parts unless this is set
     train: bool = True  # time a stage-2 training step (benchmark/training.py)
@@ -97,8 +98,11 @@ def library_versions() -> dict:
 
 
 class Benchmark:
-    def __init__(self, config: BenchConfig):
+    def __init__(self, config: BenchConfig, on_row: Callable[[Benchmark], None] | None = None):
+        """``on_row`` is called after each new row (the bench command saves the partial report there, so an
+        interrupted run keeps what it measured)."""
         self.cfg = config
+        self.on_row = on_row
         self.device = torch.device(config.device)
         self.rows: list[Row] = []
         build = full_size_components if config.arch == "full" else tiny_components
@@ -112,13 +116,23 @@ class Benchmark:
 
     # -------------------------------------------------------------- helpers
 
-    def _record(self, scenario, setting, dtype, batch, fn, resolution=None, note="", **extra) -> Row:
+    def _record(self, scenario, setting, dtype, batch, fn, resolution=None, note="", long=False, **extra) -> Row:
+        """Time ``fn`` and keep the row. ``long``: a run of seconds (large inputs, Marigold 50x10, training
+        steps, offloading), timed at most 3 times after at most 1 warm-up; the row's timing says how many."""
         h, w = resolution or self.cfg.resolution
+        repeats, warmup = self.cfg.repeats, self.cfg.warmup
+        if long:
+            repeats, warmup = min(repeats, 3), min(warmup, 1)
         with PeakMemory(self.device) as mem:
-            timing = measure(fn, self.device, repeats=self.cfg.repeats, warmup=self.cfg.warmup)
-        row = Row(scenario, setting, dtype, f"{w}x{h}", batch, timing, mem.peak_mb, note, extra)
-        self.rows.append(row)
+            timing = measure(fn, self.device, repeats=repeats, warmup=warmup)
+        row = self.add(Row(scenario, setting, dtype, f"{w}x{h}", batch, timing, mem.peak_mb, note, extra))
         logger.info("%-10s %-28s %-5s %4d  %9.1f ms", scenario, setting, dtype, batch, timing.median_ms)
+        return row
+
+    def add(self, row: Row) -> Row:
+        self.rows.append(row)
+        if self.on_row is not None:
+            self.on_row(self)
         return row
 
     def _set_dtype(self, name: str) -> None:
@@ -181,6 +195,13 @@ class Benchmark:
             finally:
                 for m in (unet, vae):
                     m.to(memory_format=torch.contiguous_format)
+        elif name == "cudnn_benchmark" and on:  # cuDNN times its convolution algorithms once per shape
+            saved = torch.backends.cudnn.benchmark
+            torch.backends.cudnn.benchmark = True
+            try:
+                yield
+            finally:
+                torch.backends.cudnn.benchmark = saved
         elif name == "vae_tiling" and on:
             pipe.enable_vae_tiling()
             try:
@@ -210,23 +231,42 @@ class Benchmark:
                 with self._toggle(name, on):
                     self._record("fast path", on_label if on else off_label, dtype, 1, lambda: self._call(images))
 
+        if self.device.type == "cuda":  # cuDNN autotuning, alone and with channels_last, at batch 1 and the largest
+            for batch in sorted({1, max(self.cfg.batch_sizes)}):
+                many = images * batch
+                with self._toggle("cudnn_benchmark", True):
+                    self._record("fast path", "cudnn.benchmark", dtype, batch, lambda im=many: self._call(im))
+                    with self._toggle("channels_last", True):
+                        self._record("fast path", "cudnn.benchmark + channels_last", dtype, batch,
+                                     lambda im=many: self._call(im))
+
         h, w = self.cfg.large_resolution
         big = [self.image.resize((w, h))]
         for on in (False, True):
             with self._toggle("vae_tiling", on):
                 self._record("fast path", f"VAE tiling {'on' if on else 'off'}", dtype, 1,
-                             lambda: self._call(big), resolution=(h, w))
+                             lambda: self._call(big), resolution=(h, w), long=True)
 
         if self.device.type == "cuda":
             self.pipe.enable_model_cpu_offload(device=self.device)
-            self._record("fast path", "model CPU offload (low memory)", dtype, 1, lambda: self._call(images))
+            self._record("fast path", "model CPU offload (low memory)", dtype, 1, lambda: self._call(images),
+                         long=True)
             self.pipe.remove_all_hooks()
             self.pipe.to(self.device)
 
-    def compiled(self, dtype: str) -> None:
-        self.components["unet"].compile()
-        self._record("fast path", "torch.compile(UNet)", dtype, 1, lambda: self._call([self.image]),
-                     note="warm-up includes compilation")
+    def compiled(self, dtype: str, mode: str) -> None:
+        """The UNet and the VAE's encoder and decoder under ``torch.compile(mode=mode)`` at batch 1 (each new
+        shape compiles again); a compilation failure becomes a row that says why instead of ending the run."""
+        self.pipe.compile_models(None if mode == "default" else mode)
+        setting = f"torch.compile(UNet + VAE, {mode})"
+        try:
+            self._record("fast path", setting, dtype, 1, lambda: self._call([self.image]),
+                         note="warm-up includes compilation")
+        except Exception as e:  # noqa: BLE001 - any backend error is a result to report
+            logger.warning("%s failed: %s", setting, e)
+            h, w = self.cfg.resolution
+            first = str(e).splitlines()[0][:120] if str(e) else ""
+            self.add(Row("fast path", setting, dtype, f"{w}x{h}", 1, None, note=f"failed: {type(e).__name__}: {first}"))
 
     def marigold(self, dtype: str, apdepth_ms: float) -> None:
         mpipe = marigold_pipeline(self.components)
@@ -242,9 +282,11 @@ class Benchmark:
                 return mpipe(self.image, num_inference_steps=s, ensemble_size=e, processing_resolution=0,
                              batch_size=1, generator=torch.Generator(self.device).manual_seed(0))
 
-            measured[(steps, ensemble)] = self._record("marigold", setting, dtype, 1, run)
+            measured[(steps, ensemble)] = self._record("marigold", setting, dtype, 1, run, long=steps * ensemble > 8)
         for row in measured.values():
             row.extra["times_apdepth"] = row.timing.median_ms / apdepth_ms
+        if self.on_row is not None:  # the ratios are known only now
+            self.on_row(self)
 
     def _extrapolate_marigold(self, setting, dtype, steps, ensemble, measured) -> Row:
         """T(s x e) = e * (T(1x1) + (s - 1) * t_step), t_step from the measured 1- and 4-step runs."""
@@ -254,9 +296,7 @@ class Benchmark:
         t_step = (four.timing.median_ms - one.timing.median_ms) / 3
         ms = ensemble * (one.timing.median_ms + (steps - 1) * t_step)
         timing = Timing(ms, ms, ms, ms, 0, 0)
-        row = Row("marigold", setting, dtype, one.resolution, 1, timing, note="extrapolated (CPU)")
-        self.rows.append(row)
-        return row
+        return self.add(Row("marigold", setting, dtype, one.resolution, 1, timing, note="extrapolated (CPU)"))
 
     # -------------------------------------------------------------- all
 
@@ -271,7 +311,7 @@ class Benchmark:
             if cfg.marigold:
                 self.marigold(dtype, e2e[1].timing.median_ms)
         if cfg.compile:
-            self.compiled(cfg.dtypes[-1])
+            self.compiled(cfg.dtypes[-1], cfg.compile)
         if cfg.train:
             from .training import training_step_rows
 
@@ -355,7 +395,7 @@ def markdown_table(report: dict) -> str:
                          f"| - | - | - | - | {r['note']} |")
             continue
         spread = f"{t['p10_ms']:.0f}-{t['p90_ms']:.0f}" if t["n"] else "-"
-        ratio = f"{r['extra']['times_apdepth']:.1f}x slower" if "times_apdepth" in r["extra"] else ""
+        ratio = f"{r['extra']['times_apdepth']:.1f}x ApDepth's time" if "times_apdepth" in r["extra"] else ""
         note = "; ".join(x for x in (ratio, r["note"]) if x)
         peak = f"{r['peak_mb']:.0f}" if r["peak_mb"] == r["peak_mb"] else "-"
         lines.append(f"| {r['scenario']} | {r['setting']} | {r['dtype']} | {r['resolution']} | {r['batch']} "

@@ -9,6 +9,7 @@ losses, backward, Adam update. It reuses the training code itself (:class:`~apde
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 
 import torch
@@ -68,20 +69,25 @@ def training_step_rows(bench, batch: int, resolution: tuple[int, int], bf16: boo
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
 
+            oom = False
             try:
                 bench._record("train", setting, "bf16" if autocast else "fp32", batch, step, resolution=resolution,
-                              note="stage 2, phase 1")
+                              note="stage 2, phase 1", long=True)
             except torch.OutOfMemoryError:
-                logger.warning("train %s: out of memory at batch %d", setting, batch)
-                bench.rows.append(Row("train", setting, "bf16" if autocast else "fp32", f"{width}x{height}", batch,
-                                      None, note="out of memory"))
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+                oom = True
             finally:
-                del optimizer
+                del optimizer, step  # the closure holds the optimizer (and its state) too
                 if checkpointing:
                     unet.disable_gradient_checkpointing()
                     pipe.vae.disable_gradient_checkpointing()
+            if oom:  # outside the except block, so the traceback's tensors are freed before the next variant
+                logger.warning("train %s: out of memory at batch %d", setting, batch)
+                unet.zero_grad(set_to_none=True)
+                if device.type == "cuda":
+                    gc.collect()
+                    torch.cuda.empty_cache()
+                bench.add(Row("train", setting, "bf16" if autocast else "fp32", f"{width}x{height}", batch,
+                              None, note="out of memory"))
     finally:
         unet.requires_grad_(False).eval()
         unet.zero_grad(set_to_none=True)

@@ -48,7 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-fast-paths", action="store_true", help="skip the fast-path on/off comparisons")
     parser.add_argument("--large-res", type=_size, default=(1536, 2048), metavar="WxH",
                         help="input size for the VAE tiling comparison (default 2048x1536)")
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
+    parser.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                        help="also time torch.compile of the UNet and VAE, in MODE (default 'default'; "
+                             "'reduce-overhead' adds CUDA graphs); compilation takes minutes")
     parser.add_argument("--marigold", type=_marigold, default=((1, 1), (4, 1), (50, 10)),
                         help="baselines as STEPSxENSEMBLE list, or 'none' (default 1x1,4x1,50x10)")
     parser.add_argument("--marigold-full", action="store_true",
@@ -109,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
     if bad:
         raise SystemExit(f"--dtypes: unknown {bad}; choose among fp32, bf16, fp16")
     torch.manual_seed(0)
-    bench = Benchmark(config)
+    # The report is saved after every row, so an interrupted run (out of time, a crash) keeps what it measured.
+    bench = Benchmark(config, on_row=lambda b: save_json(args.output, b.report()))
     rows = bench.run()
     report = bench.report()
     save_json(args.output, report)

@@ -29,6 +29,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         "(close to, not equal to, whole decoding)")
     g.add_argument("--low-memory", action="store_true",
                    help="CUDA: keep only the running model on the GPU (model CPU offload), for small cards")
+    g.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                   help="torch.compile the UNet and VAE (MODE: default, reduce-overhead = with CUDA graphs, "
+                        "max-autotune); pays off over many same-size inputs: each new size compiles again")
 
 
 def distributed_state(device: str | None = None):
@@ -101,6 +104,8 @@ def load_pipeline(args: argparse.Namespace, device=None):
     pipe.set_progress_bar_config(disable=True)
     if getattr(args, "vae_tiling", False):
         pipe.enable_vae_tiling()
+    if getattr(args, "compile", None):
+        pipe.compile_models(None if args.compile == "default" else args.compile)
     if getattr(args, "low_memory", False):
         if device.type != "cuda":
             raise SystemExit(f"--low-memory offloads models from a CUDA GPU; the device here is {device}.")

@@ -196,6 +196,10 @@ def run(args: argparse.Namespace) -> int:
 
     if state is not None:
         report = merge_reports(state, report)
+        # An orderly end for every process: left to the interpreter's exit, a process whose share was empty
+        # could tear its process group down while the other still used it (seen once as SIGABRT under load).
+        state.wait_for_everyone()
+        state.destroy_process_group()
         if not is_main:
             return 1 if report.failed else 0
     print(f"apdepth predict: {report.done} done, {report.skipped} skipped, {len(report.failed)} failed "

@@ -3,6 +3,10 @@
 All four go through the same evaluation runner and protocol as ``apdepth evaluate`` (affine
 least-squares alignment per image, then AbsRel, delta1 and boundary F1). The prior predicts
 disparity, so it is aligned in disparity space; the others in depth space.
+
+A fifth row is a reference, not a method: the ground truth itself, resampled to the processing
+resolution and back. Boundary F1 counts pixel-exact occluding contours at full resolution, so this
+row is what any prediction made at that resolution can reach at best.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from ..pipeline import ApDepthPipeline, processing_size, resize
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("apdepth", "prior", "constant", "ramp")
+METHODS = ("apdepth", "prior", "constant", "ramp", "gt_resampled")
 REPORTED = ("abs_rel", "delta1", "boundary_f1")
 
 
@@ -56,9 +60,30 @@ def ground_plane_ramp(samples: list[dict]) -> list[torch.Tensor]:
     return out
 
 
+class ResampledGroundTruth:
+    """The ground truth at the processing resolution (bilinear; the runner resizes it back): ``[h, w]``.
+
+    Invalid pixels take the image's median valid depth first, so that they do not bleed zeros across
+    the valid ones when resizing.
+    """
+
+    def __init__(self, processing_resolution: int):
+        self.processing_resolution = processing_resolution
+
+    def __call__(self, samples: list[dict]) -> list[torch.Tensor]:
+        out = []
+        for s in samples:
+            depth, valid = s["depth"].float(), s["valid_mask"].bool()  # [1, H, W] each
+            fill = depth[valid].median() if valid.any() else depth.new_tensor(1.0)
+            depth = torch.where(valid, depth, fill)
+            size = processing_size(*depth.shape[-2:], self.processing_resolution)
+            out.append(resize(depth[None], size, "bilinear")[0, 0])
+        return out
+
+
 def evaluate_all(model_dir: str | os.PathLike, outdir: str | os.PathLike, sets: dict[str, tuple[Path, Path]],
                  processing_resolution: dict[str, int], device: torch.device | str = "cpu") -> dict:
-    """Evaluate the four methods on each held-out set; returns ``{set: {method: summary}}``."""
+    """Evaluate the four methods and the reference on each held-out set; returns ``{set: {method: summary}}``."""
     pipe = ApDepthPipeline.from_pretrained(model_dir, dtype=torch.float32).to(device)  # as `apdepth evaluate` loads it
     pipe.set_progress_bar_config(disable=True)
     results: dict[str, dict] = {}
@@ -70,6 +95,7 @@ def evaluate_all(model_dir: str | os.PathLike, outdir: str | os.PathLike, sets: 
             "prior": (PriorPredictor(pipe, res), "disparity"),
             "constant": (constant_depth, "depth"),
             "ramp": (ground_plane_ramp, "depth"),
+            "gt_resampled": (ResampledGroundTruth(res), "depth"),
         }
         results[name] = {}
         for method, (predictor, space) in predictors.items():
