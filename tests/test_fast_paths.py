@@ -11,6 +11,7 @@ from conftest import random_image
 from diffusers.models.attention_processor import AttnProcessor
 
 from apdepth import ApDepthPipeline
+from apdepth.devices import auto_dtype, cpu_has_native_bf16, prefers_channels_last
 
 
 @pytest.fixture()
@@ -38,9 +39,13 @@ def test_sdpa_equals_classic_attention(fresh):
 
 def test_channels_last_equals_contiguous(fresh):
     ref = fresh(IMG).depth
-    fresh.unet.to(memory_format=torch.channels_last)
-    fresh.vae.to(memory_format=torch.channels_last)
+    fresh.set_channels_last()
+    assert fresh.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert fresh.vae.decoder.conv_out.weight.is_contiguous(memory_format=torch.channels_last)
     np.testing.assert_allclose(fresh(IMG).depth, ref, atol=1e-5)
+    fresh.set_channels_last(False)
+    assert fresh.unet.conv_in.weight.is_contiguous()
+    np.testing.assert_array_equal(fresh(IMG).depth, ref)
 
 
 def test_vae_slicing_equals_batched(fresh):
@@ -128,9 +133,33 @@ def test_memory_and_speed_flags_of_the_commands():
     args = parser.parse_args(["--model", "embedded", "--device", "cpu", "--low-memory"])
     with pytest.raises(SystemExit, match="--low-memory.*CUDA"):
         common.load_pipeline(args)
+    # the layout follows the device unless named (channels_last pays on CPUs, costs on GPUs)
+    def layout(flags):
+        pipe = common.load_pipeline(parser.parse_args(["--model", "embedded", "--device", "cpu", *flags]))
+        return pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+
+    assert layout([]) is True and layout(["--memory-format", "contiguous"]) is False
+    # --dtype auto: the device's fastest faithful dtype
+    args = parser.parse_args(["--model", "embedded", "--device", "cpu", "--dtype", "auto"])
+    assert common.load_pipeline(args).unet.dtype == auto_dtype(torch.device("cpu"))
     # --compile wraps the UNet and the VAE's encoder and decoder (compilation itself waits for the first call)
     args = parser.parse_args(["--model", "embedded", "--device", "cpu", "--compile", "reduce-overhead"])
     pipe = common.load_pipeline(args)
     for module in (pipe.unet, pipe.vae.encoder, pipe.vae.decoder):
         assert module._compiled_call_impl is not None
     assert pipe.prior._compiled_call_impl is None
+
+
+@pytest.mark.parametrize(("flags", "native"), [("fpu sse avx2 avx512f", False), ("avx512f amx_bf16 amx_tile", True),
+                                                ("avx512f avx512_bf16", True)])
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, monkeypatch, flags, native):
+    import apdepth.devices as devices
+
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: {flags}\n")
+    assert devices.cpu_has_native_bf16(str(info)) is native
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native)
+    assert devices.auto_dtype(torch.device("cpu")) == (torch.bfloat16 if native else torch.float32)
+    assert devices.auto_dtype(torch.device("mps")) == torch.float32
+    assert cpu_has_native_bf16(str(tmp_path / "missing")) is False  # unreadable: no claim of bf16
+    assert prefers_channels_last(torch.device("cpu")) and not prefers_channels_last(torch.device("cuda"))

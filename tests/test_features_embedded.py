@@ -37,7 +37,8 @@ def test_predict_all_formats_metric_ply_and_tta(embedded_pipe, tmp_path):
     out = tmp_path / "out"
     assert main(["predict", str(image), "-o", str(out), "--formats", "npy,png16,color,ply", "--fov", "60",
                  "--sparse-depth", str(tmp_path / "cat_sparse.csv")]) == 0
-    np.testing.assert_allclose(np.load(out / "cat_depth.npy"), depth, atol=1e-5)
+    # the command line runs channels_last on CPUs (apdepth.devices): the same depth up to float rounding
+    np.testing.assert_allclose(np.load(out / "cat_depth.npy"), depth, atol=3e-4)
     fit = json.loads((out / "cat_depth_metric.json").read_text())
     assert fit["scale"] == pytest.approx(3.0, rel=1e-3) and fit["shift"] == pytest.approx(1.0, abs=1e-3)
     assert (out / "cat_depth.png").is_file() and (out / "cat_depth_color.png").is_file()

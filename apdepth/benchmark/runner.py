@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..devices import prefers_channels_last
 from ..models import decode_depth
 from .architectures import (
     apdepth_pipeline,
@@ -110,6 +111,8 @@ class Benchmark:
         logger.info("building %s-size models on %s", config.arch, self.device)
         self.components = build(device=self.device, dtype=torch.float32, **kwargs)
         self.pipe = apdepth_pipeline(self.components)
+        self.channels_last = prefers_channels_last(self.device)  # the command line's default on this device
+        self.pipe.set_channels_last(self.channels_last)
         h, w = config.resolution
         rng = np.random.default_rng(0)
         self.image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
@@ -187,14 +190,12 @@ class Benchmark:
                 yield
             finally:
                 pipe.fuse_encode = True
-        elif name == "channels_last" and on:
-            for m in (unet, vae):
-                m.to(memory_format=torch.channels_last)
+        elif name == "channels_last" and on != self.channels_last:
+            pipe.set_channels_last(on)
             try:
                 yield
             finally:
-                for m in (unet, vae):
-                    m.to(memory_format=torch.contiguous_format)
+                pipe.set_channels_last(self.channels_last)
         elif name == "cudnn_benchmark" and on:  # cuDNN times its convolution algorithms once per shape
             saved = torch.backends.cudnn.benchmark
             torch.backends.cudnn.benchmark = True
@@ -223,7 +224,7 @@ class Benchmark:
         for name, on_label, off_label, default_on in (
             ("sdpa", "SDPA attention", "classic attention", True),
             ("fused_encode", "RGB + prior in one VAE call", "two VAE calls", True),
-            ("channels_last", "channels_last", "contiguous", False),
+            ("channels_last", "channels_last", "contiguous", self.channels_last),
         ):
             for on in (True, False):
                 if on == default_on:

@@ -44,6 +44,7 @@ def training_step_rows(bench, batch: int, resolution: tuple[int, int], bf16: boo
     """Append one row per variant to ``bench.rows`` (fp32 weights; the last variant autocasts to bf16)."""
     pipe, device = bench.pipe, bench.device
     bench._set_dtype("fp32")
+    pipe.set_channels_last(False)  # as `apdepth train` runs
     height, width = resolution
     data = training_batch(batch, height, width, device)
     cached = encode_inputs(pipe, data)  # what the latent cache holds
@@ -91,3 +92,4 @@ def training_step_rows(bench, batch: int, resolution: tuple[int, int], bf16: boo
     finally:
         unet.requires_grad_(False).eval()
         unet.zero_grad(set_to_none=True)
+        pipe.set_channels_last(bench.channels_last)
