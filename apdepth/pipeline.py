@@ -248,7 +248,7 @@ class ApDepthPipeline(DiffusionPipeline):
         for module in (self.unet, self.vae):
             module.to(memory_format=fmt)
 
-    def compile_models(self, mode: str | None = None) -> None:
+    def compile_models(self, mode: str = "default") -> None:
         """``torch.compile`` the UNet and the VAE's encoder and decoder (opt-in; the first call at each new
         input size compiles, which takes minutes for the full-size models).
 

@@ -134,9 +134,12 @@ class Benchmark:
 
     def add(self, row: Row) -> Row:
         self.rows.append(row)
+        self._changed()
+        return row
+
+    def _changed(self) -> None:
         if self.on_row is not None:
             self.on_row(self)
-        return row
 
     def _set_dtype(self, name: str) -> None:
         for module in self.components.values():
@@ -258,7 +261,7 @@ class Benchmark:
     def compiled(self, dtype: str, mode: str) -> None:
         """The UNet and the VAE's encoder and decoder under ``torch.compile(mode=mode)`` at batch 1 (each new
         shape compiles again); a compilation failure becomes a row that says why instead of ending the run."""
-        self.pipe.compile_models(None if mode == "default" else mode)
+        self.pipe.compile_models(mode)
         setting = f"torch.compile(UNet + VAE, {mode})"
         try:
             self._record("fast path", setting, dtype, 1, lambda: self._call([self.image]),
@@ -286,8 +289,7 @@ class Benchmark:
             measured[(steps, ensemble)] = self._record("marigold", setting, dtype, 1, run, long=steps * ensemble > 8)
         for row in measured.values():
             row.extra["times_apdepth"] = row.timing.median_ms / apdepth_ms
-        if self.on_row is not None:  # the ratios are known only now
-            self.on_row(self)
+        self._changed()  # the ratios are known only now
 
     def _extrapolate_marigold(self, setting, dtype, steps, ensemble, measured) -> Row:
         """T(s x e) = e * (T(1x1) + (s - 1) * t_step), t_step from the measured 1- and 4-step runs."""

@@ -70,9 +70,9 @@ def training_step_rows(bench, batch: int, resolution: tuple[int, int], bf16: boo
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
 
-            oom = False
+            label, oom = ("bf16" if autocast else "fp32"), False
             try:
-                bench._record("train", setting, "bf16" if autocast else "fp32", batch, step, resolution=resolution,
+                bench._record("train", setting, label, batch, step, resolution=resolution,
                               note="stage 2, phase 1", long=True)
             except torch.OutOfMemoryError:
                 oom = True
@@ -87,8 +87,7 @@ def training_step_rows(bench, batch: int, resolution: tuple[int, int], bf16: boo
                 if device.type == "cuda":
                     gc.collect()
                     torch.cuda.empty_cache()
-                bench.add(Row("train", setting, "bf16" if autocast else "fp32", f"{width}x{height}", batch,
-                              None, note="out of memory"))
+                bench.add(Row("train", setting, label, f"{width}x{height}", batch, None, note="out of memory"))
     finally:
         unet.requires_grad_(False).eval()
         unet.zero_grad(set_to_none=True)

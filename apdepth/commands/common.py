@@ -120,15 +120,12 @@ def load_pipeline(args: argparse.Namespace, device=None):
     pipe.set_progress_bar_config(disable=True)
     if getattr(args, "vae_tiling", False):
         pipe.enable_vae_tiling()
-    memory_format = getattr(args, "memory_format", "auto")
-    if memory_format == "auto":
-        from ..devices import prefers_channels_last
+    from ..devices import prefers_channels_last
 
-        pipe.set_channels_last(prefers_channels_last(device))
-    else:
-        pipe.set_channels_last(memory_format == "channels_last")
+    memory_format = getattr(args, "memory_format", "auto")
+    pipe.set_channels_last(prefers_channels_last(device) if memory_format == "auto" else memory_format == "channels_last")
     if getattr(args, "compile", None):
-        pipe.compile_models(None if args.compile == "default" else args.compile)
+        pipe.compile_models(args.compile)
     if getattr(args, "low_memory", False):
         if device.type != "cuda":
             raise SystemExit(f"--low-memory offloads models from a CUDA GPU; the device here is {device}.")
