@@ -38,6 +38,19 @@ def _looks_local(spec: str) -> bool:
     return len(spec.split("/")) != 2
 
 
+def _is_prior_size(encoder: str, spec: str) -> bool:
+    """A Depth Anything V2 size name (``giant``, ``vitl`` ...) given to ``stage1.encoder=prior``."""
+    from ..priors.variants import get_variant
+
+    if encoder != "prior":
+        return False
+    try:
+        get_variant(spec)
+    except (KeyError, ValueError):
+        return False
+    return True
+
+
 def check_paths(cfg: TrainConfig, need_validation: bool = True) -> None:
     """Raise :class:`ConfigError` naming the config key of every missing input."""
     problems = []
@@ -58,9 +71,13 @@ def check_paths(cfg: TrainConfig, need_validation: bool = True) -> None:
     prior = cfg.model.prior
     if prior.endswith((".pth", ".pt")) and _looks_local(prior) and not os.path.isfile(prior):
         problems.append(f"model.prior: {prior!r} does not exist")
-    if cfg.stage == 1 and cfg.stage1.encoder_source and _looks_local(cfg.stage1.encoder_source) \
-            and not os.path.isdir(cfg.stage1.encoder_source):
-        problems.append(f"stage1.encoder_source: folder {cfg.stage1.encoder_source!r} does not exist")
+    source = cfg.stage1.encoder_source
+    if cfg.stage == 1 and source and _looks_local(source) and not _is_prior_size(cfg.stage1.encoder, source):
+        if source.endswith((".pth", ".pt")) and cfg.stage1.encoder == "prior":
+            if not os.path.isfile(source):
+                problems.append(f"stage1.encoder_source: {source!r} does not exist")
+        elif not os.path.isdir(source):
+            problems.append(f"stage1.encoder_source: folder {source!r} does not exist")
     v = cfg.validation
     if need_validation and v.every > 0:
         if not v.root or not os.path.exists(v.root):
@@ -91,14 +108,16 @@ def build_datasets(cfg: TrainConfig) -> tuple[list[str], list[float], TrainingVi
     names, probs, datasets = [], [], []
     for name, prob in cfg.active_sources().items():
         source = getattr(cfg.data, name)
+        extra = {"resize": source.resize} if name == "hypersim" else {}
         try:
-            datasets.append(get_dataset(name, source.root, source.split, missing=cfg.data.missing))
+            datasets.append(get_dataset(name, source.root, source.split, missing=cfg.data.missing, **extra))
         except (OSError, ValueError) as e:
             raise ConfigError(f"data.{name}: {e}") from e
         names.append(name)
         probs.append(prob)
         logger.info("Training set %s: %d samples, share %.3f", name, len(datasets[-1]), prob)
-    view = TrainingView(datasets, quantiles=tuple(cfg.data.quantiles), min_valid_pixels=cfg.data.min_valid_pixels)
+    view = TrainingView(datasets, quantiles=tuple(cfg.data.quantiles), min_valid_pixels=cfg.data.min_valid_pixels,
+                        low_valid=cfg.data.low_valid, seed=cfg.run.seed)
     return names, probs, view
 
 
@@ -136,17 +155,54 @@ def build_pipeline(cfg: TrainConfig) -> ApDepthPipeline:
     return pipe
 
 
+def prior_encoder(cfg: TrainConfig, pipe: ApDepthPipeline) -> DINOv2Encoder:
+    """``stage1.encoder=prior``: the DINOv2 inside a Depth Anything V2 checkpoint, the release's encoder.
+
+    ``stage1.encoder_source`` names that checkpoint (a DA2 ``.pth``, folder or size name; the release
+    takes ``depth_anything_v2_vitg.pth``); without it the prior's own backbone is used. The log line
+    names the backbone, and says so when it is not the release's ViT-G.
+    """
+    from ..priors import load_prior
+    from ..priors.variants import variant_for_width
+
+    s1 = cfg.stage1
+    if s1.encoder_source:
+        try:
+            prior = load_prior(s1.encoder_source, local_files_only=cfg.model.local_files_only)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"stage1.encoder_source={s1.encoder_source!r}: {e}") from e
+        origin = f"the Depth Anything V2 checkpoint {s1.encoder_source}"
+    else:
+        prior, origin = pipe.prior, f"the prior model.prior={cfg.model.prior!r} (no stage1.encoder_source given)"
+    backbone = prior.model.backbone
+    width = int(backbone.config.hidden_size)
+    try:
+        size = variant_for_width(width).encoder
+    except ValueError:
+        size = f"a custom ViT of width {width}"
+    encoder = DINOv2Encoder.from_backbone(backbone, s1.encoder_resolution, input_mode=s1.encoder_input)
+    if size == "vitg":
+        logger.info("Stage-1 external encoder: the DINOv2 ViT-G of %s (the release's encoder), %s input", origin,
+                    s1.encoder_input)
+    else:
+        logger.info("Stage-1 external encoder: the DINOv2 %s of %s, %s input. The release aligns with ViT-G "
+                    "(depth_anything_v2_vitg.pth, not public); this run falls back to %s. Give the ViT-G .pth as "
+                    "stage1.encoder_source to use it.", size, origin, s1.encoder_input, size)
+    return encoder
+
+
 def build_stage(cfg: TrainConfig, pipe: ApDepthPipeline) -> Stage1 | Stage2:
     if cfg.stage == 2:
         return Stage2(cfg.stage2, pipe.vae)
     s1 = cfg.stage1
     encoder = adapter = None
     if s1.encoder == "prior":
-        encoder = DINOv2Encoder.from_backbone(pipe.prior.model.backbone, s1.encoder_resolution)
+        encoder = prior_encoder(cfg, pipe)
     elif s1.encoder != "none":
         try:
             encoder = load_external_encoder(s1.encoder, s1.encoder_source, s1.encoder_resolution,
-                                            local_files_only=cfg.model.local_files_only)
+                                            local_files_only=cfg.model.local_files_only,
+                                            input_mode=s1.encoder_input)
         except (OSError, ValueError) as e:
             raise ConfigError(f"stage1.encoder={s1.encoder!r}: {e}") from e
     if encoder is not None:

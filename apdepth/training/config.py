@@ -27,6 +27,9 @@ TRAIN_SETS = ("hypersim", "vkitti")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 CONDITION_ORDERS = ("prior_rgb", "rgb_prior")
 FREQ_SPACES = ("pixel", "latent")
+FREQ_MEANS = ("valid", "batch")
+ENCODER_INPUTS = ("paper", "release")
+LOW_VALID = ("clear", "redraw")
 CACHE_DTYPES = ("fp32", "fp16", "bf16")
 
 
@@ -51,12 +54,14 @@ class ModelConfig:
 class DataSourceConfig:
     root: str = ""  # data folder or .tar
     split: str = ""  # split list
+    # Hypersim only: "marigold" (768x1024 frames -> 480x640 as Marigold's loader), "native", or "HxW"
+    resize: str = "native"
 
 
 @dataclass
 class DataConfig:
     hypersim: DataSourceConfig = field(default_factory=lambda: DataSourceConfig(
-        "data/hypersim/train", "data_split/hypersim/filename_list_train_filtered.txt"))
+        "data/hypersim/train", "data_split/hypersim/filename_list_train_filtered.txt", "marigold"))
     vkitti: DataSourceConfig = field(default_factory=lambda: DataSourceConfig(
         "data/vkitti/vkitti.tar", "data_split/vkitti/vkitti_train.txt"))
     mix: dict = field(default_factory=lambda: {"hypersim": 0.9, "vkitti": 0.1})  # per micro-batch
@@ -65,6 +70,7 @@ class DataConfig:
     flip_prob: float = 0.5
     quantiles: list = field(default_factory=lambda: [0.02, 0.98])
     min_valid_pixels: int = 10
+    low_valid: str = "clear"  # samples under min_valid_pixels: clear (mask emptied) | redraw (the release)
     missing: str = "error"  # split entries whose files are missing: error | skip
     cache_dir: str | None = None  # latent cache (apdepth train ... --build-cache fills it)
     cache_dtype: str = "fp32"
@@ -78,6 +84,8 @@ class Stage1Config:
     encoder: str = "dinov2"  # dinov2 | prior (the DINOv2 inside the DA2 prior) | openclip | sam | none
     encoder_source: str | None = None  # hub id or folder; None: the kind's default
     encoder_resolution: int = 0  # input long edge; 0: the encoder's default
+    # DINOv2 input: paper ([0,1] RGB, ImageNet norm, native size) | release ([-1,1] RGB, ImageNet norm, 0.875x)
+    encoder_input: str = "paper"
     adapter: str = "conv"  # conv (Eq. 7-9) | mlp (Table 3)
     adapter_hidden: int | None = None  # None: the encoder's width
     adapter_groups: int = 32
@@ -98,6 +106,7 @@ class Stage2Config:
     freq_p: int = 1
     freq_weight: float = 1.0  # lambda_freq (Eq. 13)
     freq_eps: float = 1e-8
+    freq_mean: str = "valid"  # valid: samples without a valid cell left out of the mean | batch: the release
 
 
 @dataclass
@@ -108,6 +117,7 @@ class OptimConfig:
     effective_batch: int = 32  # = batch_size x processes x accumulation
     max_steps: int | None = None  # None: 20,000 (stage 1) / 21,000 (stage 2)
     warmup_steps: int = 100
+    warmup_from_zero: bool = False  # True: step n of the warm-up uses n / warmup_steps (the release: starts at 0)
     decay_steps: int = 25_000  # exponential decay to final_ratio x lr over this many steps after warm-up
     final_ratio: float = 0.01
     max_grad_norm: float | None = None
@@ -324,12 +334,31 @@ def validate(cfg: TrainConfig) -> None:
     if len(d.quantiles) != 2 or not 0 <= d.quantiles[0] < d.quantiles[1] <= 1:
         raise ConfigError(f"data.quantiles must be [low, high] with 0 <= low < high <= 1, got {d.quantiles}")
     _choice("data.missing", d.missing, ("error", "skip"))
+    _choice("data.low_valid", d.low_valid, LOW_VALID)
+    from ..data.hypersim import parse_resize
+
+    for name in TRAIN_SETS:
+        spec = getattr(d, name).resize
+        if name != "hypersim" and spec != "native":
+            raise ConfigError(f"data.{name}.resize must be 'native' (only Hypersim frames are resized), got {spec!r}")
+        try:
+            parse_resize(spec)
+        except ValueError as e:
+            raise ConfigError(f"data.{name}.resize: {e}") from None
     _choice("data.cache_dtype", d.cache_dtype, CACHE_DTYPES)
 
     s1 = cfg.stage1
     _choice("stage1.encoder", s1.encoder, ENCODER_KINDS)
     _choice("stage1.adapter", s1.adapter, ADAPTER_KINDS)
     _choice("stage1.condition_order", s1.condition_order, CONDITION_ORDERS)
+    _choice("stage1.encoder_input", s1.encoder_input, ENCODER_INPUTS)
+    if cfg.stage == 1 and s1.encoder_input == "release":
+        if s1.encoder not in ("dinov2", "prior"):
+            raise ConfigError(f"stage1.encoder_input=release is the release's DINOv2 input; stage1.encoder="
+                              f"{s1.encoder!r} is not a DINOv2")
+        if s1.encoder_resolution:
+            raise ConfigError("stage1.encoder_input=release fixes the DINOv2 input at 0.875x the image; leave "
+                              "stage1.encoder_resolution at 0")
     _positive("stage1.encoder_resolution", s1.encoder_resolution, allow_zero=True)
     _positive("stage1.align_weight", s1.align_weight, allow_zero=True)
     _positive("stage1.latent_mse_weight", s1.latent_mse_weight, allow_zero=True)
@@ -346,6 +375,7 @@ def validate(cfg: TrainConfig) -> None:
     s2 = cfg.stage2
     _choice("stage2.freq_space", s2.freq_space, FREQ_SPACES)
     _choice("stage2.freq_p", s2.freq_p, (1, 2))
+    _choice("stage2.freq_mean", s2.freq_mean, FREQ_MEANS)
     _positive("stage2.phase1_steps", s2.phase1_steps, allow_zero=True)
     for key in ("latent_mse_weight", "pixel_l1_weight", "freq_strength", "freq_weight"):
         _positive(f"stage2.{key}", getattr(s2, key), allow_zero=True)
