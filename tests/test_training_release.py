@@ -321,3 +321,18 @@ def test_fft_loss_mean_over_the_batch_includes_an_all_invalid_sample():
     valid_only = build_config(REPO / "configs" / "stage2_release.yaml", ["stage2.freq_mean=valid"]).stage2
     own = Stage2(valid_only, vae=None).losses(model, inputs, step=20_002)
     assert own["freq"].item() == pytest.approx(per_element[0].mean(), rel=1e-5)  # twice the batch mean
+
+
+def test_checkpoints_written_before_the_release_keys_resume_as_they_trained():
+    from apdepth.training.build import check_resume
+    from apdepth.training.config import ConfigError
+
+    cfg = build_config(None, ["stage=2", "data.hypersim.resize=native"])
+    saved = cfg.to_dict()
+    for section, key in (("data", "low_valid"), ("stage2", "freq_mean"), ("optim", "warmup_from_zero")):
+        del saved[section][key]
+    del saved["data"]["hypersim"]["resize"], saved["data"]["vkitti"]["resize"]
+    check_resume(cfg, saved, {"stage": 2, "step": 10}, "ckpt")  # filled in as the old run behaved: no change
+    with pytest.raises(ConfigError, match="optim.warmup_from_zero"):
+        check_resume(build_config(None, ["stage=2", "data.hypersim.resize=native", "optim.warmup_from_zero=true"]),
+                     saved, {"stage": 2, "step": 10}, "ckpt")

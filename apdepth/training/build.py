@@ -88,12 +88,33 @@ def check_paths(cfg: TrainConfig, need_validation: bool = True) -> None:
         raise ConfigError("The config names inputs that are not there:\n  " + "\n  ".join(problems))
 
 
+# Keys added after checkpoints were first written, with the behaviour those checkpoints trained with.
+ADDED_KEYS = {
+    ("data", "low_valid"): "clear", ("data", "hypersim", "resize"): "native", ("data", "vkitti", "resize"): "native",
+    ("stage1", "encoder_input"): "paper", ("stage2", "freq_mean"): "valid", ("optim", "warmup_from_zero"): False,
+}
+
+
+def _with_added_keys(saved: dict) -> dict:
+    """A saved resolved config with the keys it predates filled in as the run behaved then."""
+    import copy
+
+    saved = copy.deepcopy(saved)
+    for path, value in ADDED_KEYS.items():
+        node = saved
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and path[-1] not in node:
+            node[path[-1]] = value
+    return saved
+
+
 def check_resume(cfg: TrainConfig, saved_config: dict, trainer_state: dict, folder) -> None:
     """The checkpoint must come from the same stage and an equivalent config."""
     if trainer_state.get("stage") != cfg.stage:
         raise ConfigError(f"{folder}: a stage-{trainer_state.get('stage')} checkpoint cannot resume a stage-"
                          f"{cfg.stage} run")
-    diff = [k for k in config_differences(saved_config, cfg.to_dict())
+    diff = [k for k in config_differences(_with_added_keys(saved_config), cfg.to_dict())
             if k not in RESUMABLE_KEYS and not k.startswith("validation.")]
     if diff:
         raise ConfigError(f"{folder}: the checkpoint was trained with other settings ({', '.join(diff)}); resume with "
