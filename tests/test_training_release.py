@@ -179,6 +179,10 @@ def test_prior_encoder_names_its_backbone_and_the_fallback(tmp_path, caplog):
         stage = build_stage(cfg, pipe)
     assert f"the Depth Anything V2 checkpoint {tmp_path / 'other'}" in caplog.text
     assert stage.encoder.model.embeddings is not pipe.prior.model.backbone.embeddings
+    # the same checkpoint as the prior: its backbone is shared, not loaded twice
+    same = build_config(REPO / "configs" / "stage1_release.yaml",
+                        [f"model.prior={tmp_path / 'other'}", f"stage1.encoder_source={tmp_path / 'other'}"])
+    assert build_stage(same, pipe).encoder.model.embeddings is pipe.prior.model.backbone.embeddings
 
 
 # ------------------------------------------------------------------ schedules

@@ -187,7 +187,9 @@ def prior_encoder(cfg: TrainConfig, pipe: ApDepthPipeline) -> DINOv2Encoder:
     from ..priors.variants import variant_for_width
 
     s1 = cfg.stage1
-    if s1.encoder_source:
+    if s1.encoder_source and os.fspath(s1.encoder_source) == os.fspath(cfg.model.prior) and pipe.prior is not None:
+        prior, origin = pipe.prior, f"the Depth Anything V2 checkpoint {s1.encoder_source} (the prior's own)"
+    elif s1.encoder_source:
         try:
             prior = load_prior(s1.encoder_source, local_files_only=cfg.model.local_files_only)
         except (OSError, ValueError) as e:
