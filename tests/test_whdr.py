@@ -179,12 +179,16 @@ def test_shipped_baselines(shipped):
 
     result = evaluate_whdr(shipped, DEFAULT_IMAGES, ["ramp", "constant"])
     assert result["whdr"]["constant"] == pytest.approx(0.5)
-    errors = []
+    errors, hard = [], []
     for pairs in shipped.values():
         y1, y2 = pairs.point1[:, 1], pairs.point2[:, 1]
         lower = np.where(y1 > y2, 1, np.where(y2 > y1, 2, 0))  # the ramp calls the lower point closer
         errors += [0.5 if lo == 0 else float(lo != c) for lo, c in zip(lower, pairs.closer)]
+        hard += [lo != c for lo, c in zip(lower, pairs.closer)]  # the closer point is level or higher
     assert result["whdr"]["ramp"] == pytest.approx(np.mean(errors))
+    assert result["pairs_closer_not_lower"] == sum(hard) > 0
+    assert result["whdr_closer_not_lower"]["ramp"] == pytest.approx(np.mean(np.asarray(errors)[hard]))
+    assert result["whdr_closer_not_lower"]["constant"] == pytest.approx(0.5)
 
 
 # ---------------------------------------------------------------- the command
@@ -197,7 +201,7 @@ def test_command_on_tiny_model(tiny_pipeline_dir, tmp_path):
     assert rc == 0
     report = json.loads(out.read_text())
     assert report["pairs"] >= 400 and report["images"] >= 20 and report["processing_resolution"] == 32
-    assert set(report["whdr"]) == {"model", "prior", "ramp", "constant"}
+    assert set(report["whdr"]) == set(report["whdr_closer_not_lower"]) == {"model", "prior", "ramp", "constant"}
     assert all(0.0 <= v <= 1.0 for v in report["whdr"].values())
     assert report["whdr"]["constant"] == pytest.approx(0.5)
     total = sum(r["pairs"] for r in report["per_image"].values())
