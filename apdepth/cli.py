@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("apdepth.commands.train", "train stage 1 (feature alignment) or stage 2 (depth) from a config"),
     "bench": ("apdepth.commands.bench", "measure speed and memory on full-size architectures (no download)"),
     "evaluate": ("apdepth.commands.evaluate", "zero-shot benchmark (Table 1): NYUv2, KITTI, ETH3D, ScanNet, DIODE"),
+    "evaluate-whdr": ("apdepth.commands.whdr", "relative depth on real photographs: WHDR on labelled point pairs"),
     "video": ("apdepth.commands.video", "temporally stable depth for a video or a folder of frames"),
     "serve": ("apdepth.commands.serve", "start the local web demo (needs apdepth[demo])"),
     "demo-model": ("apdepth.commands.demo_model", "make the embedded demo model (synthetic data, all training "
