@@ -2,7 +2,7 @@
 point pairs labelled by a person ("which point is closer?"), as in Depth in the Wild.
 
 By default it runs the model (default: the released checkpoint if cached, else the embedded model)
-over the photographs and labels shipped in the package (apdepth/evaluation/whdr_data: 22 photographs
+over the photographs and labels shipped in the package (apdepth/evaluation/whdr_data: 21 photographs
 from Python packages, their sources in SOURCES.md) and reports four rows: the model, its prior alone,
 a vertical ramp (far at the top, near at the bottom) and a constant map. Lower is better; a constant
 scores 0.5 (ties count half). The report is JSON, on stdout and in --output. See
