@@ -198,6 +198,10 @@ def check_output_folder(outdir: Path, subfolders=()) -> None:
 # ---------------------------------------------------------------------------- which model
 
 
+# files that hold a tokenizer's vocabulary (tokenizer.json: fast tokenizers; vocab.json + merges.txt: BPE)
+TOKENIZER_VOCABS = ("tokenizer.json", "vocab.txt", "spiece.model", "tokenizer.model")
+
+
 def _component_missing(folder: Path, class_name: str) -> list[str]:
     """Files of one pipeline component that a complete download has and ``folder`` lacks."""
     name = folder.name
@@ -205,8 +209,13 @@ def _component_missing(folder: Path, class_name: str) -> list[str]:
         return [f"{name}/"]
     if class_name.endswith("Scheduler"):
         need = ["scheduler_config.json"]
-    elif "Tokenizer" in class_name:
-        need = ["vocab.json", "merges.txt"] if class_name.startswith("CLIP") else ["tokenizer_config.json"]
+    elif "Tokenizer" in class_name:  # its config and a vocabulary (a BPE vocab.json needs its merges.txt)
+        missing = [] if (folder / "tokenizer_config.json").is_file() else [f"{name}/tokenizer_config.json"]
+        if (folder / "tokenizer.json").is_file() or any((folder / f).is_file() for f in TOKENIZER_VOCABS[1:]):
+            return missing
+        if (folder / "vocab.json").is_file():
+            return missing + ([] if (folder / "merges.txt").is_file() else [f"{name}/merges.txt"])
+        return missing + [f"{name}/ vocabulary (tokenizer.json or vocab.json)"]
     elif class_name.endswith(("FeatureExtractor", "ImageProcessor", "Processor")):
         need = ["preprocessor_config.json"]
     else:  # a model: its config and all of its weights (every shard an index lists)

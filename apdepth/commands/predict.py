@@ -72,13 +72,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check(args: argparse.Namespace) -> None:
     """Every option that can be checked without the model or the inputs (raises UsageError)."""
-    if not args.inputs:
-        raise UsageError("give at least one INPUT: an image file, a folder or a .txt list of image paths")
     tokens = split_list(args.formats)
     strays = [t for t in tokens if t not in FORMATS and Path(t).exists()]
     if strays:
         raise UsageError(f"--formats: {', '.join(strays)} is an input, not a format: put the INPUTs before "
                          "--formats (or end the list of formats with --)")
+    if not args.inputs:
+        raise UsageError("give at least one INPUT: an image file, a folder or a .txt list of image paths")
     args.formats = parse_formats(tokens)
     if "color" in args.formats and args.colormap != "Spectral":
         check_colormap(args.colormap)
@@ -198,8 +198,9 @@ def run(args: argparse.Namespace) -> int:
     items = collect_inputs(args.inputs, report if is_main else Report(), args.output,  # input errors reported once
                            output_image_suffixes())
     if not items:
+        reasons = [reason for _, reason in report.failed]
         raise UsageError(f"nothing to do: no images found in {', '.join(args.inputs)}"
-                         + (" (see the errors above)" if report.failed else ""))
+                         + (f" ({'; '.join(reasons[:3])}{'; ...' if len(reasons) > 3 else ''})" if reasons else ""))
     extras = predict_extras.Extras.from_args(args, formats, len(items))
     todo = []
     for item in items:
