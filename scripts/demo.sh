@@ -4,5 +4,5 @@
 # Extra arguments go to `apdepth predict`, e.g. --model /path/to/checkpoint --device cuda.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-. scripts/setup.sh
+. scripts/setup.sh ""  # no extras
 apdepth predict examples/images -o outputs/demo "$@"

@@ -11,7 +11,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY="${PYTHON:-python3}"
 VENV="${APDEPTH_VENV:-.venv}"
-WANT="${1:-}"  # comma-separated extras, e.g. dev
+WANT="${1:-}"  # comma-separated extras, e.g. dev (callers that source this pass it explicitly, "" for none:
+               # a bare `. setup.sh` would see the caller's own arguments)
+[[ "$WANT" =~ ^[A-Za-z0-9_,]*$ ]] || { echo "scripts/setup.sh: extras must be names such as dev, got '$WANT'" >&2; exit 2; }
 "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "apdepth needs Python >= 3.10")'
 fresh=
 [ -x "$VENV/bin/python" ] || { "$PY" -m venv "$VENV"; fresh=1; }

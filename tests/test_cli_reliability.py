@@ -231,6 +231,18 @@ def test_ctrl_c_stops_at_an_image_boundary_with_a_summary(presses, tiny_pipeline
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
 
 
+def test_ctrl_c_in_any_command_exits_130_without_a_traceback(tmp_path, monkeypatch, capsys):
+    from apdepth.commands import synth
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synth, "run", interrupted)
+    assert main(["synth", "nyu", "-o", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert "apdepth synth: interrupted" in err and "Traceback" not in err
+
+
 def _temp(folder, name: str, age_s: float):
     path = folder / name
     path.write_bytes(b"partial")

@@ -66,6 +66,12 @@ def test_setup_is_idempotent_and_offline_safe(checkout, tmp_path):
     for extras in ("", "dev"):  # ... after which neither the demo's nor the tests' set-up calls pip
         offline = _setup(checkout, venv, extras, **CLOSED_INDEX)
         assert offline.returncode == 0 and "installing" not in offline.stderr, offline.stderr
+    # demo.sh itself, with arguments of its own (a sourced script sees them unless given its own)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV", "PYTHONPATH"))}
+    demo = subprocess.run(["bash", "scripts/demo.sh", "-o", "elsewhere", "--help"], cwd=checkout, capture_output=True,
+                          text=True, timeout=600, env={**env, "APDEPTH_VENV": str(venv), **CLOSED_INDEX})
+    assert demo.returncode == 0 and "usage: apdepth predict" in demo.stdout, demo.stderr
+    assert "installing" not in demo.stderr
 
     with open(checkout / "pyproject.toml", "a") as f:
         f.write("\n# changed\n")

@@ -142,6 +142,8 @@ def check_prior_spec(spec: str | None) -> None:
         return  # owner/repo/file.pth on the hub
     if spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not spec.endswith((".pth", ".pt")):
         return  # a hub id
+    if _looks_local(spec) or spec.endswith((".pth", ".pt")):
+        raise UsageError(f"--prior {spec}: no such file or folder")
     raise UsageError(f"--prior {spec}: not a size ({', '.join(('small', 'base', 'large', 'giant'))}), an existing "
                      "folder or .pth file, or a hub id (owner/name)")
 
