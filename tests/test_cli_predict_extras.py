@@ -82,18 +82,18 @@ def test_metric_ply_and_tta_outputs(tiny_pipeline_dir, pipe, images, tmp_path, c
     assert not np.allclose(np.load(out2 / "a_depth.npy"), depth_a, atol=1e-4)  # the TTA mean differs
 
 
-def test_extras_argument_errors(tiny_pipeline_dir, images, tmp_path):
+def test_extras_argument_errors(tiny_pipeline_dir, images, tmp_path, capsys, monkeypatch):
+    """Usage errors (exit 2), all found before the model loads."""
+    from apdepth.commands import common
+
+    monkeypatch.setattr(common, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
     base = [images, "-o", tmp_path / "o", "--model", tiny_pipeline_dir]
-    with pytest.raises(SystemExit) as e:
-        run_predict(*base, "--sparse-depth", tmp_path / "missing.csv")
-    assert "missing.csv: no such file" in str(e.value)
     (tmp_path / "one.csv").write_text("1,1,1\n2,2,2\n")
-    with pytest.raises(SystemExit) as e:
-        run_predict(*base, "--sparse-depth", tmp_path / "one.csv")
-    assert "one file but there are 2 inputs" in str(e.value)
-    with pytest.raises(SystemExit) as e:
-        run_predict(*base, "--focal", "100", "--fov", "60")
-    assert "give one of them" in str(e.value)
-    with pytest.raises(SystemExit) as e:
-        run_predict(*base, "--tta", "--no-match-input-res")
-    assert "--tta needs outputs at the input size" in str(e.value)
+    for flags, message in (
+        (["--sparse-depth", tmp_path / "missing.csv"], "missing.csv: no such file"),
+        (["--sparse-depth", tmp_path / "one.csv"], "one file but there are 2 inputs"),
+        (["--focal", "100", "--fov", "60"], "give one of them"),
+        (["--tta", "--no-match-input-res"], "--tta needs outputs at the input size"),
+    ):
+        assert run_predict(*base, *flags) == 2
+        assert message in capsys.readouterr().err.splitlines()[-1]
