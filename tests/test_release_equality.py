@@ -156,7 +156,7 @@ def test_geometric_options_differ_from_the_release(pipe):
     steps = (levels[0] - levels[1]).abs().round()
     assert steps.max() == 1 and 0 < float((steps > 0).float().mean()) < 0.05  # one level on a few pixels
     with pytest.raises(ValueError, match="size_mode"):
-        pipe(small, size_mode="crop")
+        pipe(rgb, size_mode="crop")
 
 
 def test_inputs_below_eight_pixels_are_padded(pipe):
