@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--processing-res", type=int, default=None,
                         help="long edge used for inference; 0 = native size (default: the checkpoint's)")
     parser.add_argument("--no-match-input-res", action="store_true",
-                        help="keep outputs at the processing resolution instead of the input size")
+                        help="keep outputs at the processing resolution instead of the input size "
+                             "(release semantics: rounded down to multiples of 8, as the VAE returns them)")
     parser.add_argument("--resample", default="bilinear", help="resize interpolation (default: bilinear)")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: 1)")
     parser.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs all exist")

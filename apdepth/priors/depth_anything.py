@@ -26,15 +26,23 @@ model; ``"transformers"`` keeps transformers' own.
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import tempfile
 
 import torch
 import torch.nn.functional as F
+import transformers
 from accelerate import init_empty_weights
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation
 from transformers.models.dinov2.modeling_dinov2 import Dinov2Embeddings
+
+from .._compat import pop_dtype, transformers_dtype
+
+logger = logging.getLogger(__name__)
 
 PREPROCESSING_MODES = ("compat", "normalized")
 POSITION_EMBEDDINGS = ("original", "transformers")
@@ -43,6 +51,7 @@ INTERPOLATE_OFFSET = 0.1  # the original DINOv2's work-around offset (0.0 only i
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _PATCH = 14
+TRANSFORMERS_SUBFOLDER = "depth_anything"  # the network in transformers' own layout, inside a saved prior/
 _NORMALIZED_SIZE = 518
 
 
@@ -153,6 +162,45 @@ class DepthAnythingPrior(ModelMixin, ConfigMixin):
         prior.requires_grad_(False)
         return prior.eval()
 
+    # ------------------------------------------------------------------ saving and loading
+
+    def save_pretrained(self, save_directory: str | os.PathLike, is_main_process: bool = True, **kwargs) -> None:
+        """Write ``config.json`` (this wrapper's settings) and the network with transformers' own
+        ``save_pretrained`` in ``depth_anything/``, so that a newer transformers renames old weight names
+        when loading it (its checkpoint conversions apply; a diffusers-layout file would bypass them)."""
+        if not is_main_process:
+            return
+        os.makedirs(save_directory, exist_ok=True)
+        self.save_config(save_directory)
+        self.model.save_pretrained(os.path.join(save_directory, TRANSFORMERS_SUBFOLDER), safe_serialization=True)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> DepthAnythingPrior:
+        """Load a prior saved by :meth:`save_pretrained` (or by earlier apdepth versions, which stored the
+        network as diffusers weights named ``model.<transformers name>``: those names go through transformers'
+        conversions too). A weight the installed transformers cannot place is an error naming it."""
+        dtype = pop_dtype(kwargs)
+        path = _local_folder(pretrained_model_name_or_path, kwargs)
+        config = cls.load_config(path)
+        sub = os.path.join(path, TRANSFORMERS_SUBFOLDER)
+        if os.path.isdir(sub):
+            model, info = DepthAnythingForDepthEstimation.from_pretrained(
+                sub, output_loading_info=True, **transformers_dtype(dtype))
+        else:
+            model, info = _load_diffusers_layout(path, config, dtype)
+        missing = sorted(info.get("missing_keys") or [])
+        if missing:
+            unexpected = sorted(info.get("unexpected_keys") or [])
+            raise ValueError(
+                f"{path}: the prior's weights {missing} are not in the checkpoint under any name this transformers "
+                f"({transformers.__version__}) knows"
+                + (f"; it holds unrecognised weights {unexpected}" if unexpected else "")
+                + ". Refusing to run with uninitialised weights."
+            )
+        return cls.from_model(model, preprocessing=config.get("preprocessing", "compat"),
+                              variant=config.get("variant"),
+                              position_embedding=config.get("position_embedding", "original"))
+
     @property
     def preprocessing(self) -> str:
         return self.config.preprocessing
@@ -201,3 +249,40 @@ class DepthAnythingPrior(ModelMixin, ConfigMixin):
             hi = flat.max(dim=1).values.view(-1, 1, 1, 1)
             disp = (disp - lo) / (hi - lo).clamp_min(1e-6) * 2.0 - 1.0
         return disp.to(rgb.dtype)
+
+
+def _local_folder(spec: str | os.PathLike, kwargs: dict) -> str:
+    """A saved prior's local folder: ``spec`` itself (plus ``subfolder``), or its files fetched from the hub."""
+    subfolder = kwargs.get("subfolder") or ""
+    path = os.path.join(os.fspath(spec), subfolder)
+    if os.path.isdir(path):
+        return path
+    from huggingface_hub import snapshot_download
+
+    root = snapshot_download(
+        os.fspath(spec), allow_patterns=[f"{subfolder}/*" if subfolder else "*"], revision=kwargs.get("revision"),
+        cache_dir=kwargs.get("cache_dir"), local_files_only=kwargs.get("local_files_only", False),
+        token=kwargs.get("token"),
+    )
+    return os.path.join(root, subfolder)
+
+
+def _load_diffusers_layout(path: str, config: dict, dtype):
+    """The network from a prior saved as diffusers weights (``diffusion_pytorch_model.safetensors`` with keys
+    ``model.<name>``): rewritten as a transformers checkpoint in a temporary folder and loaded from there, so
+    transformers' own renaming of older weight names applies."""
+    from safetensors.torch import load_file, save_file
+
+    weights = os.path.join(path, "diffusion_pytorch_model.safetensors")
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"{path}: neither {TRANSFORMERS_SUBFOLDER}/ nor diffusion_pytorch_model.safetensors")
+    state = {k.removeprefix("model."): v for k, v in load_file(weights).items()}
+    logger.info("%s: prior in the diffusers layout of earlier apdepth versions; converting its weight names", path)
+    with tempfile.TemporaryDirectory() as tmp:
+        DepthAnythingConfig.from_dict(config.get("depth_anything_config") or {}).save_pretrained(tmp)
+        save_file(state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        model, info = DepthAnythingForDepthEstimation.from_pretrained(
+            tmp, output_loading_info=True, **transformers_dtype(dtype))
+        for t in [*model.parameters(), *model.buffers()]:  # own memory, not a view of the temporary file
+            t.data = t.data.clone()
+    return model, info
