@@ -162,6 +162,8 @@ class ApDepthPipeline(DiffusionPipeline):
         elif prior is not None:
             kwargs["prior"] = None  # do not load a saved prior we are about to replace
         pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        if kwargs.get("device_map") is None:  # offloading maps legitimately leave weights on the meta device
+            _check_materialised(pipe, pretrained_model_name_or_path)
         if not pipe.config.get("use_prior", True):
             if prior is not None:
                 raise ValueError(f"{pretrained_model_name_or_path} was trained without a prior (use_prior=False); "
@@ -527,3 +529,16 @@ def _check_choice(name: str, value, allowed: tuple[str, ...], allow_none: bool =
         return
     if value not in allowed:
         raise ValueError(f"{name} must be one of {allowed}{' or None' if allow_none else ''}, got {value!r}")
+
+
+def _check_materialised(pipe: ApDepthPipeline, source) -> None:
+    """diffusers leaves weights a checkpoint lacks on the meta device with only a warning (and the first call
+    crashes); name them instead."""
+    for name in ("unet", "vae", "text_encoder", "prior"):
+        module = getattr(pipe, name, None)
+        if not isinstance(module, torch.nn.Module):
+            continue
+        empty = [k for k, t in (*module.named_parameters(), *module.named_buffers()) if t.is_meta]
+        if empty:
+            raise ValueError(f"{source}: {name} weights {empty[:20]}{' ...' if len(empty) > 20 else ''} are not in the "
+                             "checkpoint (left uninitialised). Refusing to run with uninitialised weights.")

@@ -354,3 +354,76 @@ def test_prior_equals_the_original_depth_anything_v2(tmp_path, swiglu):
     # the setting travels with a saved prior
     legacy.save_pretrained(tmp_path / "legacy")
     assert load_prior(str(tmp_path / "legacy")).position_embedding == "transformers"
+
+
+# ---------------------------------------------------------------------------------------------- portable checkpoints
+
+
+def _old_names(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    """The DINOv2 attention weight names transformers used before 5.18 (``attention.attention.query`` ...)."""
+    old = {}
+    for key, value in state.items():
+        key = re.sub(r"attention\.(q|k|v)_proj\.",
+                     lambda m: "attention.attention." + {"q": "query", "k": "key", "v": "value"}[m.group(1)] + ".", key)
+        old[prefix + key.replace("attention.o_proj.", "attention.output.dense.")] = value.clone()
+    return old
+
+
+def test_saved_prior_uses_transformers_layout(tmp_path):
+    prior = tiny_prior()
+    prior.save_pretrained(tmp_path)
+    assert (tmp_path / "config.json").is_file() and (tmp_path / "depth_anything" / "model.safetensors").is_file()
+    again = DepthAnythingPrior.from_pretrained(tmp_path)
+    x = torch.rand(1, 3, 30, 44) * 2 - 1
+    torch.testing.assert_close(again(x), prior(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("layout", ["diffusers", "transformers"])
+def test_prior_saved_with_pre_5_18_names_loads(tmp_path, layout):
+    """Weights saved under transformers' older DINOv2 names load under the installed version, in both the layout
+    earlier apdepth versions wrote (diffusers weights ``model.<name>``) and transformers' own."""
+    from safetensors.torch import save_file
+
+    prior = tiny_prior()
+    prior.save_pretrained(tmp_path)
+    state = prior.model.state_dict()
+    assert any("attention.q_proj" in k for k in state)  # the names this test renames exist here
+    if layout == "diffusers":
+        import shutil
+
+        shutil.rmtree(tmp_path / "depth_anything")
+        save_file(_old_names(state, "model."), str(tmp_path / "diffusion_pytorch_model.safetensors"))
+    else:
+        save_file(_old_names(state), str(tmp_path / "depth_anything" / "model.safetensors"), metadata={"format": "pt"})
+    again = load_prior(str(tmp_path))
+    x = torch.rand(1, 3, 30, 44) * 2 - 1
+    torch.testing.assert_close(again(x), prior(x), rtol=0, atol=0)
+
+
+def test_prior_with_missing_weights_is_an_error_naming_them(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    tiny_prior().save_pretrained(tmp_path)
+    path = tmp_path / "depth_anything" / "model.safetensors"
+    state = load_file(str(path))
+    del state["head.conv3.weight"]
+    save_file(state, str(path), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"head\.conv3\.weight.*uninitialised"):
+        load_prior(str(tmp_path))
+
+
+def test_pipeline_with_a_missing_unet_weight_is_an_error_naming_it(tiny_pipeline_dir, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from apdepth import ApDepthPipeline
+
+    folder = tmp_path / "pipe"
+    shutil.copytree(tiny_pipeline_dir, folder)
+    path = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(path))
+    del state["conv_in.weight"]
+    save_file(state, str(path), metadata={"format": "pt"})
+    with pytest.raises((ValueError, RuntimeError), match=r"conv_in\.weight"):
+        ApDepthPipeline.from_pretrained(folder)
