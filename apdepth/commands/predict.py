@@ -61,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="long edge used for inference; 0 = native size (default: the checkpoint's; at most "
                              "--max-processing-res)")
     parser.add_argument("--no-match-input-res", action="store_true",
-                        help="keep outputs at the processing resolution instead of the input size")
+                        help="keep outputs at the processing resolution instead of the input size "
+                             "(release semantics: rounded down to multiples of 8, as the VAE returns them)")
     parser.add_argument("--resample", default="bilinear",
                         help=f"resize interpolation: {', '.join(RESAMPLE_MODES)} (default: bilinear)")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: 1)")
