@@ -202,3 +202,62 @@ def test_old_checkpoint_configs_resume(tmp_path):
     with pytest.raises(ConfigError, match="lora"):
         check_resume(build_config(None, [f"run.output_dir={tmp_path}", "lora.rank=8"]), saved,
                      {"stage": 2, "step": 1}, tmp_path)
+
+
+def test_init_from_keeps_the_checkpoint_prior_and_fills_in_a_missing_one(tmp_path):
+    """model.init_from: the embedded model with its own prior; a release-like folder (no prior recorded)
+    takes model.prior; model.base is never read."""
+    import json
+    import shutil
+
+    from apdepth.demo_model import embedded_model_path
+    from apdepth.training.build import build_pipeline
+
+    base = ["model.base=/nonexistent/sd2", "model.prior=/nonexistent/prior"]
+    pipe = build_pipeline(build_config(None, [*base, "model.init_from=embedded"]))
+    from apdepth import ApDepthPipeline
+
+    embedded = ApDepthPipeline.from_pretrained(embedded_model_path(), dtype=torch.float32)
+    for name in ("unet", "prior", "vae"):
+        a, b = getattr(pipe, name).state_dict(), getattr(embedded, name).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in b), name
+        assert all(v.dtype == torch.float32 for v in a.values())
+    assert not any(p.requires_grad for p in pipe.prior.parameters())
+    assert all(p.requires_grad for p in pipe.unet.parameters())
+    release = tmp_path / "release"
+    shutil.copytree(embedded_model_path(), release, ignore=shutil.ignore_patterns("prior"))
+    index = json.loads((release / "model_index.json").read_text())
+    index.update(prior=[None, None], prior_name=None)
+    (release / "model_index.json").write_text(json.dumps(index))
+    prior_dir = embedded_model_path() / "prior"
+    rebuilt = build_pipeline(build_config(None, [f"model.init_from={release}", f"model.prior={prior_dir}"]))
+    assert all(torch.equal(rebuilt.prior.state_dict()[k].float(), v) for k, v in embedded.prior.state_dict().items())
+
+
+def test_lora_adapters_train_alone_and_merge_exactly(tmp_path):
+    pytest.importorskip("peft")
+    from apdepth.training.build import build_pipeline
+    from apdepth.training.lora import has_lora, merge_lora
+
+    pipe = build_pipeline(build_config(None, ["model.init_from=embedded", "lora.rank=4",
+                                              "lora.target_modules=[to_q, conv2]"]))
+    unet = pipe.unet
+    assert has_lora(unet)
+    trainable = [n for n, p in unet.named_parameters() if p.requires_grad]
+    assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable)
+    assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in trainable} == {"to_q", "conv2"}
+    with torch.no_grad():  # B starts at zero (no effect); give the adapters one
+        for n, p in unet.named_parameters():
+            if ".lora_B." in n:
+                p.normal_(0, 0.05, generator=torch.Generator().manual_seed(len(n)))
+    x = torch.randn(1, 8, 6, 8, generator=torch.Generator().manual_seed(0))
+    emb = torch.zeros(1, 77, unet.config.cross_attention_dim)
+    with torch.no_grad():
+        before = unet(x, 1, emb).sample
+        merge_lora(unet)
+        after = unet(x, 1, emb).sample
+    assert not has_lora(unet) and not any("lora" in k or "base_layer" in k for k in unet.state_dict())
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ConfigError, match="lora.target_modules"):
+        build_pipeline(build_config(None, ["model.init_from=embedded", "lora.rank=4",
+                                           "lora.target_modules=[no_such_layer]"]))

@@ -168,6 +168,17 @@ def _base_prior(base: str) -> dict | None:
     return None
 
 
+def _pipeline_index(spec: str, local_files_only: bool) -> dict | None:
+    """``model_index.json`` of a pipeline folder or hub id (None when it cannot be read)."""
+    if os.path.isdir(spec):
+        return _base_prior(spec)
+    try:
+        return dict(ApDepthPipeline.load_config(spec, local_files_only=local_files_only))
+    except (OSError, ValueError) as e:
+        logger.debug("model_index.json of %s not readable before loading (%s)", spec, e)
+        return None
+
+
 def init_pipeline(cfg: TrainConfig) -> ApDepthPipeline:
     """``model.init_from``: a saved ApDepth pipeline (folder, hub id, or ``embedded``) with its own prior; the
     prior from ``model.prior`` only where the checkpoint records none (the authors' release)."""
@@ -177,9 +188,10 @@ def init_pipeline(cfg: TrainConfig) -> ApDepthPipeline:
         from ..demo_model import embedded_model_path
 
         spec = str(embedded_model_path())
-    saved = _base_prior(spec) if os.path.isdir(spec) else None
-    records_prior = saved is None or (Path(spec) / "prior").is_dir() or saved.get("prior_name") is not None
-    prior = None if records_prior or not saved.get("use_prior", True) else m.prior
+    index = _pipeline_index(spec, m.local_files_only)
+    saved_prior = (index or {}).get("prior")
+    records_prior = index is None or saved_prior not in (None, [None, None]) or index.get("prior_name") is not None
+    prior = None if records_prior or not index.get("use_prior", True) else m.prior
     try:
         pipe = ApDepthPipeline.from_pretrained(spec, prior=prior, local_files_only=m.local_files_only,
                                                dtype=torch.float32)

@@ -7,7 +7,7 @@ layers, so the exported ``final/`` folder is a plain ApDepth pipeline that loads
 :func:`save_lora_adapter` also writes the adapter alone (small), to be applied to the starting checkpoint::
 
     pipe = ApDepthPipeline.from_pretrained(<model.init_from>)
-    pipe.unet.load_lora_adapter("<output_dir>/lora", prefix=None)   # the same, unmerged
+    pipe.unet.load_lora_adapter("<output_dir>/lora", prefix=None, use_safetensors=True)  # unmerged
     pipe.unet.fuse_lora()                                            # optional: fold it in
 """
 
