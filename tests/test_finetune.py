@@ -90,7 +90,7 @@ def test_full_finetune_beats_the_embedded_model(street_folder, embedded_abs_rel,
     assert losses[-1] < losses[0]
     tuned = held_out_abs_rel(final, street_folder, tmp_path / "eval")
     print(f"full fine-tuning: held-out AbsRel {embedded_abs_rel:.4f} -> {tuned:.4f} ({tuned / embedded_abs_rel:.3f})")
-    assert tuned < 0.9 * embedded_abs_rel, (tuned, embedded_abs_rel)
+    assert tuned < 0.8 * embedded_abs_rel, (tuned, embedded_abs_rel)
     saved = ApDepthPipeline.from_pretrained(final)
     assert saved.prior is not None and saved.config.prior_preprocessing == "compat"  # the embedded prior kept
 
@@ -100,7 +100,7 @@ def test_lora_finetune_merges_into_a_plain_pipeline(street_folder, embedded_abs_
     final, _ = finetune(street_folder, tmp_path / "run", ["optim.lr=1e-3", "lora.rank=8"])
     tuned = held_out_abs_rel(final, street_folder, tmp_path / "eval")
     print(f"LoRA: held-out AbsRel {embedded_abs_rel:.4f} -> {tuned:.4f} ({tuned / embedded_abs_rel:.3f})")
-    assert tuned < 0.9 * embedded_abs_rel, (tuned, embedded_abs_rel)
+    assert tuned < 0.8 * embedded_abs_rel, (tuned, embedded_abs_rel)
     merged = ApDepthPipeline.from_pretrained(final, dtype=torch.float32)
     base = ApDepthPipeline.from_pretrained(embedded_model_path(), dtype=torch.float32)
     changed = [k for k, v in merged.unet.state_dict().items() if not torch.equal(v, base.unet.state_dict()[k])]

@@ -261,3 +261,67 @@ def test_lora_adapters_train_alone_and_merge_exactly(tmp_path):
     with pytest.raises(ConfigError, match="lora.target_modules"):
         build_pipeline(build_config(None, ["model.init_from=embedded", "lora.rank=4",
                                            "lora.target_modules=[no_such_layer]"]))
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.slow  # three short training runs: about a minute on 2 busy cores
+def test_lora_run_resumes_exactly_and_exports_merged(tmp_path):
+    """A LoRA fine-tune (with EMA) killed after step 3 and resumed from its step-2 checkpoint ends with the
+    same merged UNet as the uninterrupted run; the exported UNet has no peft keys."""
+    pytest.importorskip("peft")
+    from accelerate.state import AcceleratorState
+    from safetensors.torch import load_file
+
+    from apdepth.training.checkpoint import list_checkpoints
+    from apdepth.training.loop import train
+
+    for i in range(4):
+        write_sample(tmp_path / "data", f"{i}", *_frame(i, 32, 48), "npy")
+
+    def config(out):
+        return build_config(None, [
+            f"run.output_dir={out}", "model.init_from=embedded", f"data.folder.root={tmp_path / 'data'}",
+            "data.mix={folder: 1.0}", "data.num_workers=0", "data.batch_size=2", "optim.effective_batch=2",
+            "optim.max_steps=4", "optim.warmup_steps=0", "optim.lr=1e-3", "optim.ema=true", "run.checkpoint_every=2",
+            "stage2.phase1_steps=4", "stage2.pixel_l1_weight=0", "lora.rank=2", "lora.target_modules=[to_q, to_v]"])
+
+    full = train(config(tmp_path / "full"))
+    AcceleratorState._reset_state(True)
+
+    def kill(step, logged):
+        if step == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(config(tmp_path / "killed"), on_step=kill)
+    AcceleratorState._reset_state(True)
+    assert [p.name for p in list_checkpoints(tmp_path / "killed")] == ["step_0000002"]
+    resumed = train(config(tmp_path / "killed"), resume=True)
+    AcceleratorState._reset_state(True)
+    a = load_file(full / "unet" / "diffusion_pytorch_model.safetensors")
+    b = load_file(resumed / "unet" / "diffusion_pytorch_model.safetensors")
+    assert a.keys() == b.keys() and not any("lora" in k or "base_layer" in k for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    start = load_file(tmp_path / "full" / "checkpoints" / "step_0000004" / "model.safetensors")
+    assert any(".lora_A." in k for k in start)  # checkpoints keep the adapters apart from the UNet
+    assert (full.parent / "lora" / "pytorch_lora_weights.safetensors").is_file()
+
+
+def test_png_with_a_recorded_scale_needs_none(tmp_path):
+    from PIL import PngImagePlugin
+
+    rgb, depth = _frame(9)
+    write_sample(tmp_path, "s", rgb, depth, "png16", png_scale=0.001)
+    png = tmp_path / "depth" / "s.png"
+    units = np.asarray(Image.open(png))
+    info = PngImagePlugin.PngInfo()
+    info.add_text("depth_scale", "0.001")
+    Image.fromarray(units).save(png, pnginfo=info)
+    got = FolderDataset(tmp_path)[0]["depth"][0].numpy()
+    np.testing.assert_allclose(got, units.astype(np.float64) * 0.001, rtol=1e-6)
+    # a configured scale wins over the file's
+    np.testing.assert_allclose(FolderDataset(tmp_path, depth_scale=0.01)[0]["depth"][0].numpy(),
+                               units.astype(np.float64) * 0.01, rtol=1e-6)

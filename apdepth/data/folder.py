@@ -20,7 +20,8 @@ Depth files:
   ``Z``, ``R``, ``depth`` or the only one), float32 TIFF (Pillow mode ``F``): read as stored;
 - integer: 16-bit PNG, integer TIFF or integer ``.npy``: ``depth = stored value x depth_scale``, and
   ``depth_scale`` is required (metres per unit, e.g. 0.001 for millimetres, as Hypersim; 0.01 for
-  centimetres, as Virtual KITTI), so integer and float files of one data set agree in unit.
+  centimetres, as Virtual KITTI), so integer and float files of one data set agree in unit. A PNG that
+  records its scale in a ``depth_scale`` text chunk (``apdepth predict --formats png16mm``) needs none.
 
 Invalid pixels: 0, negative, NaN and infinite values, values outside ``(min_depth, max_depth)`` (after
 scaling and conversion), and pixels where the mask is 0. They are left out of every loss.
@@ -150,7 +151,9 @@ class FolderDataset(DepthDataset):
 
     def read_depth(self, rel: str) -> np.ndarray:
         """float32 ``[H, W]`` depth of a depth file (scaled, disparity converted; invalid values kept)."""
-        values, is_int = self._read_values(rel)
+        values, is_int, file_scale = self._read_values(rel)
+        if is_int and self.depth_scale is None and file_scale is not None:  # e.g. apdepth's png16mm outputs
+            values, is_int = values.astype(np.float64) * file_scale, False
         if is_int and self.depth_scale is None:
             raise ValueError(f"{self.root}: {rel!r} stores integers; give its scale (data.folder.depth_scale / "
                              "depth_scale=, metres per unit, e.g. 0.001 for millimetres)")
@@ -162,8 +165,16 @@ class FolderDataset(DepthDataset):
                 values = np.where(values > 0, np.float32(1.0) / values, np.float32(0.0))
         return values.astype(np.float32, copy=False)
 
-    def _read_values(self, rel: str) -> tuple[np.ndarray, bool]:
+    def _read_values(self, rel: str) -> tuple[np.ndarray, bool, float | None]:
+        """(values, integer-coded, the scale a PNG records in a ``depth_scale`` text chunk or None)."""
         ext = posixpath.splitext(rel)[1].lower()
+        file_scale = None
+        if ext == ".png":
+            img = self.read_image(rel)
+            try:
+                file_scale = float(img.info["depth_scale"]) if "depth_scale" in img.info else None
+            except ValueError:
+                file_scale = None
         if ext == ".npy":
             values = self.read_npy(rel)
         elif ext == ".exr":
@@ -179,7 +190,7 @@ class FolderDataset(DepthDataset):
             raise ValueError(f"{self.root}: {rel!r} holds an array of shape {values.shape}; a depth map is [H, W]")
         if values.dtype == bool or not (np.issubdtype(values.dtype, np.number)):
             raise ValueError(f"{self.root}: {rel!r} holds {values.dtype} values, not numbers")
-        return values, bool(np.issubdtype(values.dtype, np.integer))
+        return values, bool(np.issubdtype(values.dtype, np.integer)), file_scale
 
     def _read_exr(self, rel: str) -> np.ndarray:
         try:
