@@ -122,7 +122,8 @@ class FolderDataset(DepthDataset):
             if not rgbs:
                 raise ValueError(f"folder: no images under {self.root / RGB_DIR} ({', '.join(RGB_EXTENSIONS)}); "
                                  "see apdepth.data.folder for the layout, or give a split list")
-            return [self._pair(rgb, set(names)) for rgb in rgbs]
+            members = set(names)
+            return [self._pair(rgb, members) for rgb in rgbs]
         entries = []
         for fields in super()._read_split():
             if len(fields) > 3:
@@ -132,7 +133,7 @@ class FolderDataset(DepthDataset):
         return entries
 
     def _pair(self, rgb: str, names: set[str] | None = None) -> tuple[str, ...]:
-        """``(rgb, depth[, mask])`` by the pairing rule; a missing depth is left as its first candidate."""
+        """``(rgb, depth[, mask])`` by the pairing rule; a depth not found is ``depth/<stem>.*`` (reported missing)."""
         parts = rgb.replace("\\", "/").split("/")
         if parts[0] != RGB_DIR or len(parts) < 2:
             raise ValueError(f"{self.root}: {rgb!r} is not under {RGB_DIR}/; the pairing rule needs rgb/<path> "
