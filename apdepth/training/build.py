@@ -6,6 +6,7 @@ does not fit the config stops the run within seconds with a message naming the c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,9 +18,11 @@ from ..data import get_dataset
 from ..data.training import TrainingView
 from ..modules import DINOv2Encoder, build_adapter, load_external_encoder
 from ..pipeline import ApDepthPipeline
-from .config import ConfigError, TrainConfig, config_differences
+from .config import ConfigError, FolderSourceConfig, LoraConfig, TrainConfig, config_differences
 from .stage1 import Stage1
 from .stage2 import Stage2
+
+EMBEDDED = "embedded"  # model.init_from: the demo model inside the package
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +61,20 @@ def check_paths(cfg: TrainConfig, need_validation: bool = True) -> None:
         source = getattr(cfg.data, name)
         if not source.root or not os.path.exists(source.root):
             problems.append(f"data.{name}.root: {source.root!r} does not exist")
-        if not source.split or not os.path.isfile(source.split):
+        if name == "folder" and not source.split:  # every image under rgb/ (the latent cache needs a list)
+            if cfg.data.cache_dir:
+                problems.append("data.folder.split: the latent cache (data.cache_dir) needs a split list "
+                                "(apdepth.data.folder.write_split)")
+        elif not source.split or not os.path.isfile(source.split):
             problems.append(f"data.{name}.split: {source.split!r} is not a file")
     base = cfg.model.base
-    if _looks_local(base) or cfg.model.local_files_only:
+    init = cfg.model.init_from
+    if init is not None:
+        if init != EMBEDDED and (_looks_local(init) or cfg.model.local_files_only):
+            if not (Path(init) / "model_index.json").is_file() or not (Path(init) / "unet" / "config.json").is_file():
+                problems.append(f"model.init_from: {init!r} is not an ApDepth pipeline folder (model_index.json, "
+                                "unet/)")
+    elif _looks_local(base) or cfg.model.local_files_only:
         if os.path.isdir(base):
             if not (Path(base) / "unet" / "config.json").is_file() or not (Path(base) / "vae").is_dir():
                 problems.append(f"model.base: {base} has no unet/config.json or vae/: not a Stable Diffusion "
@@ -92,6 +105,8 @@ def check_paths(cfg: TrainConfig, need_validation: bool = True) -> None:
 ADDED_KEYS = {
     ("data", "low_valid"): "clear", ("data", "hypersim", "resize"): "native", ("data", "vkitti", "resize"): "native",
     ("stage1", "encoder_input"): "paper", ("stage2", "freq_mean"): "valid", ("optim", "warmup_from_zero"): False,
+    ("model", "init_from"): None, ("lora",): dataclasses.asdict(LoraConfig()),
+    ("data", "folder"): dataclasses.asdict(FolderSourceConfig()),
 }
 
 
@@ -130,6 +145,9 @@ def build_datasets(cfg: TrainConfig) -> tuple[list[str], list[float], TrainingVi
     for name, prob in cfg.active_sources().items():
         source = getattr(cfg.data, name)
         extra = {"resize": source.resize} if name == "hypersim" else {}
+        if name == "folder":
+            extra = {"resize": source.resize, "depth_scale": source.depth_scale, "depth_kind": source.depth_kind,
+                     "min_depth": source.min_depth, "max_depth": source.max_depth}
         try:
             datasets.append(get_dataset(name, source.root, source.split, missing=cfg.data.missing, **extra))
         except (OSError, ValueError) as e:
@@ -150,10 +168,46 @@ def _base_prior(base: str) -> dict | None:
     return None
 
 
-def build_pipeline(cfg: TrainConfig) -> ApDepthPipeline:
-    """The model to train: SD2 (``conv_in`` widened) or a stage-1 output, with the configured prior; the VAE,
-    text encoder and prior frozen."""
+def _pipeline_index(spec: str, local_files_only: bool) -> dict | None:
+    """``model_index.json`` of a pipeline folder or hub id (None when it cannot be read)."""
+    if os.path.isdir(spec):
+        return _base_prior(spec)
+    try:
+        return dict(ApDepthPipeline.load_config(spec, local_files_only=local_files_only))
+    except (OSError, ValueError) as e:
+        logger.debug("model_index.json of %s not readable before loading (%s)", spec, e)
+        return None
+
+
+def init_pipeline(cfg: TrainConfig) -> ApDepthPipeline:
+    """``model.init_from``: a saved ApDepth pipeline (folder, hub id, or ``embedded``) with its own prior; the
+    prior from ``model.prior`` only where the checkpoint records none (the authors' release)."""
     m = cfg.model
+    spec = m.init_from
+    if spec == EMBEDDED:
+        from ..demo_model import embedded_model_path
+
+        spec = str(embedded_model_path())
+    index = _pipeline_index(spec, m.local_files_only)
+    saved_prior = (index or {}).get("prior")
+    records_prior = index is None or saved_prior not in (None, [None, None]) or index.get("prior_name") is not None
+    prior = None if records_prior or not index.get("use_prior", True) else m.prior
+    try:
+        pipe = ApDepthPipeline.from_pretrained(spec, prior=prior, local_files_only=m.local_files_only,
+                                               dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot load model.init_from={m.init_from!r}: {e}") from e
+    logger.info("Fine-tuning from %s (prior: %s, %s preprocessing); model.base is not used", m.init_from,
+                pipe.config.prior_name if pipe.prior is not None else "none", pipe.config.prior_preprocessing)
+    return pipe
+
+
+def build_pipeline(cfg: TrainConfig) -> ApDepthPipeline:
+    """The model to train: SD2 (``conv_in`` widened) or a stage-1 output, with the configured prior, or the
+    pipeline of ``model.init_from``; the VAE, text encoder and prior frozen; LoRA adapters with ``lora.rank``."""
+    m = cfg.model
+    if m.init_from is not None:
+        return _finish(cfg, init_pipeline(cfg))
     use_prior = m.prior.lower() != "none"
     saved = _base_prior(m.base)
     if saved is not None and saved.get("_class_name") == ApDepthPipeline.__name__:
@@ -169,10 +223,18 @@ def build_pipeline(cfg: TrainConfig) -> ApDepthPipeline:
         )
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot build the model from model.base={m.base!r}, model.prior={m.prior!r}: {e}") from e
+    return _finish(cfg, pipe)
+
+
+def _finish(cfg: TrainConfig, pipe: ApDepthPipeline) -> ApDepthPipeline:
     pipe.set_progress_bar_config(disable=True)
     for frozen in (pipe.vae, pipe.text_encoder, pipe.prior):  # only the UNet (and stage 1's adapter) train
         if frozen is not None:
             frozen.requires_grad_(False).eval()
+    if cfg.lora.rank > 0:
+        from .lora import apply_lora
+
+        apply_lora(pipe.unet, cfg.lora)
     return pipe
 
 

@@ -23,7 +23,7 @@ from ..modules.adapter import ADAPTER_KINDS
 from ..modules.encoders import ENCODER_KINDS
 
 STAGE_STEPS = {1: 20_000, 2: 21_000}  # paper Sec. 4.1
-TRAIN_SETS = ("hypersim", "vkitti")
+TRAIN_SETS = ("hypersim", "vkitti", "folder")  # folder: your own RGB-D (apdepth.data.folder)
 MIXED_PRECISION = ("no", "fp16", "bf16")
 CONDITION_ORDERS = ("prior_rgb", "rgb_prior")
 FREQ_SPACES = ("pixel", "latent")
@@ -42,6 +42,10 @@ class ModelConfig:
     """Where the model starts and what it is conditioned on."""
 
     base: str = "stabilityai/stable-diffusion-2"  # SD2 (hub id or folder), or a stage-1 output folder
+    # Fine-tuning: a saved ApDepth pipeline to start from (folder, hub id, or "embedded": the packaged demo
+    # model) instead of model.base; its prior and prior preprocessing come with it (model.prior only fills in
+    # for a checkpoint that records none, as the authors' release).
+    init_from: str | None = None
     # Depth Anything V2 prior: small|base|large|giant, hub id, folder, .pth, or "none" (Table 2 "base").
     # The paper uses ViT-G (depth_anything_v2_vitg.pth, never released); ViT-L is the largest public one.
     prior: str = "large"
@@ -59,11 +63,22 @@ class DataSourceConfig:
 
 
 @dataclass
+class FolderSourceConfig(DataSourceConfig):
+    """Your own RGB-D folder (apdepth.data.folder): split "" uses every image under rgb/; resize native|HxW."""
+
+    depth_scale: float | None = None  # integer files (16-bit PNG ...): depth = value x depth_scale (required for them)
+    depth_kind: str = "depth"  # depth | disparity (proportional to 1/depth; 0 = invalid)
+    min_depth: float = 0.0  # valid range after conversion (exclusive); null max_depth: no upper bound
+    max_depth: float | None = None
+
+
+@dataclass
 class DataConfig:
     hypersim: DataSourceConfig = field(default_factory=lambda: DataSourceConfig(
         "data/hypersim/train", "data_split/hypersim/filename_list_train_filtered.txt", "marigold"))
     vkitti: DataSourceConfig = field(default_factory=lambda: DataSourceConfig(
         "data/vkitti/vkitti.tar", "data_split/vkitti/vkitti_train.txt"))
+    folder: FolderSourceConfig = field(default_factory=FolderSourceConfig)
     mix: dict = field(default_factory=lambda: {"hypersim": 0.9, "vkitti": 0.1})  # per micro-batch
     batch_size: int = 2  # micro-batch per process; accumulation makes up optim.effective_batch
     num_workers: int = 4
@@ -148,6 +163,17 @@ class ValidationConfig:
 
 
 @dataclass
+class LoraConfig:
+    """LoRA on the UNet (through peft; stage 2): only the low-rank adapters train, merged into the UNet on export."""
+
+    rank: int = 0  # 0: off (every UNet weight trains)
+    alpha: float | None = None  # scaling alpha / rank; null: alpha = rank
+    dropout: float = 0.0
+    # module name suffixes (peft's target_modules): attention projections and ResNet convolutions
+    target_modules: list = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"])
+
+
+@dataclass
 class TrainConfig:
     stage: int = 2
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -157,6 +183,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
     @property
     def max_steps(self) -> int:
@@ -339,12 +366,22 @@ def validate(cfg: TrainConfig) -> None:
 
     for name in TRAIN_SETS:
         spec = getattr(d, name).resize
-        if name != "hypersim" and spec != "native":
-            raise ConfigError(f"data.{name}.resize must be 'native' (only Hypersim frames are resized), got {spec!r}")
+        if name == "vkitti" and spec != "native":
+            raise ConfigError(f"data.{name}.resize must be 'native' (only Hypersim and folder frames are resized), "
+                              f"got {spec!r}")
+        if name == "folder" and spec == "marigold":
+            raise ConfigError("data.folder.resize must be 'native' or 'HxW' (e.g. '480x640'), got 'marigold'")
         try:
             parse_resize(spec)
         except ValueError as e:
             raise ConfigError(f"data.{name}.resize: {e}") from None
+    f = d.folder
+    _choice("data.folder.depth_kind", f.depth_kind, ("depth", "disparity"))
+    if f.depth_scale is not None:
+        _positive("data.folder.depth_scale", f.depth_scale)
+    _positive("data.folder.min_depth", f.min_depth, allow_zero=True)
+    if f.max_depth is not None and f.max_depth <= f.min_depth:
+        raise ConfigError(f"data.folder.max_depth must be > data.folder.min_depth, got {f.max_depth} <= {f.min_depth}")
     _choice("data.cache_dtype", d.cache_dtype, CACHE_DTYPES)
 
     s1 = cfg.stage1
@@ -402,6 +439,18 @@ def validate(cfg: TrainConfig) -> None:
     v = cfg.validation
     _positive("validation.every", v.every, allow_zero=True)
     _positive("validation.max_samples", v.max_samples)
+    lo = cfg.lora
+    _positive("lora.rank", lo.rank, allow_zero=True)
+    _positive("lora.dropout", lo.dropout, allow_zero=True)
+    if lo.alpha is not None:
+        _positive("lora.alpha", lo.alpha)
+    if lo.rank > 0:
+        if cfg.stage != 2:
+            raise ConfigError("lora.rank > 0 is for stage-2 fine-tuning; stage 1 trains the whole UNet (lora.rank=0)")
+        if not lo.target_modules or not all(isinstance(t, str) and t for t in lo.target_modules):
+            raise ConfigError(f"lora.target_modules must be a non-empty list of module names, got {lo.target_modules}")
+    if cfg.model.init_from is not None and not str(cfg.model.init_from).strip():
+        raise ConfigError("model.init_from is empty; give a folder, hub id or 'embedded' (or null for model.base)")
 
 
 def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:

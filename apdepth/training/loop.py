@@ -284,7 +284,8 @@ def _validate(validator, accelerator, module: TrainModule, ema, params, writer, 
 
 def export(accelerator, pipe: ApDepthPipeline, module: TrainModule, ema, params, folder: Path,
            config_yaml: str) -> Path:
-    """Save the trained model (EMA weights when EMA is on) as an ApDepth pipeline; stage 1 adds ``adapter/``."""
+    """Save the trained model (EMA weights when EMA is on) as an ApDepth pipeline; stage 1 adds ``adapter/``.
+    LoRA runs write the adapter alone to ``<output_dir>/lora`` and merge it into the exported UNet."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if ema is not None:
@@ -293,6 +294,11 @@ def export(accelerator, pipe: ApDepthPipeline, module: TrainModule, ema, params,
         try:
             unwrapped = accelerator.unwrap_model(module)
             unwrapped.remove_hook()
+            from .lora import has_lora, merge_lora, save_lora_adapter
+
+            if has_lora(pipe.unet):  # the adapter alone beside final/, then final/ with it merged (terminal)
+                save_lora_adapter(pipe.unet, folder.parent / "lora")
+                merge_lora(pipe.unet)
             pipe.save_pretrained(folder)
             if unwrapped.adapter is not None:
                 unwrapped.adapter.save_pretrained(folder / "adapter")
