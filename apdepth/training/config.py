@@ -1,7 +1,8 @@
 """Training configuration: dataclasses with the paper's values as defaults (SPEC sections 2-4).
 
 A run is described by :class:`TrainConfig`. YAML files (the presets ship in ``apdepth/configs/`` and are
-named without folder or suffix: ``stage2``, ``ablation/lambda_1.0``) hold only what differs from these defaults, ``key=value`` overrides from the command line go on top (``stage2.freq_strength=1.0``,
+named without folder or suffix: ``stage2``, ``ablation/lambda_1.0``) hold only what differs from these
+defaults, ``key=value`` overrides from the command line go on top (``stage2.freq_strength=1.0``,
 ``data.mix={hypersim: 1.0}``), and the resolved config (only the sections the run's stage reads) is
 written next to every checkpoint. Unknown keys and ill-typed values are errors that name the key.
 """
