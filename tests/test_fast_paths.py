@@ -103,8 +103,8 @@ def test_vae_tiling_matches_whole_decoding_with_a_trained_vae():
     for name in ("encode", "decode"):
         original = getattr(pipe.vae, name)
 
-        def spy(x, *args, _original=original, **kwargs):
-            calls.append((_original.__name__, pipe.vae.use_tiling, pipe.vae.use_slicing, x.shape[0]))
+        def spy(x, *args, _original=original, _name=name, **kwargs):
+            calls.append((_name, pipe.vae.use_tiling, pipe.vae.use_slicing, x.shape[0]))
             return _original(x, *args, **kwargs)
 
         setattr(pipe.vae, name, spy)

@@ -50,6 +50,7 @@ def test_predict_all_formats_metric_ply_and_tta(embedded_pipe, tmp_path):
 
 
 def test_video_is_stabilized(tmp_path, caplog):
+    pytest.importorskip("av", reason="video needs PyAV: pip install 'apdepth[video]'")
     from apdepth.video_io import VideoWriter
 
     photo = np.asarray(Image.open(EXAMPLES / "coffee.jpg").convert("RGB").resize((200, 120)))

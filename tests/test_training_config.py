@@ -14,7 +14,7 @@ from apdepth.training.loop import accumulation_steps
 from apdepth.training.stage2 import Stage2
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs"
+CONFIGS = REPO / "apdepth" / "configs"
 
 
 def test_defaults_are_the_papers_values():

@@ -27,10 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="afterwards copy the model (fp16) and its card into the package (apdepth/demo_model/"
                              "weights), where `apdepth predict` finds it")
     parser.add_argument("--configs", type=Path, default=None,
-                        help="folder with stage1.yaml and stage2.yaml (default: the repository's configs/demo)")
+                        help="folder with stage1.yaml and stage2.yaml (default: the packaged demo presets)")
     parser.add_argument("--device", default="cpu", help="device for the component pre-training and evaluation")
     parser.add_argument("--seed", type=int, default=0, help="seed of data and training (default: 0)")
     parser.add_argument("--smoke", action="store_true", help="a few images and steps: checks the recipe runs")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the steps and their outputs, check the training configs resolve, and exit")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,6 +44,15 @@ def run(args: argparse.Namespace) -> int:
     cfg.seed = args.seed
     recipe = Recipe(args.output, cfg, configs=args.configs, device=args.device)
     try:
+        if args.dry_run:
+            from ..training.config import ConfigError
+
+            try:
+                print("\n".join(recipe.plan(args.steps)))
+            except ConfigError as e:
+                logger.error("%s", e)
+                return 2
+            return 0
         recipe.run(args.steps)
     except FileNotFoundError as e:
         logger.error("%s", e)

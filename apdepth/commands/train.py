@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="config overrides, e.g. stage2.freq_strength=1.0 run.output_dir=runs/x")
     parser.add_argument("--config", "-c", action="append", default=[], metavar="YAML",
-                        help="config file (repeatable; later files win)")
+                        help="config file, or a packaged preset by name: stage1, stage2, stage2_release, "
+                             "ablation/lambda_1.0, ... (repeatable; later files win)")
     parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                         help="resume: a checkpoint or run folder; alone, the latest checkpoint of run.output_dir")
     parser.add_argument("--build-cache", action="store_true",

@@ -5,7 +5,7 @@
 2. ``base``: the parts a full-scale run downloads, trained small (:mod:`apdepth.training.components`):
    an ``AutoencoderKL`` (SD's 8x layout) and a Depth Anything V2 prior (DINOv2 + DPT); with a random
    SD-style UNet, a tiny CLIP text model and tokenizer they form a Stable-Diffusion-2-like folder.
-3. ``stage1`` / ``stage2``: ``apdepth train`` with ``configs/demo/stage1.yaml`` and ``stage2.yaml``
+3. ``stage1`` / ``stage2``: ``apdepth train`` with the packaged presets ``demo/stage1`` and ``demo/stage2``
    (stage 2 from the latent cache), exactly as a full-scale run.
 4. ``export``: the stage-2 model with fp16 weights (what ships) and its default processing resolution.
 5. ``evaluate``: the exported model, its prior alone and two trivial baselines (constant depth, a ground-plane
@@ -29,7 +29,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "demo"
+DEMO_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "demo"  # package data (apdepth/configs/demo)
 TRAIN_SIZE = (192, 256)
 PROCESSING_RES = {"nyu": 256, "kitti": 512}  # long edge at evaluation (NYU 480x640, KITTI 375x1242)
 STEPS = ("data", "base", "stage1", "stage2", "export", "evaluate", "card")
@@ -37,7 +37,7 @@ STEPS = ("data", "base", "stage1", "stage2", "export", "evaluate", "card")
 
 @dataclass
 class RecipeConfig:
-    """Everything the recipe does not take from ``configs/demo/``."""
+    """Everything the recipe does not take from the ``demo/stage1`` and ``demo/stage2`` configs."""
 
     seed: int = 0
     counts: dict = field(default_factory=lambda: {"hypersim": 800, "nyu": 60, "kitti": 40})
@@ -108,6 +108,15 @@ def write_text_parts(folder: Path) -> None:
     DDIMScheduler(prediction_type="v_prediction").save_pretrained(folder / "scheduler")
 
 
+def strip_load_paths(folder: Path) -> None:
+    """Drop the ``_name_or_path`` entries diffusers writes into ``model_index.json`` and each component's
+    ``config.json`` (the folder the model was loaded from: a path on the machine that built it)."""
+    for path in [folder / "model_index.json", *folder.glob("*/config.json")]:
+        config = json.loads(path.read_text())
+        if config.pop("_name_or_path", None) is not None:
+            path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 # ---------------------------------------------------------------------------------------------- steps
 
 
@@ -116,7 +125,7 @@ class Recipe:
                  configs: str | os.PathLike | None = None, device: str = "cpu"):
         self.out = Path(output)
         self.cfg = cfg or RecipeConfig()
-        self.configs = Path(configs) if configs else REPO_CONFIGS
+        self.configs = Path(configs) if configs else DEMO_CONFIGS
         self.device = torch.device(device)
         self.data = self.out / "data"
         self.log_file = self.out / "recipe.json"
@@ -131,6 +140,31 @@ class Recipe:
         from ..io import save_json
 
         save_json(self.log_file, log)
+
+    def config_file(self, stage: int) -> Path:
+        config = self.configs / f"stage{stage}.yaml"
+        if not config.is_file():
+            raise FileNotFoundError(f"{config}: no stage-{stage} config there (--configs DIR needs stage1.yaml and "
+                                    "stage2.yaml; without it the packaged demo presets are used)")
+        return config
+
+    def plan(self, steps=STEPS) -> list[str]:
+        """What :meth:`run` would do, one line a step; builds each stage's config (errors as ``ConfigError``)."""
+        from ..training.config import build_config
+
+        outputs = {"data": self.data, "base": self.out / "base", "stage1": self.out / "stage1" / "final",
+                   "stage2": self.out / "stage2" / "final", "export": self.model_dir, "evaluate": self.out / "eval",
+                   "card": self.out / "MODEL_CARD.md"}
+        lines = []
+        for name in steps:
+            line = f"{name:<9}-> {outputs[name]}"
+            if name in ("stage1", "stage2"):
+                stage = int(name[-1])
+                extra = self.cfg.stage1_overrides if stage == 1 else self.cfg.stage2_overrides
+                cfg = build_config([self.config_file(stage)], extra)
+                line += f"  ({self.config_file(stage)}: {cfg.max_steps} steps, batch {cfg.optim.effective_batch})"
+            lines.append(line)
+        return lines
 
     def run(self, steps=STEPS) -> None:
         for name in steps:
@@ -206,10 +240,7 @@ class Recipe:
         from ..training import train_from_files
         from ..training.checkpoint import find_latest
 
-        config = self.configs / f"stage{stage}.yaml"
-        if not config.is_file():
-            raise FileNotFoundError(f"{config}: the demo configs are not there (run from a clone of the repository, "
-                                    "or pass --configs DIR)")
+        config = self.config_file(stage)
         run_dir = self.out / f"stage{stage}"
         overrides = [
             f"model.prior={self.out / 'prior'}",
@@ -247,10 +278,12 @@ class Recipe:
         if (self.model_dir / "model_index.json").is_file():
             return False
         pipe = ApDepthPipeline.from_pretrained(self.out / "stage2" / "final")
-        pipe.register_to_config(default_processing_resolution=PROCESSING_RES["nyu"])
+        # The export carries its own prior/; the recipe's working paths would only leak into the shipped files.
+        pipe.register_to_config(default_processing_resolution=PROCESSING_RES["nyu"], prior_name=None)
         tmp = self.out / ".export-tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         pipe.to(dtype=torch.float16).save_pretrained(tmp)  # the shipped weights; evaluated as they ship
+        strip_load_paths(tmp)
         os.replace(tmp, self.model_dir)
 
     # 5 ------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Training configuration: dataclasses with the paper's values as defaults (SPEC sections 2-4).
 
-A run is described by :class:`TrainConfig`. YAML files in ``configs/`` hold only what differs from
-these defaults, ``key=value`` overrides from the command line go on top (``stage2.freq_strength=1.0``,
+A run is described by :class:`TrainConfig`. YAML files (the presets ship in ``apdepth/configs/`` and are
+named without folder or suffix: ``stage2``, ``ablation/lambda_1.0``) hold only what differs from these
+defaults, ``key=value`` overrides from the command line go on top (``stage2.freq_strength=1.0``,
 ``data.mix={hypersim: 1.0}``), and the resolved config (only the sections the run's stage reads) is
 written next to every checkpoint. Unknown keys and ill-typed values are errors that name the key.
 """
@@ -22,6 +23,7 @@ import yaml
 from ..modules.adapter import ADAPTER_KINDS
 from ..modules.encoders import ENCODER_KINDS
 
+PACKAGED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # the presets, shipped as package data
 STAGE_STEPS = {1: 20_000, 2: 21_000}  # paper Sec. 4.1
 TRAIN_SETS = ("hypersim", "vkitti", "folder")  # folder: your own RGB-D (apdepth.data.folder)
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -291,10 +293,31 @@ def _nest(path: list[str], value: Any) -> dict:
     return out
 
 
+def packaged_config_names() -> list[str]:
+    """Names of the presets shipped with apdepth (``stage1``, ``ablation/lambda_1.0``, ``demo/stage2``, ...)."""
+    return sorted(p.relative_to(PACKAGED_CONFIGS).with_suffix("").as_posix() for p in PACKAGED_CONFIGS.rglob("*.yaml"))
+
+
+def resolve_config(name: str | os.PathLike) -> Path:
+    """A config file: an existing path, else a packaged preset by name (``stage2``, ``ablation/lambda_1.0``).
+
+    A path as the documentation writes it (``configs/stage2.yaml``, from a clone) also finds the packaged
+    preset when no such file is in the working directory, so the commands work from an installed wheel.
+    """
+    path = Path(name)
+    if path.is_file():
+        return path
+    key = path.as_posix().removesuffix(".yaml").removesuffix(".yml")
+    for candidate in (key, key.removeprefix("configs/"), key.removeprefix("apdepth/configs/")):
+        packaged = PACKAGED_CONFIGS / f"{candidate}.yaml"
+        if candidate and not Path(candidate).is_absolute() and packaged.is_file():
+            return packaged
+    raise ConfigError(f"config {name} is neither a file nor a packaged preset; presets: "
+                      f"{', '.join(packaged_config_names())}")
+
+
 def load_yaml(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+    path = resolve_config(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
@@ -402,7 +425,7 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.stage == 1:
         if s1.encoder == "none" and s1.latent_mse_weight == 0:
             raise ConfigError("stage1.encoder=none leaves stage 1 without a loss. Table 5's 'w/o Ext.' baseline "
-                             "skips stage 1: train stage 2 from SD2 (configs/ablation/encoder_none.yaml).")
+                             "skips stage 1: train stage 2 from SD2 (-c ablation/encoder_none).")
         if s1.encoder != "none" and s1.align_weight == 0:
             raise ConfigError("stage1.align_weight is 0 with an external encoder: the adapter would get no gradient; "
                               "use stage1.encoder=none instead")

@@ -42,6 +42,16 @@ def accumulation_steps(effective_batch: int, batch_size: int, processes: int) ->
     return effective_batch // per_step
 
 
+def _summary_writer_class():
+    """TensorBoard's writer: the logs need ``tensorboard``, an optional dependency (``apdepth[train]``)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise ConfigError(f"training writes TensorBoard logs, and tensorboard cannot be imported ({e}); install "
+                          "the training extra: pip install 'apdepth[train]'") from None
+    return SummaryWriter
+
+
 def _write_text(path: Path, text: str) -> None:
     with atomic_open(path, "w") as f:
         f.write(text)
@@ -66,6 +76,7 @@ def train(cfg: TrainConfig, resume: str | os.PathLike | bool | None = None, *, b
     output_dir = Path(cfg.run.output_dir)
 
     # ------------------------------------------------------------------ 1. check everything up front
+    SummaryWriter = None if build_cache else _summary_writer_class()
     resume_from = None
     if resume:
         try:
@@ -176,8 +187,6 @@ def train(cfg: TrainConfig, resume: str | os.PathLike | bool | None = None, *, b
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         _write_text(output_dir / "config.yaml", config_yaml)
-        from torch.utils.tensorboard import SummaryWriter
-
         writer = SummaryWriter(str(output_dir / "tensorboard"), purge_step=step + 1 if step else None)
     logger.info("Stage %d: %d optimizer steps of %d samples (%d per micro-batch x %d processes x %d accumulation), "
                 "from step %d", cfg.stage, cfg.max_steps, cfg.optim.effective_batch, cfg.data.batch_size, world,
