@@ -29,7 +29,7 @@ from apdepth.evaluation.runner import PipelinePredictor, evaluate_dataset
 from apdepth.training.config import build_config
 from apdepth.training.loop import train
 
-PRESET = Path(__file__).resolve().parents[1] / "configs" / "finetune_folder.yaml"
+PRESET = Path(__file__).resolve().parents[1] / "apdepth" / "configs" / "finetune_folder.yaml"
 SEED = int(os.environ.get("APDEPTH_FINETUNE_TEST_SEED", "0"))  # the scenes; other seeds check the margins
 SIZE = "96x128"
 FRAMES, PER_STREET, TRAIN_STREETS = 24, 4, 4

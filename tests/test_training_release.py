@@ -22,8 +22,8 @@ from apdepth.training.stage2 import Stage2
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = build_config(None, ["stage=2"])
-RELEASE_S1 = build_config(REPO / "configs" / "stage1_release.yaml")
-RELEASE_S2 = build_config(REPO / "configs" / "stage2_release.yaml")
+RELEASE_S1 = build_config(REPO / "apdepth" / "configs" / "stage1_release.yaml")
+RELEASE_S2 = build_config(REPO / "apdepth" / "configs" / "stage2_release.yaml")
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 
 
@@ -165,7 +165,7 @@ def test_prior_encoder_names_its_backbone_and_the_fallback(tmp_path, caplog):
     from apdepth.training.build import build_stage
 
     pipe = tiny_pipeline(tmp_path / "pipe")
-    cfg = build_config(REPO / "configs" / "stage1_release.yaml", ["model.prior=small"])
+    cfg = build_config(REPO / "apdepth" / "configs" / "stage1_release.yaml", ["model.prior=small"])
     with caplog.at_level(logging.INFO, logger="apdepth.training.build"):
         stage = build_stage(cfg, pipe)
     assert "falls back" in caplog.text and "model.prior='small'" in caplog.text and "ViT-G" in caplog.text
@@ -174,13 +174,13 @@ def test_prior_encoder_names_its_backbone_and_the_fallback(tmp_path, caplog):
 
     save_tiny_prior(tmp_path / "other", seed=5)
     caplog.clear()
-    cfg = build_config(REPO / "configs" / "stage1_release.yaml", [f"stage1.encoder_source={tmp_path / 'other'}"])
+    cfg = build_config(REPO / "apdepth" / "configs" / "stage1_release.yaml", [f"stage1.encoder_source={tmp_path / 'other'}"])
     with caplog.at_level(logging.INFO, logger="apdepth.training.build"):
         stage = build_stage(cfg, pipe)
     assert f"the Depth Anything V2 checkpoint {tmp_path / 'other'}" in caplog.text
     assert stage.encoder.model.embeddings is not pipe.prior.model.backbone.embeddings
     # the same checkpoint as the prior: its backbone is shared, not loaded twice
-    same = build_config(REPO / "configs" / "stage1_release.yaml",
+    same = build_config(REPO / "apdepth" / "configs" / "stage1_release.yaml",
                         [f"model.prior={tmp_path / 'other'}", f"stage1.encoder_source={tmp_path / 'other'}"])
     assert build_stage(same, pipe).encoder.model.embeddings is pipe.prior.model.backbone.embeddings
 
@@ -322,7 +322,7 @@ def test_fft_loss_mean_over_the_batch_includes_an_all_invalid_sample():
     release = Stage2(RELEASE_S2.stage2, vae=None).losses(model, inputs, step=20_002)
     assert release["freq"].item() == pytest.approx(per_element.mean(), rel=1e-5)  # both samples in the mean
     assert release["loss"].item() == pytest.approx(0.5 * per_element.mean(), rel=1e-5)
-    valid_only = build_config(REPO / "configs" / "stage2_release.yaml", ["stage2.freq_mean=valid"]).stage2
+    valid_only = build_config(REPO / "apdepth" / "configs" / "stage2_release.yaml", ["stage2.freq_mean=valid"]).stage2
     own = Stage2(valid_only, vae=None).losses(model, inputs, step=20_002)
     assert own["freq"].item() == pytest.approx(per_element[0].mean(), rel=1e-5)  # twice the batch mean
 
