@@ -76,6 +76,8 @@ def test_all_five_sets_end_to_end(first_run):
         assert (out / name / "table.md").read_text().startswith("### ")
     assert summary(out, "kitti")["excluded_without_gt"] == 1
     assert summary(out, "eth3d")["protocol"]["alignment_max_resolution"] == 1024
+    assert summary(out, "eth3d")["protocol"]["alignment_subsample"] == "width"  # Marigold's: the columns only
+    assert summary(out, "diode")["data_options"] == {"mask": "paper", "edge_threshold": 0.3}
     # processing at 64 px on the long side, saved before resizing to the ground truth
     assert np.load(out / "nyu" / "predictions" / "test" / "scene_00" / "rgb_0000.npy").shape == (48, 64)
     assert np.load(out / "kitti" / "predictions" / "2011_09_26" / "2011_09_26_drive_0002_sync" / "image_02"
@@ -171,3 +173,67 @@ def test_argument_errors(bench, tmp_path, tiny_pipeline_dir):
                   "--model", tiny_pipeline_dir, "--processing-res", 32, "-o", tmp_path / "skip")
     s = summary(tmp_path / "skip", "scannet")
     assert rc == 1 and s["evaluated"] == 1 and s["skipped_missing_files"] == ["scene0999_00/color/000999.jpg"]
+
+
+def test_diode_mask_choices(first_run, bench, tmp_path, monkeypatch):
+    _, out = first_run
+    monkeypatch.setattr("apdepth.commands.common.load_pipeline", lambda args: pytest.fail("no model needed"))
+    diode = ["--dataset", "diode", "--data-root", bench["data_root"], "--split-root", bench["split_root"],
+             "--predictions", out]
+    results = {}
+    for flags in (["--diode-mask", "marigold"], ["--diode-mask", "range"], ["--no-diode-edge-mask"]):
+        name = "_".join(flags).strip("-")
+        assert evaluate(*diode, *flags, "-o", tmp_path / name) == 0
+        results[name] = summary(tmp_path / name, "diode")
+    assert results["diode-mask_marigold"]["data_options"] == {"mask": "marigold"}
+    assert results["no-diode-edge-mask"]["data_options"] == {"mask": "range"}
+    assert results["no-diode-edge-mask"]["metrics"] == results["diode-mask_range"]["metrics"]
+    assert results["diode-mask_marigold"]["metrics"]["abs_rel"] != summary(out, "diode")["metrics"]["abs_rel"]
+    with pytest.raises(SystemExit, match="contradicts --diode-mask marigold"):
+        evaluate(*diode, "--diode-mask", "marigold", "--no-diode-edge-mask", "-o", tmp_path / "x")
+
+
+def scannet_predictions(fx, folder, nan_at=None):
+    """Saved predictions in this tool's layout (<rgb path>.npy): the ground truth, NaN at some pixels."""
+    from apdepth.data import get_dataset
+
+    ds = get_dataset("scannet", fx.root, fx.split)
+    for i, sample in enumerate(ds):
+        pred = 0.1 * sample["depth"][0].numpy() + 0.05
+        if nan_at is not None and i == 0:
+            pred[nan_at] = np.nan
+        path = folder / sample["rgb_path"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path.with_suffix(".npy"), pred)
+    return ds
+
+
+def test_nonfinite_predictions_are_counted_not_fatal(tmp_path, capsys):
+    fx = write_fixture("scannet", tmp_path / "scannet", num_samples=2)
+    ds = scannet_predictions(fx, tmp_path / "preds", nan_at=(slice(10, 12), slice(20, 23)))  # 6 valid pixels
+    args = ["--dataset", "scannet", "--data", fx.root, "--split", fx.split, "--predictions", tmp_path / "preds"]
+    assert evaluate(*args, "-o", tmp_path / "mask") == 0
+    err = capsys.readouterr().err
+    assert "6 valid pixels in 1 samples had NaN or infinite predictions and were left out" in err
+    assert "positive prediction" not in err
+    s = summary(tmp_path / "mask", "scannet")
+    assert s["complete"] and s["evaluated"] == 2 and s["nonfinite_predictions"]["pixels"] == 6
+    assert s["metrics"]["abs_rel"] == pytest.approx(0, abs=1e-6)
+    assert evaluate(*args, "--nonfinite", "reject", "-o", tmp_path / "reject") == 1
+    err = capsys.readouterr().err
+    assert f"FAILED {ds.entries[0][0]}" in err and "NaN or infinite on 6 of the" in err
+
+
+def test_sample_without_valid_ground_truth_exits_non_zero(tmp_path, capsys):
+    from PIL import Image
+
+    fx = write_fixture("scannet", tmp_path / "scannet", num_samples=2)
+    scannet_predictions(fx, tmp_path / "preds")
+    Image.fromarray(np.zeros((48, 64), dtype=np.uint16)).save(fx.root / fx.lines[1].split()[1])
+    rc = evaluate("--dataset", "scannet", "--data", fx.root, "--split", fx.split, "--predictions", tmp_path / "preds",
+                  "-o", tmp_path / "out")
+    err = capsys.readouterr().err
+    assert rc == 1 and "1 without valid ground truth" in err
+    assert f"NO VALID GROUND TRUTH {fx.lines[1].split()[0]}" in err
+    s = summary(tmp_path / "out", "scannet")
+    assert not s["complete"] and s["without_valid_gt"] == [fx.lines[1].split()[0]] and s["evaluated"] == 1

@@ -77,6 +77,28 @@ def test_sobel_non_finite_is_masked():
     depth = np.full((5, 5), 4.0, dtype=np.float32)
     depth[2, 2] = np.nan
     keep = sobel_edge_mask(depth)
-    ring = np.ones((3, 3), dtype=bool)
-    ring[1, 1] = False  # a pixel's own value has weight 0 in its Sobel: the finite check drops it
-    assert not keep[1:4, 1:4][ring].any() and keep[0].all() and keep[4].all()
+    # the NaN reaches its 8 neighbours and, through its zero-weight tap (0 * NaN), itself, as in ndimage
+    assert not keep[1:4, 1:4].any() and keep[0].all() and keep[4].all()
+
+
+def test_sobel_is_bit_identical_to_the_authors_scipy_call():
+    """The authors' DIODE mask: |ndimage.sobel(d, 0)| + |ndimage.sobel(d, 1)| <= 0.3 on float32 depth."""
+    ndimage = pytest.importorskip("scipy.ndimage")
+    rng = np.random.default_rng(0)
+    for scale in (0.05, 1.0, 40.0, 300.0):
+        h, w = rng.integers(3, 50, 2)
+        depth = (rng.random((h, w)) * scale + 0.6).astype(np.float32)
+        depth[rng.random((h, w)) < 0.05] = 0.0
+        depth[rng.random((h, w)) < 0.02] = np.inf
+        depth[rng.random((h, w)) < 0.02] = np.nan
+        with np.errstate(invalid="ignore"):
+            ref = np.abs(ndimage.sobel(depth, 0)) + np.abs(ndimage.sobel(depth, 1))
+            assert ref.dtype == sobel_magnitude(depth).dtype == np.float32
+            np.testing.assert_array_equal(sobel_magnitude(depth), ref)  # NaN where ref is NaN
+            np.testing.assert_array_equal(sobel_edge_mask(depth), ref <= 0.3)
+    # values straddling the threshold by one float32 step: the comparison is in float32, as theirs
+    depth = np.zeros((3, 3), dtype=np.float32)
+    depth[:, 2] = np.float32(0.3) / 4  # |sobel| at the centre column = 4 * 0.075 in float32
+    with np.errstate(invalid="ignore"):
+        ref = np.abs(ndimage.sobel(depth, 0)) + np.abs(ndimage.sobel(depth, 1))
+    np.testing.assert_array_equal(sobel_edge_mask(depth), ref <= 0.3)

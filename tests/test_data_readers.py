@@ -169,6 +169,60 @@ def test_diode_masks(fixtures):
         assert np.array_equal(edges, provided & (depth >= 0.6) & (depth <= 350)) and edges[12, 15:17].all()
     plain = get_dataset("diode", fx.root, fx.split, edge_mask=False)[0]
     assert plain["valid_mask"][0, 12, 15:17].all() and "edge_valid_mask" not in plain
+    assert get_dataset("diode", fx.root, fx.split, edge_mask=False).settings() == {"mask": "range"}
+    with pytest.raises(ValueError, match="DIODE mask must be one of"):
+        get_dataset("diode", fx.root, fx.split, mask="sobel")
+
+
+def write_diode_sample(root, depth: np.ndarray, mask: np.ndarray) -> str:
+    """One DIODE sample in the released format (PNG, [H, W, 1] float32 depth .npy, [H, W] mask .npy);
+    returns its split line."""
+    import io
+
+    from PIL import Image
+
+    stem = "outdoor/scene_00022/scan_00193/00022_00193_outdoor_000_010"
+    (root / stem).parent.mkdir(parents=True, exist_ok=True)
+    rgb = np.full((*depth.shape, 3), 128, dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    (root / f"{stem}.png").write_bytes(buf.getvalue())
+    np.save(root / f"{stem}_depth.npy", depth.astype(np.float32)[..., None])
+    np.save(root / f"{stem}_depth_mask.npy", mask.astype(np.float32))
+    return f"{stem}.png {stem}_depth.npy {stem}_depth_mask.npy"
+
+
+def test_diode_mask_protocols(tmp_path):
+    """paper (the authors' code), marigold (Marigold's code) and range, on a frame with pixels inside the
+    provided mask that are nearer than 0.6 m, farther than 350 m, 0 or NaN."""
+    ndimage = pytest.importorskip("scipy.ndimage")
+    rng = np.random.default_rng(7)
+    h, w = 24, 32
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    depth = (5.0 + 0.02 * xx + 0.01 * yy + rng.normal(0, 0.01, (h, w))).astype(np.float32)
+    depth[6:12, 8:16] = 2.0  # an occluding box: Sobel >> 0.3 on its border
+    depth[2, 2], depth[2, 20] = 0.4, 420.0  # measured, in the provided mask, outside 0.6..350
+    depth[20, 5], depth[20, 25] = 0.0, np.nan  # in the provided mask too (Marigold's metrics: inf / NaN)
+    provided = np.ones((h, w), dtype=bool)
+    provided[-2:, :] = False
+    provided[0, :] = False
+    line = write_diode_sample(tmp_path / "diode", depth, provided)
+    split = tmp_path / "split.txt"
+    split.write_text(line + "\n")
+    valid = {m: get_dataset("diode", tmp_path / "diode", split, mask=m)[0]["valid_mask"][0].numpy()
+             for m in ("paper", "marigold", "range")}
+    with np.errstate(invalid="ignore"):
+        in_range = (depth >= 0.6) & (depth <= 350) & ~np.isnan(depth) & ~np.isinf(depth)
+        grad = np.abs(ndimage.sobel(depth, 0)) + np.abs(ndimage.sobel(depth, 1))  # as the authors' code
+        edge = grad <= 0.3
+    assert np.array_equal(valid["paper"], provided & edge & in_range)
+    assert np.array_equal(valid["range"], provided & in_range)
+    # Marigold: the provided mask only; 0 and NaN drop out because its metrics are undefined there
+    assert np.array_equal(valid["marigold"], provided & np.isfinite(depth) & (depth > 0))
+    assert valid["marigold"][2, 2] and valid["marigold"][2, 20] and not valid["range"][2, 2]
+    assert not valid["marigold"][20, 5] and not valid["marigold"][20, 25]
+    assert not valid["paper"][6, 8:16].any() and valid["marigold"][6, 8:16].all()
+    assert valid["marigold"].sum() - valid["range"].sum() == 2
 
 
 def test_missing_entries(fixtures, tmp_path):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from apdepth.evaluation import align_least_squares, clip_depth, depth_metrics, fit_scale_shift
-from apdepth.evaluation.alignment import fit_size
+from apdepth.evaluation.alignment import fit_size, subsample_for_fit
 
 # Ground truth 1 m everywhere; predictions with ratios 1, 1.3, 1.8, 2.5 (+ a masked-out garbage pixel).
 PRED = [1.0, 1.3, 1.8, 2.5, 1000.0]
@@ -57,8 +58,15 @@ def test_metric_errors():
         depth_metrics(ones, ones, torch.zeros(2, 2, dtype=torch.bool))
     with pytest.raises(TypeError, match="bool"):
         depth_metrics(ones, ones, ones)
-    with pytest.raises(ValueError, match="positive"):
-        depth_metrics(ones * 0, ones, torch.ones(2, 2, dtype=torch.bool))
+    every = torch.ones(2, 2, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"prediction is <= 0 on 4 of the 4 valid pixels; clip it first"):
+        depth_metrics(ones * 0, ones, every)
+    nan_one = ones.clone()
+    nan_one[0, 1] = math.nan
+    with pytest.raises(ValueError, match=r"prediction is NaN or infinite on 1 of the 4 valid pixels"):
+        depth_metrics(nan_one, ones, every)
+    with pytest.raises(ValueError, match=r"ground truth is not a positive finite depth on 1 of the 4"):
+        depth_metrics(ones, nan_one, every)
 
 
 def test_alignment_recovers_scale_and_shift():
@@ -93,16 +101,75 @@ def test_alignment_in_disparity_space():
         align_least_squares(disparity, gt, torch.ones(20, 30, dtype=torch.bool), space="log")
 
 
+def marigold_columns(height: int, width: int, max_resolution: int) -> np.ndarray:
+    """Columns Marigold's 1-D nearest resize keeps, computed independently: the factor
+    f = min(max / H, max / W) in float64, output width floor(W * f), source index floor(j * float32(1 / f))."""
+    f = min(max_resolution / height, max_resolution / width)
+    if f >= 1:
+        return np.arange(width)
+    out = int(np.floor(width * f))
+    step = np.float32(1.0 / f)
+    return np.minimum(np.floor(np.arange(out, dtype=np.float32) * step).astype(np.int64), width - 1)
+
+
+@pytest.mark.parametrize("height,width", [(4032, 6048), (1008, 1512), (3000, 1000), (700, 1300), (480, 640)])
+def test_fit_size_width_is_marigolds(height, width):
+    cols = marigold_columns(height, width, 1024)
+    assert fit_size(height, width, 1024) == (height, len(cols))  # every row is kept
+    assert fit_size(height, width, None) == (height, width)
+
+
+def test_fit_size_both_axes_is_the_option():
+    assert fit_size(4032, 6048, 1024, "both") == (682, 1024)
+    assert fit_size(480, 640, 1024, "both") == (480, 640)
+    assert fit_size(4032, 6048, 1024) == (4032, 1024)  # the default: Marigold's, width only
+    with pytest.raises(ValueError, match="subsample must be one of"):
+        fit_size(4032, 6048, 1024, "rows")
+
+
+def test_width_subsample_picks_marigolds_columns():
+    # ETH3D's geometry: 1024 / 6048 -> 1 / f = 5.90625 exactly, so column j is floor(5.90625 j)
+    cols = marigold_columns(4032, 6048, 1024)
+    assert len(cols) == 1024 and cols[:4].tolist() == [0, 5, 11, 17] and cols[-1] == 6042  # 1023 * 5.90625 = 6042.09
+    for height, width in [(40, 6048), (33, 1512), (30, 1300), (3000, 1000)]:
+        x = torch.arange(height * width, dtype=torch.float32).reshape(height, width)
+        (sub,) = subsample_for_fit((x,), 1024)
+        np.testing.assert_array_equal(sub.numpy(), x.numpy()[:, marigold_columns(height, width, 1024)])
+        # and what torch's 1-D Upsample does to a [1, H, W] array, as Marigold calls it
+        f = float(np.min(1024 / np.array([height, width])))
+        if f < 1:
+            ref = torch.nn.Upsample(scale_factor=f, mode="nearest")(x.unsqueeze(0))[0]
+            assert torch.equal(sub, ref)
+
+
+def test_alignment_on_the_width_subsample_equals_a_fit_on_those_columns():
+    gen = torch.Generator().manual_seed(3)
+    height, width = 30, 1300  # f = min(1024/30, 1024/1300) < 1: only the width is resampled
+    pred = torch.rand(height, width, generator=gen)
+    gt = 2.0 * pred + 0.3 + 0.05 * torch.rand(height, width, generator=gen)  # noisy: the fitted pixels matter
+    valid = torch.rand(height, width, generator=gen) > 0.2
+    cols = torch.from_numpy(marigold_columns(height, width, 1024))
+    m = valid[:, cols]
+    ref_scale, ref_shift = np.polyfit(pred[:, cols][m].double().numpy(), gt[:, cols][m].double().numpy(), 1)
+    aligned, scale, shift = align_least_squares(pred, gt, valid, max_resolution=1024)
+    assert scale == pytest.approx(ref_scale, rel=1e-9) and shift == pytest.approx(ref_shift, rel=1e-9)
+    full_scale, _ = np.polyfit(pred[valid].double().numpy(), gt[valid].double().numpy(), 1)
+    assert scale != pytest.approx(full_scale, rel=1e-9)  # the subsample is a real subsample
+    assert aligned.shape == pred.shape  # applied at full resolution
+    _, scale_both, _ = align_least_squares(pred, gt, valid, max_resolution=1024, subsample="both")
+    rows_both, cols_both = fit_size(height, width, 1024, "both")
+    assert (rows_both, cols_both) == (23, 1024) and scale_both != pytest.approx(scale, rel=1e-9)
+
+
 def test_alignment_on_a_subsample():
-    assert fit_size(4032, 6048, 1024) == (682, 1024)  # ETH3D
-    assert fit_size(480, 640, 1024) == (480, 640)
     pred = torch.linspace(0, 1, 60 * 2000).reshape(60, 2000)
     gt = 5.0 * pred + 1.0
     valid = torch.ones_like(pred, dtype=torch.bool)
     valid[:, :1000] = False  # the fit sees only the right half
-    aligned, scale, shift = align_least_squares(pred, gt, valid, max_resolution=1024)
-    assert scale == pytest.approx(5.0, rel=1e-5) and shift == pytest.approx(1.0, abs=1e-5)
-    assert aligned.shape == pred.shape  # applied at full resolution
+    for subsample in ("width", "both"):
+        aligned, scale, shift = align_least_squares(pred, gt, valid, max_resolution=1024, subsample=subsample)
+        assert scale == pytest.approx(5.0, rel=1e-5) and shift == pytest.approx(1.0, abs=1e-5)
+        assert aligned.shape == pred.shape  # applied at full resolution
 
 
 def test_clip_depth():

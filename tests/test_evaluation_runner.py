@@ -225,3 +225,118 @@ def test_table1_layout_and_incomplete_marker():
                                     "DIODE AbsRel↓ | DIODE δ1↑ |")
     assert text.splitlines()[2] == "| x | 4.5 | 97.3 | 4.5* | 97.3* | 4.5 | 97.3 |"
     assert "incomplete" in text
+
+
+class WithNonFinite(AffineOfTruth):
+    """The perfect affine model with NaN and inf written into valid pixels of some samples."""
+
+    def __init__(self, bad: dict[str, list[tuple[int, int]]]):
+        super().__init__()
+        self.bad = bad
+
+    def __call__(self, samples):
+        out = super().__call__(samples)
+        for s, p in zip(samples, out):
+            for k, (y, x) in enumerate(self.bad.get(s["rgb_path"], [])):
+                p[y, x] = math.nan if k % 2 == 0 else math.inf
+        return out
+
+
+def valid_pixels(sample, count):
+    ys, xs = torch.nonzero(sample["valid_mask"][0], as_tuple=True)
+    return [(int(ys[i]), int(xs[i])) for i in range(0, count * 7, 7)]
+
+
+def test_nonfinite_prediction_pixels_are_masked_and_counted(scannet, tmp_path, caplog):
+    fx, tar = scannet
+    ds = get_dataset("scannet", tar, fx.split)
+    paths = [e[0] for e in ds.entries]
+    bad = {paths[0]: valid_pixels(ds[0], 2)}  # one NaN, one inf
+    result = evaluate_dataset(ds, WithNonFinite(bad), tmp_path / "out", Protocol.for_dataset(ds), progress=False)
+    assert result.ok and result.failed == []  # the sample is scored, not thrown away
+    rows = read_csv(tmp_path / "out" / "per_sample.csv")
+    assert [float(r["n_nonfinite"]) for r in rows] == [2, 0, 0]
+    n_valid = int(ds[0]["valid_mask"].sum())
+    assert float(rows[0]["n_valid"]) == n_valid and float(rows[0]["abs_rel"]) == pytest.approx(0, abs=1e-6)
+    assert f"NaN or infinite on 2 of the {n_valid} valid pixels; they are left out" in caplog.text
+    assert "need positive prediction" not in caplog.text
+    s = result.summary
+    assert s["nonfinite_predictions"] == {"policy": "mask", "samples": 1, "pixels": 2, "rgb_paths": [paths[0]]}
+    assert "2 valid pixels in 1 samples had NaN or infinite predictions" in (tmp_path / "out" / "table.md").read_text()
+
+
+def test_nonfinite_masking_equals_leaving_those_pixels_out(scannet):
+    """Masked pixels: the same numbers as a valid mask without them (fit and metrics alike)."""
+    fx, tar = scannet
+    ds = get_dataset("scannet", tar, fx.split)
+    sample = ds[1]
+    gen = torch.Generator().manual_seed(0)
+    pred = (0.1 * sample["depth"][0] + 0.05) ** 1.5 + 0.01 * torch.rand(sample["depth"].shape[-2:], generator=gen)
+    where = valid_pixels(sample, 3)
+    broken = pred.clone()
+    reduced = dict(sample, valid_mask=sample["valid_mask"].clone())
+    for y, x in where:
+        broken[y, x] = math.nan
+        reduced["valid_mask"][0, y, x] = False
+    protocol = Protocol.for_dataset(ds)
+    got, expected = evaluate_sample(broken, sample, protocol), evaluate_sample(pred, reduced, protocol)
+    assert got["n_nonfinite"] == 3 and got["n_valid"] == expected["n_valid"] + 3
+    for key in ("scale", "shift", "abs_rel", "delta1", "rmse", "silog", "boundary_f1"):
+        assert got[key] == pytest.approx(expected[key], nan_ok=True), key
+
+
+def test_nonfinite_reject_policy(scannet, tmp_path):
+    fx, tar = scannet
+    ds = get_dataset("scannet", tar, fx.split)
+    paths = [e[0] for e in ds.entries]
+    bad = {paths[2]: valid_pixels(ds[2], 1)}
+    rejected = evaluate_dataset(ds, WithNonFinite(bad), tmp_path / "reject",
+                                Protocol.for_dataset(ds, nonfinite="reject"), progress=False)
+    assert not rejected.ok and [p for p, _ in rejected.failed] == [paths[2]]
+    assert "NaN or infinite on 1 of the" in rejected.failed[0][1] and "rejected" in rejected.failed[0][1]
+    with pytest.raises(ValueError, match="nonfinite must be one of"):
+        Protocol.for_dataset(ds, nonfinite="ignore")
+
+
+def test_all_nonfinite_prediction_fails_with_a_message(scannet):
+    fx, tar = scannet
+    ds = get_dataset("scannet", tar, fx.split)
+    sample = ds[0]
+    with pytest.raises(ValueError, match=r"NaN or infinite on (\d+) of the \1 valid pixels; fewer than 2 finite"):
+        evaluate_sample(torch.full(sample["depth"].shape[-2:], math.nan), sample, Protocol.for_dataset(ds))
+
+
+def test_samples_without_valid_ground_truth_make_the_run_incomplete(tmp_path):
+    fx = write_fixture("scannet", tmp_path / "scannet", num_samples=3, seed=2)
+    empty = fx.root / fx.lines[1].split()[1]
+    from PIL import Image
+
+    Image.fromarray(np.zeros((48, 64), dtype=np.uint16)).save(empty)  # no measurement at all
+    ds = get_dataset("scannet", fx.root, fx.split)
+    result = evaluate_dataset(ds, AffineOfTruth(), tmp_path / "out", Protocol.for_dataset(ds), progress=False)
+    s = result.summary
+    assert not result.ok and not s["complete"] and result.failed == []
+    assert s["without_valid_gt"] == [ds.entries[1][0]] and s["without_valid_pixels"] == 1 and s["evaluated"] == 2
+    assert "INCOMPLETE" in (tmp_path / "out" / "table.md").read_text()
+    assert "1 samples without valid ground-truth pixels are not in the means" in (tmp_path / "out" / "table.md").read_text()
+
+
+def test_protocol_alignment_settings():
+    from apdepth.data import DATASETS
+
+    p = Protocol.for_dataset(DATASETS["eth3d"])
+    assert (p.alignment_subsample, p.nonfinite) == ("width", "mask")
+    assert Protocol.for_dataset(DATASETS["eth3d"], alignment_max_resolution=0).alignment_max_resolution is None
+    with pytest.raises(ValueError, match="alignment_subsample must be one of"):
+        Protocol.for_dataset(DATASETS["eth3d"], alignment_subsample="rows")
+    with pytest.raises(ValueError, match="alignment_max_resolution must be an int >= 0"):
+        Protocol.for_dataset(DATASETS["eth3d"], alignment_max_resolution=-1)
+
+
+def test_resume_refuses_other_reader_settings(tmp_path):
+    fx = write_fixture("diode", tmp_path / "diode", num_samples=1)
+    paper = get_dataset("diode", fx.root, fx.split)
+    evaluate_dataset(paper, AffineOfTruth(), tmp_path / "out", Protocol.for_dataset(paper), progress=False)
+    marigold = get_dataset("diode", fx.root, fx.split, mask="marigold")
+    with pytest.raises(ResumeMismatchError, match="another data_options"):
+        evaluate_dataset(marigold, AffineOfTruth(), tmp_path / "out", Protocol.for_dataset(marigold), progress=False)

@@ -4,8 +4,10 @@ folder) and --split (list file), or point --data-root and --split-root at Marigo
 split lists, or list them in a YAML/JSON file with --config. Predictions come from the model (--model,
 default the released checkpoint) or from saved .npy files (--predictions DIR). Each data set writes
 OUTDIR/<name>/ (per_sample.csv, summary.json, table.md) and OUTDIR/results.md holds one table in
-Table 1's layout; a re-run skips the samples already scored. The exit status is non-zero if any
-sample failed. See docs/evaluation.md."""
+Table 1's layout; a re-run skips the samples already scored. The defaults are the protocol of
+Marigold's evaluation code (and, for DIODE, the paper's mask, which the authors' code uses). The exit
+status is 1 if any data set is incomplete: a sample failed, was missing, or had no valid ground truth.
+See docs/evaluation.md."""
 
 from __future__ import annotations
 
@@ -38,8 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="split entries whose files are absent: stop (default) or skip with a warning")
     g.add_argument("--kitti-crop", choices=("eigen", "garg", "none"), default="eigen",
                    help="KITTI evaluation crop (default: eigen)")
+    g.add_argument("--diode-mask", choices=("paper", "marigold", "range"), default=None,
+                   help="DIODE valid pixels: 'paper' (default; the paper's and the authors' code: provided mask, "
+                        "Sobel edge mask, 0.6-350 m, finite), 'marigold' (Marigold's code: the provided mask "
+                        "only) or 'range' (the paper's without the Sobel part)")
     g.add_argument("--no-diode-edge-mask", action="store_true",
-                   help="DIODE without the paper's Sobel edge mask (Marigold's protocol)")
+                   help="same as --diode-mask range (NOT Marigold's protocol, which has no range check: "
+                        "use --diode-mask marigold)")
 
     g = parser.add_argument_group("protocol")
     g.add_argument("--predictions", type=Path,
@@ -51,7 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="fit scale and shift in depth space (default, the paper) or disparity space "
                         "(for disparity predictions)")
     g.add_argument("--alignment-max-res", type=int, default=None,
-                   help="fit the alignment on at most this long side (default: ETH3D 1024, others full)")
+                   help="fit the alignment on a nearest subsample for this resolution (default: ETH3D 1024, "
+                        "others full; 0: full resolution for every set)")
+    g.add_argument("--alignment-subsample", choices=("width", "both"), default=None,
+                   help="how that subsample is taken: 'width' (default; Marigold's code: the columns only, "
+                        "ETH3D 4032x6048 -> 4032x1024) or 'both' (aspect kept, 682x1024)")
+    g.add_argument("--nonfinite", choices=("mask", "reject"), default=None,
+                   help="valid pixels where a prediction is NaN or infinite: 'mask' (default) leaves them out "
+                        "of the fit and the metrics and counts them; 'reject' fails the sample")
     g.add_argument("--no-edge-metrics", action="store_true", help="skip the boundary F1 and flying-pixel metrics")
 
     g = parser.add_argument_group("run")
@@ -113,7 +127,11 @@ def build_dataset(spec, args):
     if spec.name == "kitti":
         options["eval_crop"] = None if args.kitti_crop == "none" else args.kitti_crop
     if spec.name == "diode":
-        options["edge_mask"] = not args.no_diode_edge_mask
+        if args.no_diode_edge_mask and args.diode_mask not in (None, "range"):
+            raise ValueError(f"--no-diode-edge-mask is --diode-mask range; it contradicts --diode-mask {args.diode_mask}")
+        mask = "range" if args.no_diode_edge_mask else args.diode_mask
+        if mask is not None:
+            options["mask"] = mask
     options.update(spec.options)
     try:
         return get_dataset(spec.name, spec.data, spec.split, **options)
@@ -171,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
             dataset = build_dataset(spec, args)
             overrides = {"processing_resolution": args.processing_res, "alignment_space": args.alignment_space,
                          "alignment_max_resolution": args.alignment_max_res,
+                         "alignment_subsample": args.alignment_subsample, "nonfinite": args.nonfinite,
                          "edge_metrics": False if args.no_edge_metrics else None, **spec.protocol}
             protocol = Protocol.for_dataset(dataset, **overrides)
             if spec.predictions is not None or args.predictions is not None:
@@ -206,7 +225,15 @@ def run(args: argparse.Namespace) -> int:
     for name, result in incomplete:
         s = result.summary
         print(f"  {name}: INCOMPLETE ({len(s['failed'])} failed, {s['not_evaluated']} not evaluated, "
-              f"{len(s['skipped_missing_files'])} missing from the data)", file=sys.stderr)
+              f"{len(s['skipped_missing_files'])} missing from the data, {len(s['without_valid_gt'])} without "
+              "valid ground truth)", file=sys.stderr)
         for item in s["failed"]:
             print(f"    FAILED {item['rgb_path']}: {item['error']}", file=sys.stderr)
+        for path in s["without_valid_gt"]:
+            print(f"    NO VALID GROUND TRUTH {path}: not in the means", file=sys.stderr)
+    for name, summary in summaries.items():
+        nonfinite = summary.get("nonfinite_predictions") or {}
+        if nonfinite.get("pixels"):
+            print(f"  {name}: {nonfinite['pixels']} valid pixels in {nonfinite['samples']} samples had NaN or "
+                  "infinite predictions and were left out (--nonfinite reject fails such samples)", file=sys.stderr)
     return 1 if incomplete else 0

@@ -171,6 +171,11 @@ class DepthDataset(Dataset):
                 inside = (depth > self.min_depth) & (depth < self.max_depth)
         return inside & np.isfinite(depth)
 
+    def settings(self) -> dict:
+        """The reader's options that change which pixels are valid (recorded with evaluation results; a
+        resumed run must match them). Subclasses with such options extend it."""
+        return {}
+
     def eval_mask(self, height: int, width: int) -> np.ndarray | None:
         """Hook: a fixed evaluation region (NYU Eigen crop, KITTI Eigen/Garg crop); None = everywhere."""
         return None

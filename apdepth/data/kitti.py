@@ -81,5 +81,8 @@ class KITTIDataset(DepthDataset):
             rgb, depth = kitti_benchmark_crop(rgb), kitti_benchmark_crop(depth)
         return {"rgb": rgb, "depth": depth}
 
+    def settings(self):
+        return {"eval_crop": self.eval_crop, "benchmark_crop": self.benchmark_crop}
+
     def eval_mask(self, height, width):
         return kitti_eval_mask(height, width, self.eval_crop) if self.eval_crop else None

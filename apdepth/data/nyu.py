@@ -38,5 +38,8 @@ class NYUDataset(DepthDataset):
     def load(self, entry):
         return {"rgb": self.read_rgb(entry[0]), "depth": self.read_png_depth(entry[1], 1000.0)}
 
+    def settings(self):
+        return {"eigen_crop": self.eigen_crop}
+
     def eval_mask(self, height, width):
         return nyu_eigen_mask(height, width) if self.eigen_crop else None

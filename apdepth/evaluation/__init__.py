@@ -12,13 +12,13 @@ from .alignment import align_least_squares, clip_depth, fit_scale_shift
 from .benchmark import DatasetSpec, load_config, table1_spec, write_combined_report
 from .edges import boundary_f1, edge_metrics, flying_pixel_ratio, flying_pixels
 from .metrics import METRICS, depth_metrics
-from .protocol import EDGE_METRICS, Protocol, evaluate_sample
+from .protocol import EDGE_METRICS, NonFinitePredictionError, Protocol, evaluate_sample
 from .report import dataset_table, table1
 from .runner import EvalResult, PipelinePredictor, ResumeMismatchError, SavedPredictions, evaluate_dataset
 
 __all__ = [
-    "EDGE_METRICS", "METRICS", "DatasetSpec", "EvalResult", "PipelinePredictor", "Protocol", "ResumeMismatchError",
-    "SavedPredictions", "align_least_squares", "boundary_f1", "clip_depth", "dataset_table", "depth_metrics",
+    "EDGE_METRICS", "METRICS", "DatasetSpec", "EvalResult", "NonFinitePredictionError", "PipelinePredictor",
+    "Protocol", "ResumeMismatchError", "SavedPredictions", "align_least_squares", "boundary_f1", "clip_depth", "dataset_table", "depth_metrics",
     "edge_metrics", "evaluate_dataset", "evaluate_sample", "fit_scale_shift", "flying_pixel_ratio",
     "flying_pixels", "load_config", "table1", "table1_spec", "write_combined_report",
 ]

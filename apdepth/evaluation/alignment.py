@@ -4,6 +4,16 @@ Paper Eq. 19: ``d~ = a * m^ + b`` with ``a, b`` minimising ``sum (a * m^ + b - d
 pixels (``[pred, 1] x = gt``); then the result is clipped to the data set's range and to >= 1e-6.
 ``space="disparity"`` is for predictions of affine-invariant *disparity* (Depth Anything, MiDaS):
 the fit targets ``1 / gt`` and the aligned disparity is inverted back to depth.
+
+With ``max_resolution`` (ETH3D: 1024) the fit runs on a nearest-neighbour subsample:
+
+- ``subsample="width"`` (default): Marigold's evaluation code. It resizes the ``[H, W]`` arrays,
+  viewed as ``[1, H, W]``, with a 1-D nearest ``Upsample(scale_factor=f)``, which resamples the last
+  axis only: ``f = min(max_resolution / H, max_resolution / W)``; when ``f < 1`` the width becomes
+  ``floor(W * f)`` with source column ``min(floor(j * float32(1 / f)), W - 1)``, and every row is kept
+  (ETH3D 4032x6048 -> 4032x1024: columns ``floor(j * 5.90625)``).
+- ``subsample="both"``: both axes, aspect kept, long side at most ``max_resolution`` (4032x6048 ->
+  682x1024): fewer pixels, spread over the rows as well.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 SPACES = ("depth", "disparity")
+SUBSAMPLES = ("width", "both")  # "width": Marigold's code (the columns only); "both": aspect kept
 DEPTH_FLOOR = 1e-6  # aligned depth is clipped to at least this before the metrics (they divide and log)
 DISPARITY_FLOOR = 1e-3  # aligned disparity is clipped to at least this before inversion (as Marigold)
 
@@ -48,12 +59,45 @@ def _downsample(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out.bool() if t.dtype == torch.bool else out
 
 
-def fit_size(height: int, width: int, max_resolution: int | None) -> tuple[int, int]:
-    """Size at which the alignment is fitted: the long side at most ``max_resolution`` (aspect kept)."""
-    if max_resolution is None or max(height, width) <= max_resolution:
+def width_factor(height: int, width: int, max_resolution: int) -> float:
+    """Marigold's resize factor ``min(max_resolution / H, max_resolution / W)`` (applied to the width)."""
+    return min(max_resolution / height, max_resolution / width)
+
+
+def _downsample_width(t: torch.Tensor, factor: float) -> torch.Tensor:
+    """Marigold's subsample: ``[H, W]`` seen as ``[1, H, W]`` (batch 1, H channels, length W) through a
+    1-D nearest resize by ``factor``; only the columns are resampled. Bool in, bool out."""
+    out = F.interpolate(t[None].float(), scale_factor=factor, mode="nearest")[0]  # [H, floor(W * factor)]
+    return out.bool() if t.dtype == torch.bool else out
+
+
+def fit_size(height: int, width: int, max_resolution: int | None, subsample: str = "width") -> tuple[int, int]:
+    """Size at which the alignment is fitted (see the module docstring for the two ``subsample`` rules)."""
+    if subsample not in SUBSAMPLES:
+        raise ValueError(f"subsample must be one of {SUBSAMPLES}, got {subsample!r}")
+    if max_resolution is None:
+        return height, width
+    if subsample == "width":
+        factor = width_factor(height, width, max_resolution)
+        return (height, math.floor(width * factor)) if factor < 1 else (height, width)
+    if max(height, width) <= max_resolution:
         return height, width
     factor = max_resolution / max(height, width)
     return max(1, math.floor(height * factor)), max(1, math.floor(width * factor))
+
+
+def subsample_for_fit(
+    tensors: tuple[torch.Tensor, ...], max_resolution: int | None, subsample: str = "width"
+) -> tuple[torch.Tensor, ...]:
+    """The ``[H, W]`` tensors (pred, gt, mask, ...) as the alignment fit sees them."""
+    height, width = tensors[0].shape
+    size = fit_size(height, width, max_resolution, subsample)
+    if size == (height, width):
+        return tensors
+    if subsample == "width":
+        factor = width_factor(height, width, max_resolution)
+        return tuple(_downsample_width(t, factor) for t in tensors)
+    return tuple(_downsample(t, size) for t in tensors)
 
 
 def align_least_squares(
@@ -62,6 +106,7 @@ def align_least_squares(
     valid_mask: torch.Tensor,
     space: str = "depth",
     max_resolution: int | None = None,
+    subsample: str = "width",
 ) -> tuple[torch.Tensor, float, float]:
     """Align ``pred`` to ``gt`` by least-squares scale and shift on ``valid_mask``.
 
@@ -70,8 +115,9 @@ def align_least_squares(
         gt: metric depth ``[H, W]`` in metres.
         valid_mask: bool ``[H, W]``.
         space: ``"depth"`` (default, the paper) or ``"disparity"``.
-        max_resolution: fit on a nearest-neighbour subsample whose long side is at most this (ETH3D:
-            1024); the fitted scale and shift are applied at full resolution.
+        max_resolution: fit on a nearest-neighbour subsample (ETH3D: 1024); the fitted scale and
+            shift are applied at full resolution.
+        subsample: ``"width"`` (Marigold's code: the columns only) or ``"both"`` (aspect kept).
 
     Returns:
         ``(aligned_depth [H, W] float32, scale, shift)``. Not yet clipped: see :func:`clip_depth`.
@@ -81,9 +127,7 @@ def align_least_squares(
     if not (pred.shape == gt.shape == valid_mask.shape) or pred.ndim != 2:
         raise ValueError(f"pred, gt and valid_mask must all be [H, W]; got {tuple(pred.shape)}, "
                          f"{tuple(gt.shape)}, {tuple(valid_mask.shape)}")
-    size = fit_size(*pred.shape, max_resolution)
-    p, g, m = (pred, gt, valid_mask) if size == tuple(pred.shape) else (
-        _downsample(pred, size), _downsample(gt, size), _downsample(valid_mask, size))
+    p, g, m = subsample_for_fit((pred, gt, valid_mask), max_resolution, subsample)
     if space == "depth":
         scale, shift = fit_scale_shift(p[m], g[m])
         return (pred.float() * scale + shift), scale, shift

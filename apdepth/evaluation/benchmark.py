@@ -33,7 +33,7 @@ PROTOCOL_KEYS = {f.name for f in fields(Protocol)} - {"dataset", "min_depth", "m
 class DatasetSpec:
     """One data set to evaluate: its files, and settings that differ from its defaults.
 
-    ``options`` go to the data set's constructor (``missing``, ``eval_crop``, ``edge_mask``, ...);
+    ``options`` go to the data set's constructor (``missing``, ``eval_crop``, DIODE's ``mask``, ...);
     ``protocol`` overrides :class:`~apdepth.evaluation.protocol.Protocol` fields.
     """
 

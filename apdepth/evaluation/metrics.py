@@ -95,8 +95,17 @@ def depth_metrics(pred: torch.Tensor, gt: torch.Tensor, valid_mask: torch.Tensor
         raise ValueError("no valid ground-truth pixels to evaluate")
     dtype = torch.float32 if pred.device.type == "mps" else torch.float64
     p, g = pred[valid_mask].to(dtype), gt[valid_mask].to(dtype)  # [M] each
-    if not bool((p > 0).all() and (g > 0).all()):
-        raise ValueError("depth metrics need positive prediction and ground truth on valid pixels (clip first)")
+    bad = int((~torch.isfinite(p)).sum())
+    if bad:
+        raise ValueError(f"the prediction is NaN or infinite on {bad} of the {p.numel()} valid pixels; leave them "
+                         "out of valid_mask (evaluate_sample does, with nonfinite='mask')")
+    bad = int((p <= 0).sum())
+    if bad:
+        raise ValueError(f"the prediction is <= 0 on {bad} of the {p.numel()} valid pixels; clip it first (clip_depth)")
+    bad = int((~torch.isfinite(g) | (g <= 0)).sum())
+    if bad:
+        raise ValueError(f"the ground truth is not a positive finite depth on {bad} of the {g.numel()} valid pixels; "
+                         "check the valid mask")
     err = p - g
     sq = err * err
     log_err = p.log() - g.log()  # ln p - ln g

@@ -43,10 +43,19 @@ def dataset_table(summary: dict) -> str:
     values = []
     for k in keys:
         values.append(_fmt(metrics[k]) if k in PERCENT else _fmt(metrics[k], 1.0, 3))
+    notes = []
+    if summary.get("without_valid_gt"):
+        notes.append(f"{len(summary['without_valid_gt'])} samples without valid ground-truth pixels are not in "
+                     "the means (summary.json: without_valid_gt).")
+    nonfinite = summary.get("nonfinite_predictions") or {}
+    if nonfinite.get("pixels"):
+        notes.append(f"{nonfinite['pixels']} valid pixels in {nonfinite['samples']} samples had NaN or infinite "
+                     "predictions and were left out (summary.json: nonfinite_predictions).")
     lines = [
         f"### {DISPLAY_NAMES.get(summary['dataset'], summary['dataset'])}: {summary['evaluated']} images"
         + ("" if summary.get("complete", True) else " (INCOMPLETE: see summary.json)"),
         "",
+        *(notes + [""] if notes else []),
         header,
         "|" + "---|" * len(keys),
         "| " + " | ".join(values) + " |",

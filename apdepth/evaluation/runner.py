@@ -4,13 +4,18 @@ Output folder of one data set::
 
     run.json          protocol and prediction source (a resumed run must match them)
     per_sample.csv    one row per evaluated sample, written atomically every few seconds
-    summary.json      means over images, counts, failures, protocol
+    summary.json      means over images, counts, failures, samples without valid ground truth, protocol
     table.md          all metrics as a Markdown table
     predictions/      with save_predictions: <rgb path without extension>.npy, [h, w] float32 at the
                       processing resolution (evaluate them again with SavedPredictions)
 
 A re-run skips the samples already in ``per_sample.csv``. A sample that cannot be read or predicted is
-reported, left out of the CSV (so the next run retries it) and makes the result incomplete.
+reported, left out of the CSV (so the next run retries it) and makes the result incomplete. A sample
+without valid ground-truth pixels is recorded without metrics, listed in the summary
+(``without_valid_gt``) and also makes the result incomplete: the means are over fewer images than
+the split has. Valid pixels where a prediction is NaN or infinite are left out and counted
+(``n_nonfinite`` per sample, ``nonfinite_predictions`` in the summary), or fail the sample with
+``Protocol(nonfinite="reject")``.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from .report import dataset_table, mean_over_images
 
 logger = logging.getLogger(__name__)
 
-CSV_FIELDS = ("rgb_path", "n_valid", "scale", "shift", *METRICS, *EDGE_METRICS)
+CSV_FIELDS = ("rgb_path", "n_valid", "n_nonfinite", "scale", "shift", *METRICS, *EDGE_METRICS)
 FLUSH_SECONDS = 10.0
 
 
@@ -177,7 +182,7 @@ def _check_resume(outdir: Path, run: dict, overwrite: bool) -> None:
     import json
 
     previous = json.loads(run_file.read_text()) if run_file.exists() else {}
-    for key in ("protocol", "source"):
+    for key in ("protocol", "source", "data_options"):
         if previous.get(key) != run.get(key):
             raise ResumeMismatchError(
                 f"{outdir} holds results with another {key} ({previous.get(key)} vs {run.get(key)}); use another "
@@ -216,7 +221,7 @@ def evaluate_dataset(
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     run = {"dataset": dataset.name, "data": str(dataset.root), "split": str(dataset.split),
-           "protocol": protocol.to_dict(), "source": source or {}}
+           "data_options": dataset.settings(), "protocol": protocol.to_dict(), "source": source or {}}
     _check_resume(outdir, run, overwrite)
     save_json(outdir / "run.json", run)
 
@@ -258,7 +263,12 @@ def evaluate_dataset(
                 logger.error("%s: %s", sample["rgb_path"], failed[-1][1])
                 continue
             if row["n_valid"] < 2:
-                logger.warning("%s: no valid ground-truth pixels; recorded without metrics", sample["rgb_path"])
+                logger.warning("%s: %d valid ground-truth pixels (fewer than 2): recorded without metrics, "
+                               "listed in the summary; the result is incomplete", sample["rgb_path"], row["n_valid"])
+            elif row["n_nonfinite"]:
+                logger.warning("%s: the prediction is NaN or infinite on %d of the %d valid pixels; they are left "
+                               "out of the fit and the metrics (counted in the summary)", sample["rgb_path"],
+                               row["n_nonfinite"], row["n_valid"])
             rows.append({"rgb_path": sample["rgb_path"], **row})
 
     loader = DataLoader(_Guarded(dataset, todo), batch_size=None, num_workers=workers)
@@ -298,13 +308,21 @@ def _in_split_order(rows: list[dict], entries) -> list[dict]:
     return sorted(rows, key=lambda r: order.get(r["rgb_path"], len(order)))
 
 
+def _count(value) -> int:
+    """A pixel count read back from the CSV (absent or empty in files written before the column existed)."""
+    return 0 if value is None or (isinstance(value, float) and math.isnan(value)) else int(value)
+
+
 def summarize(dataset: DepthDataset, rows: list[dict], failed: list[tuple[str, str]], protocol: Protocol,
               run: dict, num_samples: int) -> dict:
     """Means over images (NaN rows left out per metric) with the counts that qualify them."""
     scored = [r for r in rows if r["n_valid"] >= 2]
+    without_gt = [r["rgb_path"] for r in rows if r["n_valid"] < 2]
     keys = [*METRICS, *(EDGE_METRICS if protocol.edge_metrics else ())]
     means, counts = mean_over_images(scored, keys)
     missing = [e[0] for e in dataset.missing_entries]
+    nonfinite = [(r["rgb_path"], _count(r.get("n_nonfinite"))) for r in scored]
+    nonfinite = [(p, n) for p, n in nonfinite if n]
     return {
         "dataset": dataset.name,
         "data": run["data"],
@@ -312,14 +330,18 @@ def summarize(dataset: DepthDataset, rows: list[dict], failed: list[tuple[str, s
         "samples": num_samples,
         "expected_samples": dataset.expected_samples,
         "evaluated": len(scored),
-        "without_valid_pixels": len(rows) - len(scored),
+        "without_valid_pixels": len(without_gt),
+        "without_valid_gt": without_gt,
+        "nonfinite_predictions": {"policy": protocol.nonfinite, "samples": len(nonfinite),
+                                  "pixels": sum(n for _, n in nonfinite), "rgb_paths": [p for p, _ in nonfinite]},
         "failed": [{"rgb_path": p, "error": e} for p, e in failed],
         "not_evaluated": num_samples - len(rows),
         "skipped_missing_files": missing,
         "excluded_without_gt": getattr(dataset, "num_without_gt", 0),
-        "complete": len(rows) == num_samples and not failed and not missing,
+        "complete": len(rows) == num_samples and not failed and not missing and not without_gt,
         "metrics": {k: (None if math.isnan(v) else v) for k, v in means.items()},  # JSON has no NaN
         "metric_counts": counts,
         "protocol": protocol.to_dict(),
+        "data_options": run["data_options"],
         "source": run["source"],
     }

@@ -41,7 +41,7 @@ class Validator:
             rows.append(evaluate_sample(pred, sample, self.protocol))
             if len(images) < self.cfg.log_images:
                 images.append(np.asarray(colorize_depth(pred.numpy())))
-        keys = [k for k in rows[0] if k not in ("n_valid", "scale", "shift")]
+        keys = [k for k in rows[0] if k not in ("n_valid", "n_nonfinite", "scale", "shift")]
         metrics = {}
         for k in keys:
             values = [r[k] for r in rows if not math.isnan(r[k])]
