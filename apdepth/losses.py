@@ -1,4 +1,4 @@
-"""ApDepth's training losses (paper Eq. 10-18, SPEC sections 2-3). Stateless functions.
+"""ApDepth's training losses (paper Eq. 10-18, docs/reference.md sections 2-3). Stateless functions.
 
 Shapes: features ``[B, C, h, w]``, latents ``[B, 4, h, w]``, depth ``[B, 1, H, W]``, masks bool and
 broadcastable to the tensor they mask (a ``[B, 1, ...]`` mask covers every channel).

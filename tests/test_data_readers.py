@@ -24,7 +24,7 @@ def fixtures(tmp_path_factory):
 
 
 def expected_valid(name: str, depth: np.ndarray) -> np.ndarray:
-    """The valid mask written out by hand from SPEC section 5 for the (cropped) metric depth."""
+    """The valid mask written out by hand from docs/reference.md section 5 for the (cropped) metric depth."""
     cls = DATASETS[name]
     with np.errstate(invalid="ignore"):
         if name == "diode":

@@ -1,4 +1,4 @@
-"""ApDepthPipeline: the SPEC section 1 recipe, shapes, ranges, determinism, inputs, loading."""
+"""ApDepthPipeline: the docs/reference.md section 1 recipe, shapes, ranges, determinism, inputs, loading."""
 
 from __future__ import annotations
 

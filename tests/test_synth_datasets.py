@@ -1,4 +1,4 @@
-"""The synthetic data sets on disk: names, encodings and split lists per SPEC sections 4 and 5,
+"""The synthetic data sets on disk: names, encodings and split lists per docs/reference.md sections 4 and 5,
 determinism, the command line, and acceptance by the project's own readers (``apdepth.data``)."""
 
 from __future__ import annotations

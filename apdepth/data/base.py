@@ -52,7 +52,7 @@ class DepthDataset(Dataset):
     max_depth: ClassVar[float] = float("inf")
     range_inclusive: ClassVar[bool] = False  # Marigold's protocol: min_depth < d < max_depth
     num_paths: ClassVar[int] = 2  # leading fields of a split line that are files: rgb, depth, ...
-    # Evaluation defaults (SPEC section 5): 0 = native resolution; None = align at full resolution.
+    # Evaluation defaults (docs/reference.md section 5): 0 = native resolution; None = align at full resolution.
     processing_resolution: ClassVar[int] = 0
     alignment_max_resolution: ClassVar[int | None] = None
     expected_samples: ClassVar[int | None] = None  # the protocol's sample count (a check on the split list)

@@ -1,4 +1,4 @@
-"""Training-side data: depth normalisation, flips, the mixed sampler (SPEC section 4).
+"""Training-side data: depth normalisation, flips, the mixed sampler (docs/reference.md section 4).
 
 The raw readers (:mod:`apdepth.data.hypersim`, :mod:`apdepth.data.vkitti`) return metric depth; this
 module turns their samples into training samples and decides which samples a micro-batch holds:

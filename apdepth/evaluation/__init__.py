@@ -1,4 +1,4 @@
-"""Zero-shot affine-invariant depth evaluation (paper Sec. 4.2, SPEC section 5) with edge metrics.
+"""Zero-shot affine-invariant depth evaluation (paper Sec. 4.2, docs/reference.md section 5) with edge metrics.
 
 - :mod:`.alignment`: least-squares scale and shift, depth or disparity space, clipping
 - :mod:`.metrics`: AbsRel, SqRel, RMSE, RMSE-log, log10, delta1-3, iRMSE, SILog per image

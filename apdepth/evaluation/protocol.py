@@ -1,5 +1,5 @@
 """The zero-shot protocol for one sample: bring the prediction to the ground truth's size, align,
-clip, score (SPEC section 5; paper Sec. 4.2)."""
+clip, score (docs/reference.md section 5; paper Sec. 4.2)."""
 
 from __future__ import annotations
 

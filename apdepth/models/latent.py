@@ -1,4 +1,4 @@
-"""VAE latent encoding and depth decoding, exactly as ApDepth uses them (SPEC section 1)."""
+"""VAE latent encoding and depth decoding, exactly as ApDepth uses them (docs/reference.md section 1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Write synthetic data sets in the real on-disk layouts (SPEC sections 4 and 5).
+"""Write synthetic data sets in the real on-disk layouts (docs/reference.md sections 4 and 5).
 
 =========  ===========================================================  ==============================
 kind       files (relative to the data set folder)                       split list

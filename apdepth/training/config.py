@@ -1,4 +1,4 @@
-"""Training configuration: dataclasses with the paper's values as defaults (SPEC sections 2-4).
+"""Training configuration: dataclasses with the paper's values as defaults (docs/reference.md sections 2-4).
 
 A run is described by :class:`TrainConfig`. YAML files (the presets ship in ``apdepth/configs/`` and are
 named without folder or suffix: ``stage2``, ``ablation/lambda_1.0``) hold only what differs from these

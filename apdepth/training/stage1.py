@@ -1,4 +1,4 @@
-"""Stage 1: feature alignment (paper Sec. 3.3, Eq. 7-11; SPEC section 2).
+"""Stage 1: feature alignment (paper Sec. 3.3, Eq. 7-11; docs/reference.md section 2).
 
 The UNet's mid-block features go through the adapter and are pulled towards the frozen external
 encoder's patch features (interpolated bicubically to the adapter's grid) by the cosine loss. The

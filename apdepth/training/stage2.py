@@ -1,4 +1,4 @@
-"""Stage 2: depth with the iteration-based loss schedule (paper Sec. 3.4, Eq. 12-18; SPEC section 3).
+"""Stage 2: depth with the iteration-based loss schedule (paper Sec. 3.4, Eq. 12-18; docs/reference.md section 3).
 
 Phase 1 (optimizer steps ``1 .. phase1_steps``): ``MSE(z_pred, z_gt)`` over latent cells whose 8x8 block
 is valid, plus ``L1(y_hat, y_gt)`` over valid pixels, ``y_hat`` decoded from ``z_pred`` by the frozen VAE
