@@ -102,6 +102,8 @@ class DepthStabilizer:
         static_threshold: grey-level change (0-1) below which a pixel counts as static.
         min_static_fraction: below this fraction of matched pixels all (in-frame) pixels are used (the
             robust loss then rejects what moved).
+        flow_preset: OpenCV DIS preset for the flow, ``ultrafast``, ``fast`` or ``medium`` (slower, a few
+            more matches).
         loss: ``huber`` or ``tukey``.
         max_points: pixels sampled per fit.
         enabled: ``False`` passes frames through unchanged (the flicker statistics are still kept).
@@ -124,6 +126,7 @@ class DepthStabilizer:
     max_points: int = 20_000
     enabled: bool = True
     motion: str = "auto"
+    flow_preset: str = "fast"
     seed: int = 0
     frames: list[FrameAlignment] = field(default_factory=list, init=False)  # one entry per frame seen
 
@@ -140,7 +143,7 @@ class DepthStabilizer:
             logger.warning("OpenCV is not installed: video stabilisation assumes a static camera "
                            "(pip install 'apdepth[video]' for motion-compensated alignment)")
             self.motion = "static"
-        self.matcher = FlowMatcher(self.motion, static_threshold=self.static_threshold)
+        self.matcher = FlowMatcher(self.motion, preset=self.flow_preset, static_threshold=self.static_threshold)
         self._prev_gray = self._ref = self._prev_raw = self._prev_aligned = None
         self._gray0 = self._raw0 = self._to_first = None
         self._diffs: dict[str, list[float]] = {"raw": [], "stabilized": []}

@@ -127,7 +127,7 @@ class FlowMatcher:
     """
 
     motion: str = "auto"
-    preset: str = "medium"
+    preset: str = "fast"
     fb_alpha: float = 0.01
     fb_beta: float = 0.5
     border: float = 1.0

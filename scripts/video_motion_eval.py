@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     parser.add_argument("--motions", nargs="+", default=["static", "pan", "forward", "object"])
     parser.add_argument("--pan-deg", type=float, default=1.5)
     parser.add_argument("--step", type=float, default=0.08)
+    parser.add_argument("--flow-preset", default="fast", choices=["ultrafast", "fast", "medium"])
     parser.add_argument("--json", default=None, help="also write every row here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -50,7 +51,8 @@ def main(argv=None) -> int:
             clip = render_clip(motion, args.frames, size, seed=seed, pan_deg=args.pan_deg, step_m=args.step)
             for drift in args.drift:
                 for alignment in args.alignment:
-                    row = evaluate_clip(pipe, clip, motion=alignment, drift=drift, seed=seed, batch_size=args.frames)
+                    row = evaluate_clip(pipe, clip, motion=alignment, drift=drift, seed=seed, batch_size=args.frames,
+                                        flow_preset=args.flow_preset)
                     rows.append({"seed": seed, **row})
                     print(f"seed {seed} {motion:8s} drift {drift:.2f} {alignment:6s} AbsRel {row['absrel_raw']:.4f} -> "
                           f"{row['absrel_stabilized']:.4f}  flicker {row['flicker_raw']:.4f} -> "
