@@ -124,7 +124,9 @@ def test_flow_rejects_occlusions():
     prev, cur = bg.copy(), bg.copy()
     prev[30:70, 30:70] = square
     cur[30:70, 38:78] = square  # a square moves 8 px to the right over a static background
-    matches = FlowMatcher("flow")(prev, cur)[0]
+    # the "medium" preset: the default "fast" one tracks camera motion as well (docs/features.md) but
+    # blurs a small object's motion at its edges, which would test DIS rather than the checks
+    matches = FlowMatcher("flow", preset="medium")(prev, cur)[0]
     assert matches.valid[5:20, 5:120].mean() > 0.95  # static background far from the square
     inner = matches.valid[34:66, 42:74]
     assert inner.mean() > 0.9  # the square's inside is matched, 8 px back
