@@ -1,15 +1,18 @@
-"""Temporally stable video depth: per-video affine normalisation and a flicker metric.
+"""Temporally stable video depth: per-video affine normalisation, flicker and drift metrics.
 
 Each frame's prediction is affine-invariant on its own, so independent per-frame maps flicker: the
 same wall changes value from frame to frame. :class:`DepthStabilizer` fixes one affine frame for the
 whole video. Frame k's depth is fitted (robust least squares, :func:`apdepth.affine.robust_fit_affine`)
-to a reference, the previous aligned frame or a running average of them, on the *static* pixels:
-those whose (slightly blurred) grey level changed by at most ``static_threshold`` since the previous
-frame. Moving objects and disoccluded pixels that slip through are rejected by the robust loss.
+to a reference, the previous aligned frame or a running average of them, on *corresponding* pixels
+(:mod:`apdepth.video_flow`): the same pixel where the grey level did not change (a static camera), or
+optical-flow matches that pass a forward-backward check and stay inside the frame (a moving camera).
+Moving objects and disoccluded pixels that slip through are rejected by the robust loss.
 
-Flicker (:func:`flicker`) is the mean absolute frame-to-frame change of depth on static pixels,
-divided by the sequence's depth range (its 1% to 99% quantiles), so shrinking the depth cannot fake
-stability. :func:`process_video` runs the pipeline on a video or frame folder and writes the outputs.
+Flicker is the mean absolute change of depth between matched pixels of consecutive frames; drift the
+same between frame k and frame 0 along the chained matches; both are divided by the sequence's depth
+range (its 1% to 99% quantiles), so shrinking the depth cannot fake stability. :func:`flicker` is the
+same-pixel version for given masks. :func:`process_video` runs the pipeline on a video or frame folder
+and writes the outputs; with ground truth it also scores them (:mod:`apdepth.video_gt`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 from .affine import LOSSES, robust_fit_affine
 from .image_utils import colorize_depth, depth_to_uint16
 from .io import save_image, save_json
+from .video_flow import MOTIONS, FlowMatcher, Matches, have_cv2
 from .video_io import FrameReader, VideoWriter
 
 logger = logging.getLogger(__name__)
@@ -71,12 +75,16 @@ def flicker(depths: Sequence[np.ndarray], masks: Sequence[np.ndarray], value_ran
 
 @dataclass
 class FrameAlignment:
-    """How one frame was aligned: ``aligned = scale * depth + shift``."""
+    """How one frame was aligned: ``aligned = scale * depth + shift``. ``motion``: the correspondences used
+    (``static`` or ``flow``); ``matched_fraction``: pixels with a trusted match in the previous frame;
+    ``first_frame_overlap``: pixels traced back to frame 0 (the drift is measured on them)."""
 
     name: str
     scale: float
     shift: float
-    static_fraction: float
+    motion: str
+    matched_fraction: float
+    first_frame_overlap: float
     num_inliers: int
 
 
@@ -86,10 +94,16 @@ class DepthStabilizer:
 
     Attributes:
         reference: ``previous`` (align to the previous aligned frame) or ``running`` (to an exponential
-            average of the aligned frames, updated on static pixels with ``momentum``).
+            average of the aligned frames, carried along the correspondences, updated with ``momentum``).
+        motion: correspondences between frames (:mod:`apdepth.video_flow`): ``static`` (same pixel
+            where the grey level did not change: a camera on a tripod; the fastest), ``flow`` (optical
+            flow with forward-backward and out-of-frame rejection: a moving camera) or ``auto`` (flow
+            when a cheap test sees the image move; static when OpenCV is not installed).
         static_threshold: grey-level change (0-1) below which a pixel counts as static.
-        min_static_fraction: below this fraction of static pixels all pixels are used (the robust
-            loss then rejects what moved).
+        min_static_fraction: below this fraction of matched pixels all (in-frame) pixels are used (the
+            robust loss then rejects what moved).
+        flow_preset: OpenCV DIS preset for the flow, ``ultrafast``, ``fast`` or ``medium`` (2-3x slower,
+            sharper at the edges of small moving objects; as accurate on camera motion).
         loss: ``huber`` or ``tukey``.
         max_points: pixels sampled per fit.
         enabled: ``False`` passes frames through unchanged (the flicker statistics are still kept).
@@ -98,6 +112,10 @@ class DepthStabilizer:
     least squares shrinks the scale a little at every noisy frame, which chained fits would compound
     into a drift towards flat depth. A frame that cannot be fitted (constant, or a non-positive scale)
     keeps the previous frame's fit.
+
+    Besides the fits it keeps, for the raw and the aligned sequence, the flicker (mean |depth change|
+    between matched pixels of consecutive frames) and the drift (mean |depth change| between frame k
+    and frame 0 along the chained matches), see :meth:`flicker` and :meth:`drift`.
     """
 
     reference: str = "previous"
@@ -107,6 +125,8 @@ class DepthStabilizer:
     loss: str = "huber"
     max_points: int = 20_000
     enabled: bool = True
+    motion: str = "auto"
+    flow_preset: str = "fast"
     seed: int = 0
     frames: list[FrameAlignment] = field(default_factory=list, init=False)  # one entry per frame seen
 
@@ -117,8 +137,17 @@ class DepthStabilizer:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if self.motion not in MOTIONS:
+            raise ValueError(f"motion must be one of {', '.join(MOTIONS)}, got {self.motion!r}")
+        if self.motion == "auto" and not have_cv2():
+            logger.warning("OpenCV is not installed: video stabilisation assumes a static camera "
+                           "(pip install 'apdepth[video]' for motion-compensated alignment)")
+            self.motion = "static"
+        self.matcher = FlowMatcher(self.motion, preset=self.flow_preset, static_threshold=self.static_threshold)
         self._prev_gray = self._ref = self._prev_raw = self._prev_aligned = None
+        self._gray0 = self._raw0 = self._to_first = None
         self._diffs: dict[str, list[float]] = {"raw": [], "stabilized": []}
+        self._drifts: dict[str, list[float]] = {"raw": [], "stabilized": []}
         self._ranges: dict[str, list[float]] = {"raw": [np.inf, -np.inf], "stabilized": [np.inf, -np.inf]}
 
     def __call__(self, depth: np.ndarray, rgb: np.ndarray, name: str | None = None) -> np.ndarray:
@@ -130,16 +159,20 @@ class DepthStabilizer:
         gray = to_gray(rgb)
         name = name if name is not None else f"{len(self.frames):06d}"
         if self._ref is None:
-            aligned, fit, static, n_in = depth, (1.0, 0.0), np.ones(depth.shape, bool), depth.size
+            aligned, fit, n_in, kind, matched, overlap = depth, (1.0, 0.0), depth.size, "static", 1.0, 1.0
+            self._gray0, self._raw0 = gray, depth
+            next_ref = aligned
         else:
             if depth.shape != self._ref.shape:
                 raise ValueError(f"frame {name}: size {depth.shape} differs from the first frame's {self._ref.shape}")
-            static = static_mask(self._prev_gray, gray, self.static_threshold)
+            matches, measure = self.matcher(self._prev_gray, gray)  # frame k -> frame k - 1: to fit, to measure
+            kind, valid = matches.kind, matches.valid
+            ref = matches.warp(self._ref)  # [H, W]: the reference seen from frame k
             fit, n_in = (1.0, 0.0), 0
             if self.enabled:
-                use = static if static.mean() >= self.min_static_fraction else np.ones_like(static)
+                use = valid if valid.mean() >= self.min_static_fraction else matches.inside
                 try:
-                    result = robust_fit_affine(depth[use], self._ref[use], loss=self.loss, ransac_iterations=20,
+                    result = robust_fit_affine(depth[use], ref[use], loss=self.loss, ransac_iterations=20,
                                                symmetric=True,
                                                max_points=self.max_points, seed=self.seed + len(self.frames))
                     if not (np.isfinite(result.scale) and result.scale > 0):
@@ -150,21 +183,39 @@ class DepthStabilizer:
                     prev = self.frames[-1]
                     fit = (prev.scale, prev.shift)
             aligned = (fit[0] * depth + fit[1]).astype(np.float32)
-            if static.any():
-                self._diffs["raw"].append(float(np.abs(depth - self._prev_raw)[static].mean()))
-                self._diffs["stabilized"].append(float(np.abs(aligned - self._prev_aligned)[static].mean()))
-        # reference for the next frame
-        if self.reference == "running" and self._ref is not None:
-            blend = self.momentum * self._ref + (1 - self.momentum) * aligned
-            self._ref = np.where(static, blend, aligned).astype(np.float32)
-        else:
-            self._ref = aligned
+            if measure.valid.any():
+                on = measure.valid
+                self._diffs["raw"].append(float(np.abs(depth - measure.warp(self._prev_raw))[on].mean()))
+                self._diffs["stabilized"].append(float(np.abs(aligned - measure.warp(self._prev_aligned))[on].mean()))
+            overlap = self._track_first_frame(measure, gray, depth, aligned)
+            matched = float(valid.mean())
+            next_ref = aligned
+            if self.reference == "running":  # the running reference, carried along the matches
+                blend = self.momentum * ref + (1 - self.momentum) * aligned
+                next_ref = np.where(valid, blend, aligned).astype(np.float32)
+        self._ref = next_ref
         for key, d in (("raw", depth), ("stabilized", aligned)):
             lo, hi = np.quantile(d, QUANTILES)
             self._ranges[key] = [min(self._ranges[key][0], float(lo)), max(self._ranges[key][1], float(hi))]
         self._prev_gray, self._prev_raw, self._prev_aligned = gray, depth, aligned
-        self.frames.append(FrameAlignment(name, float(fit[0]), float(fit[1]), float(static.mean()), int(n_in)))
+        self.frames.append(FrameAlignment(name, float(fit[0]), float(fit[1]), kind, float(matched), float(overlap),
+                                          int(n_in)))
         return aligned
+
+    def _track_first_frame(self, matches: Matches, gray, depth, aligned) -> float:
+        """Chain the matches back to frame 0 and record the drift of this frame; returns the overlap."""
+        if matches.identity and (self._to_first is None or self._to_first.identity):
+            # a static camera so far: compare with frame 0 directly (no chained masks)
+            valid = np.abs(gray - self._gray0) <= self.static_threshold
+            self._to_first = Matches(None, None, valid, np.ones_like(valid), "static")
+        else:
+            self._to_first = matches if self._to_first is None else matches.compose(self._to_first)
+        valid = self._to_first.valid
+        if valid.mean() >= 0.01:
+            first = self._to_first.warp(self._raw0)  # frame 0's depth (raw = aligned there) seen from frame k
+            self._drifts["raw"].append(float(np.abs(depth - first)[valid].mean()))
+            self._drifts["stabilized"].append(float(np.abs(aligned - first)[valid].mean()))
+        return float(valid.mean())
 
     @property
     def output_range(self) -> tuple[float, float]:
@@ -172,14 +223,23 @@ class DepthStabilizer:
         lo, hi = self._ranges["stabilized"]
         return lo, hi
 
-    def flicker(self) -> dict[str, float]:
-        """Flicker (see :func:`flicker`) of the raw and of the aligned sequence so far."""
+    def _normalised(self, values: dict[str, list[float]]) -> dict[str, float]:
         out = {}
         for key in ("raw", "stabilized"):
             lo, hi = self._ranges[key]
-            diffs = self._diffs[key]
-            out[key] = float(np.mean(diffs)) / max(hi - lo, 1e-12) if diffs else float("nan")
+            out[key] = float(np.mean(values[key])) / max(hi - lo, 1e-12) if values[key] else float("nan")
         return out
+
+    def flicker(self) -> dict[str, float]:
+        """Flicker of the raw and of the aligned sequence so far: mean over frame pairs of
+        ``mean |depth_k(p) - depth_(k-1)(match(p))|`` on matched pixels, divided by the depth range."""
+        return self._normalised(self._diffs)
+
+    def drift(self) -> dict[str, float]:
+        """Drift against the first frame: mean over frames of ``mean |depth_k(p) - depth_0(match_0(p))|``
+        on pixels traced back to frame 0 (frames with under 1% of them are left out), divided by the
+        depth range."""
+        return self._normalised(self._drifts)
 
 
 @dataclass
@@ -191,15 +251,25 @@ class VideoResult:
     fps: float
     size: tuple[int, int]
     stabilized: bool
+    motion: str
     flicker_raw: float
     flicker_stabilized: float
+    drift_raw: float
+    drift_stabilized: float
     value_range: tuple[float, float]
     files: dict[str, str]
     frames: list[dict]
+    ground_truth: dict | None = None
 
     def summary(self) -> str:
-        return (f"{self.num_frames} frames; flicker {self.flicker_raw:.4f} per-frame, "
-                f"{self.flicker_stabilized:.4f} {'stabilised' if self.stabilized else '(stabilisation off)'}")
+        text = (f"{self.num_frames} frames; flicker {self.flicker_raw:.4f} per-frame, "
+                f"{self.flicker_stabilized:.4f} {'stabilised' if self.stabilized else '(stabilisation off)'}; "
+                f"drift from frame 0 {self.drift_raw:.4f} per-frame, {self.drift_stabilized:.4f}")
+        if self.ground_truth:
+            gt = self.ground_truth
+            text += (f"; AbsRel vs ground truth (one fit per video) {gt['absrel_raw']:.4f} per-frame, "
+                     f"{gt['absrel_stabilized']:.4f} stabilised")
+        return text
 
 
 def process_video(
@@ -216,6 +286,7 @@ def process_video(
     max_frames: int | None = None,
     fps: float | None = None,
     progress: bool = False,
+    ground_truth: np.ndarray | None = None,
 ) -> VideoResult:
     """Predict stable depth for a video file or a folder of frames and write the outputs.
 
@@ -231,6 +302,9 @@ def process_video(
         stabilizer: a configured :class:`DepthStabilizer` (default: one with default settings).
         stride, max_frames, fps: frame selection (see :class:`apdepth.video_io.FrameReader`).
         progress: show a progress bar.
+        ground_truth: exact depth of every source frame, ``[N_source, H, W]`` (e.g. a clip's
+            ``depth.npy`` from ``apdepth synth clip``); the kept frames' per-frame and stabilised depth
+            are scored against it (:func:`apdepth.video_gt.ground_truth_report`) in ``video.json``.
     """
     from tqdm.auto import tqdm
 
@@ -246,6 +320,7 @@ def process_video(
 
     # Pass 1: predict in batches, align frame by frame, spool aligned depth to a temporary file.
     names: list[str] = []
+    raw_depths: list[np.ndarray] = []  # kept only to score against ground_truth
     size = None
     fd, spool_path = tempfile.mkstemp(prefix=".depth_aligned.", suffix=".f32", dir=outdir)
     try:
@@ -258,6 +333,8 @@ def process_video(
                 for (name, frame), depth in zip(batch, out.depth):
                     stabilizer(depth, frame, name).tofile(spool)
                     names.append(name)
+                    if ground_truth is not None:
+                        raw_depths.append(np.asarray(depth, np.float32))
                 bar.update(len(batch))
 
             batch = []
@@ -281,22 +358,39 @@ def process_video(
         aligned = np.memmap(spool_path, dtype=np.float32, mode="r", shape=(len(names), *size))
         lo, hi = stabilizer.output_range
         files = _write_outputs(aligned, names, reader, outdir, formats, colormap, (lo, hi))
+        gt_report = None
+        if ground_truth is not None:
+            gt_report = _score(np.stack(raw_depths), np.asarray(aligned), ground_truth, stride, source)
         del aligned
     finally:
         os.unlink(spool_path)
 
-    flick = stabilizer.flicker()
+    flick, drift = stabilizer.flicker(), stabilizer.drift()
     result = VideoResult(str(source), len(names), reader.fps, (int(size[0]), int(size[1])), stabilizer.enabled,
-                         flick["raw"], flick["stabilized"], (lo, hi), files,
-                         [asdict(f) for f in stabilizer.frames])
+                         stabilizer.motion, flick["raw"], flick["stabilized"], drift["raw"], drift["stabilized"],
+                         (lo, hi), files, [asdict(f) for f in stabilizer.frames], gt_report)
     report = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in asdict(result).items()}
     save_json(outdir / "video.json", {
         **report,
-        "flicker_definition": "mean |depth_k - depth_(k-1)| on static pixels / (1%..99% depth range)",
+        "flicker_definition": "mean over frames of mean |depth_k(p) - depth_(k-1)(match(p))| on matched pixels "
+                              "(optical flow when the camera moves, same pixel otherwise) / (1%..99% depth range)",
+        "drift_definition": "mean over frames of mean |depth_k(p) - depth_0(match_0(p))| on pixels traced back to "
+                            "frame 0 through the chained matches / (1%..99% depth range)",
         "normalization": "aligned = lo + value * (hi - lo), value = png / 65535; aligned is in frame 0's units",
     })
     logger.info("%s: %s", source, result.summary())
     return result
+
+
+def _score(raw: np.ndarray, aligned: np.ndarray, ground_truth: np.ndarray, stride: int, source) -> dict:
+    """Score the kept frames (every ``stride``-th source frame from 0) against ``ground_truth``."""
+    from .video_gt import ground_truth_report
+
+    gt = np.asarray(ground_truth)[::stride][:len(raw)]
+    if gt.shape != raw.shape:
+        raise ValueError(f"{source}: the ground truth holds {np.asarray(ground_truth).shape} (frames, height, "
+                         f"width); the kept frames need {raw.shape} (every {stride}-th frame from the first)")
+    return ground_truth_report(raw, aligned, gt)
 
 
 def _write_outputs(aligned: np.ndarray, names: list[str], reader: FrameReader, outdir: Path,

@@ -69,7 +69,7 @@ def test_stabilizer_static_camera_recovers_the_affine_distortions():
 
 def test_stabilizer_moving_camera_reduces_flicker():
     frames, depths, preds, a, b = synthetic_sequence(pan=1)
-    stab = DepthStabilizer()
+    stab = DepthStabilizer(motion="static")  # same-pixel correspondences: flicker() is flicker() on the masks
     aligned = [stab(p, f) for p, f in zip(preds, frames)]
     masks = [static_mask(to_gray(frames[k - 1]), to_gray(frames[k])) for k in range(1, len(frames))]
     raw, stabilized, truth = flicker(preds, masks), flicker(aligned, masks), flicker(depths, masks)
@@ -79,9 +79,10 @@ def test_stabilizer_moving_camera_reduces_flicker():
     # every frame stays within 25% of one global scale (the raw per-frame scales vary up to 3x)
     relative_scale = np.array([fa.scale for fa in stab.frames]) * a / a[0]
     assert np.all(np.abs(relative_scale - 1) < 0.25)
-    running = DepthStabilizer(reference="running")
-    [running(p, f) for p, f in zip(preds, frames)]
-    assert running.flicker()["stabilized"] < 0.15 * raw
+    for motion in ("static", "flow", "auto"):
+        running = DepthStabilizer(reference="running", motion=motion)
+        [running(p, f) for p, f in zip(preds, frames)]
+        assert running.flicker()["stabilized"] < 0.15 * running.flicker()["raw"]
 
 
 def test_stabilizer_does_not_drift_with_noisy_predictions():
@@ -196,3 +197,32 @@ def test_stabilizer_survives_a_constant_frame():
     aligned = [stab(p, f) for p, f in zip(preds, frames)]
     assert stab.frames[2].scale == stab.frames[1].scale  # the previous fit is kept
     assert all(np.isfinite(a).all() for a in aligned) and stab.frames[4].scale > 0
+
+
+def test_video_cli_motion_and_ground_truth(tiny_pipeline_dir, tmp_path, capsys):
+    pytest.importorskip("cv2", reason="motion-compensated video needs OpenCV: pip install 'apdepth[video]'")
+    from apdepth.cli import main
+    from apdepth.synth.clip import render_clip, write_clip
+
+    write_clip(render_clip("pan", 6, (32, 48), seed=0), tmp_path / "pan")
+    common = ["--model", tiny_pipeline_dir, "--device", "cpu", "--formats", "npy", "--gt", str(tmp_path / "pan")]
+    rc = main(["video", str(tmp_path / "pan" / "rgb"), "-o", str(tmp_path / "flow"), "--motion", "flow", *common])
+    err = capsys.readouterr().err
+    assert rc == 0 and "AbsRel vs ground truth" in err and "drift from frame 0" in err
+    report = json.loads((tmp_path / "flow" / "video.json").read_text())
+    assert report["motion"] == "flow" and [f["motion"] for f in report["frames"]] == ["static"] + ["flow"] * 5
+    gt = report["ground_truth"]
+    assert set(gt) >= {"absrel_raw", "absrel_stabilized", "absrel_per_frame_fit", "improvement"}
+    assert gt["improvement"] == pytest.approx((gt["absrel_raw"] - gt["absrel_stabilized"]) / gt["absrel_raw"])
+    assert np.isfinite(report["drift_raw"]) and np.isfinite(report["drift_stabilized"])
+    # without stabilisation the two sequences are the same one
+    rc = main(["video", str(tmp_path / "pan" / "rgb"), "-o", str(tmp_path / "off"), "--no-stabilize", *common])
+    off = json.loads((tmp_path / "off" / "video.json").read_text())
+    assert rc == 0 and off["ground_truth"]["absrel_raw"] == off["ground_truth"]["absrel_stabilized"]
+    # every 2nd frame is scored against every 2nd ground-truth frame; a wrong frame count is an error
+    rc = main(["video", str(tmp_path / "pan" / "rgb"), "-o", str(tmp_path / "s2"), "--stride", "2", *common])
+    assert rc == 0 and json.loads((tmp_path / "s2" / "video.json").read_text())["num_frames"] == 3
+    np.save(tmp_path / "short.npy", np.ones((6, 16, 16), np.float32))
+    rc = main(["video", str(tmp_path / "pan" / "rgb"), "-o", str(tmp_path / "bad"), "--model", tiny_pipeline_dir,
+               "--device", "cpu", "--gt", str(tmp_path / "short.npy")])
+    assert rc == 1 and "the kept frames need (6, 32, 48)" in capsys.readouterr().err

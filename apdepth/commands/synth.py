@@ -3,7 +3,9 @@
 KIND is hypersim (indoor training set: folder of 480x640 PNGs, uint16 mm), vkitti (street training
 set: 375x1242 JPEG + uint16 cm, sky 65535), nyu (held-out indoor archive nyu_labeled_extracted.tar),
 kitti (held-out street archive kitti_eigen_split_test.tar, sparse LiDAR-like ground truth) or all
-(the demo data set: OUT/hypersim, OUT/vkitti, OUT/nyuv2, OUT/kitti with their split lists).
+(the demo data set: OUT/hypersim, OUT/vkitti, OUT/nyuv2, OUT/kitti with their split lists), or
+clip (video clips with exact depth per frame: OUT/<motion>/ for each --motion among static, pan,
+forward, object; layout in apdepth/synth/clip.py and docs/features.md).
 Output is identical for a given --seed whatever --workers is.
 """
 
@@ -16,7 +18,8 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-KIND_CHOICES = ("hypersim", "vkitti", "nyu", "kitti", "all")
+KIND_CHOICES = ("hypersim", "vkitti", "nyu", "kitti", "all", "clip")
+CLIP_SIZE = (192, 256)
 # `all`: images per data set (training sets and held-out archives of the demo data set)
 ALL_COUNTS = {"hypersim": 2000, "vkitti": 400, "nyu": 100, "kitti": 100}
 
@@ -61,6 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "over all variants)")
     parser.add_argument("--profile", action="store_true",
                         help="print CPU seconds per image (scene building, rendering, encoding)")
+    g = parser.add_argument_group("clip (video clips with exact depth per frame; -n = frames per clip, default 10)")
+    g.add_argument("--motion", default="static,pan,forward,object",
+                   help="comma-separated camera paths among static, pan, forward, object; one clip each in "
+                        "OUT/<motion>/ (default: all four)")
+    g.add_argument("--pan-deg", type=float, default=1.5, help="pan: degrees turned per frame (default: 1.5)")
+    g.add_argument("--step", type=float, default=0.08, help="forward: metres moved per frame (default: 0.08)")
+    g.add_argument("--mp4", action="store_true", help="also write OUT/<motion>/rgb.mp4 (needs PyAV)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--workers must be >= 1")
     if args.num is not None and args.num < 1:
         raise SystemExit("-n/--num must be >= 1")
+    if args.kind == "clip":
+        return _run_clips(args)
     if args.kind == "all":
         jobs = [(kind, args.output / FOLDER_NAME[kind], args.num or args.counts[kind]) for kind in KINDS]
     else:
@@ -84,4 +96,30 @@ def run(args: argparse.Namespace) -> int:
             parts = ", ".join(f"{k} {v:.3f}" for k, v in per.items())
             print(f"  CPU seconds per {info['size'][0]}x{info['size'][1]} image: {sum(per.values()):.3f} "
                   f"({parts})", file=sys.stderr)
+    return 0
+
+
+def _run_clips(args: argparse.Namespace) -> int:
+    import time
+
+    from ..synth.clip import MOTIONS, render_clip, write_clip
+
+    motions = [m.strip() for m in args.motion.split(",") if m.strip()]
+    bad = [m for m in motions if m not in MOTIONS]
+    if bad or not motions:
+        raise SystemExit(f"--motion: unknown {bad or args.motion!r}; choose among {', '.join(MOTIONS)}")
+    num = args.num or 10
+    if num < 2:
+        raise SystemExit("-n/--num must be >= 2 for clips (frames per clip)")
+    size = args.size or CLIP_SIZE
+    for motion in motions:
+        start = time.perf_counter()
+        try:
+            clip = render_clip(motion, num, size, seed=args.seed, pan_deg=args.pan_deg, step_m=args.step)
+            write_clip(clip, args.output / motion, mp4=args.mp4)
+        except (ValueError, ImportError) as e:
+            print(f"apdepth synth clip: FAILED {motion}: {e}", file=sys.stderr)
+            return 1
+        print(f"apdepth synth clip {motion}: {num} frames {size[0]}x{size[1]} -> {args.output / motion} "
+              f"({time.perf_counter() - start:.1f} s)", file=sys.stderr)
     return 0

@@ -1,10 +1,11 @@
 """Predict temporally stable depth for a video file or a folder of frames.
 
 Each frame's affine-invariant depth is aligned to the previous frame (or a running reference) on
-static pixels with a robust scale-and-shift fit, and the whole video is normalised once. Writes
-OUTDIR/depth.mp4 (colourised), OUTDIR/frames/<frame>.png (16-bit), optionally side_by_side.mp4 and
-depth.npy, and OUTDIR/video.json with the flicker metric with and without stabilisation.
-Needs PyAV: pip install 'apdepth[video]'.
+corresponding pixels (--motion: same pixel for a static camera, optical flow for a moving one, or auto)
+with a robust scale-and-shift fit, and the whole video is normalised once. Writes OUTDIR/depth.mp4
+(colourised), OUTDIR/frames/<frame>.png (16-bit), optionally side_by_side.mp4 and depth.npy, and
+OUTDIR/video.json with flicker and drift with and without stabilisation (and, with --gt, the error
+against ground-truth depth). Needs PyAV and OpenCV: pip install 'apdepth[video]'.
 """
 
 from __future__ import annotations
@@ -49,6 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="align to the previous frame or a running average (default: previous)")
     g.add_argument("--static-threshold", type=float, default=0.02,
                    help="grey-level change (0-1) below which a pixel counts as static (default: 0.02)")
+    g.add_argument("--motion", choices=("auto", "static", "flow"), default="auto",
+                   help="pixel correspondences between frames: static = same pixel (a camera on a tripod; "
+                        "fastest), flow = optical flow (a moving camera), auto = flow when a cheap test sees "
+                        "the image move (default: auto)")
+    parser.add_argument("--gt", type=Path, default=None, metavar="DEPTH",
+                        help="ground-truth depth of every source frame, a float [N, H, W] .npy or a clip folder "
+                             "from `apdepth synth clip` (its depth.npy): video.json then reports the AbsRel of the "
+                             "per-frame and of the stabilised depth after one affine fit per video")
     add_model_arguments(parser)
 
 
@@ -72,18 +81,37 @@ def run(args: argparse.Namespace) -> int:
     if not args.input.exists():
         print(f"apdepth video: {args.input}: no such video file or frame folder", file=sys.stderr)
         return 1
-    stabilizer = DepthStabilizer(reference=args.reference, static_threshold=args.static_threshold,
-                                 enabled=not args.no_stabilize)
+    try:
+        ground_truth = _read_ground_truth(args.gt) if args.gt is not None else None
+        stabilizer = DepthStabilizer(reference=args.reference, static_threshold=args.static_threshold,
+                                     enabled=not args.no_stabilize, motion=args.motion)
+    except (ValueError, OSError, ImportError) as e:
+        print(f"apdepth video: FAILED {e}", file=sys.stderr)
+        return 1
     pipe = load_pipeline(args)
     try:
         result = process_video(pipe, args.input, args.output, formats=formats, colormap=args.colormap,
                                processing_resolution=args.processing_res, batch_size=args.batch_size,
                                stabilizer=stabilizer, stride=args.stride, max_frames=args.max_frames, fps=args.fps,
-                               progress=True)
+                               progress=True, ground_truth=ground_truth)
     except (ValueError, OSError, ImportError) as e:
         print(f"apdepth video: FAILED {e}", file=sys.stderr)
         return 1
     print(f"apdepth video: {result.summary()} -> {args.output}", file=sys.stderr)
-    print(f"  flicker (mean |frame-to-frame change| on static pixels / depth range): per-frame "
-          f"{result.flicker_raw:.4f}, stabilised {result.flicker_stabilized:.4f}", file=sys.stderr)
+    print(f"  flicker (mean |frame-to-frame change| of matched pixels / depth range): per-frame "
+          f"{result.flicker_raw:.4f}, stabilised {result.flicker_stabilized:.4f}; drift from frame 0: per-frame "
+          f"{result.drift_raw:.4f}, stabilised {result.drift_stabilized:.4f} (correspondences: {result.motion})",
+          file=sys.stderr)
     return 0
+
+
+def _read_ground_truth(path: Path):
+    import numpy as np
+
+    file = path / "depth.npy" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"--gt {path}: no such .npy file (or clip folder with depth.npy)")
+    depth = np.load(file, allow_pickle=False)
+    if depth.ndim != 3:
+        raise ValueError(f"--gt {file}: need float depth [frames, height, width], got shape {depth.shape}")
+    return depth

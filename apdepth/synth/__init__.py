@@ -6,8 +6,10 @@
 - :mod:`.render`: vectorised ray caster with point / area / directional lights and shadow rays
 - :mod:`.indoor`, :mod:`.furniture`, :mod:`.outdoor`: scene samplers (rooms, streets)
 - :mod:`.encode`, :mod:`.datasets`: file encodings and the Hypersim / VKITTI / NYUv2 / KITTI writers
+- :mod:`.clip`: video clips along a camera path (static, pan, forward, moving object), exact depth per frame
 
-Command line: ``apdepth synth {hypersim,vkitti,nyu,kitti,all} -o DIR``; see ``docs/synthetic_data.md``.
+Command line: ``apdepth synth {hypersim,vkitti,nyu,kitti,all} -o DIR`` (see ``docs/synthetic_data.md``)
+and ``apdepth synth clip -o DIR`` (see ``docs/features.md``).
 """
 
 from .camera import Camera, camera_from_focal, camera_from_fov, rotation_from_angles
