@@ -91,7 +91,7 @@ class DemoModel:
         frames_zip = shutil.make_archive(str(out / "depth_frames_png16"), "zip", root_dir=out / "frames")
         files = [str(out / "depth.mp4"), frames_zip, str(out / "video.json")]
         message = (f"{result.num_frames} frames at {result.fps:.3g} fps (at most {limit}). Flicker (mean frame-to-frame "
-                   f"change on static pixels / depth range): {result.flicker_raw:.4f} per frame, "
+                   f"change on matched pixels / depth range): {result.flicker_raw:.4f} per frame, "
                    f"{result.flicker_stabilized:.4f} stabilised.")
         return str(out / "side_by_side.mp4"), files, message
 
