@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import predict_extras
 from .common import add_model_arguments
+from .export import add_backend_arguments, load_backend_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs all exist")
     predict_extras.add_arguments(parser)
     add_model_arguments(parser)
+    add_backend_arguments(parser)
 
 
 @dataclass
@@ -164,7 +166,9 @@ def run(args: argparse.Namespace) -> int:
         logger.info("process %d of %d: %d of %d images", state.process_index, state.num_processes, len(todo), total)
 
     if todo:
-        pipe = load_pipeline(args, device=state.device if state is not None else None)
+        pipe = load_backend_pipeline(args)  # None: torch
+        if pipe is None:
+            pipe = load_pipeline(args, device=state.device if state is not None else None)
         colormap = args.colormap if "color" in formats else None
         call = dict(processing_resolution=args.processing_res, match_input_resolution=not args.no_match_input_res,
                     resample=args.resample, colormap=colormap, output_type="np")
