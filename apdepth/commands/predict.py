@@ -2,8 +2,10 @@
 
 Outputs mirror the input folders under OUTDIR: <name>_depth.npy (float32 in [0, 1], near small),
 <name>_depth.png (16-bit, depth * 65535), <name>_depth_color.png (colour map) and, on request,
-<name>_points.ply (coloured point cloud), <name>_depth_metric.npy (with --sparse-depth) and
-<name>_depth_std.npy (with --tta). Unreadable files are reported by name and skipped; the exit
+<name>_depth.exr / <name>_depth.tif (float32 EXR / TIFF: --formats exr,tiff32), <name>_points.ply
+(coloured point cloud), <name>_depth_metric.npy (with --sparse-depth; also as .exr/.tif with those
+formats, and as millimetre 16-bit PNG <name>_depth_metric_mm.png with png16mm) and <name>_depth_std.npy
+(with --tta). Unreadable files are reported by name and skipped; the exit
 status is non-zero if any input failed.
 
 Several processes (`accelerate launch -m apdepth predict ...` or torchrun) split the inputs between
@@ -25,8 +27,9 @@ from .export import add_backend_arguments, load_backend_pipeline
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("npy", "png16", "color", "ply")
-SUFFIXES = {"npy": "_depth.npy", "png16": "_depth.png", "color": "_depth_color.png", "ply": "_points.ply"}
+FORMATS = ("npy", "png16", "color", "ply", "exr", "tiff32", "png16mm")
+SUFFIXES = {"npy": "_depth.npy", "png16": "_depth.png", "color": "_depth_color.png", "ply": "_points.ply",
+            "exr": "_depth.exr", "tiff32": "_depth.tif"}  # png16mm (metric, --sparse-depth): predict_extras
 LIST_EXTENSIONS = (".txt", ".lst", ".list")
 
 
@@ -120,11 +123,12 @@ def collect_inputs(inputs: list[str], report: Report) -> list[WorkItem]:
 
 def output_paths(outdir: Path, item: WorkItem, formats: list[str],
                  extras: predict_extras.Extras | None = None) -> dict[str, Path]:
-    paths = {fmt: outdir / (item.stem + SUFFIXES[fmt]) for fmt in formats}
+    paths = {fmt: outdir / (item.stem + SUFFIXES[fmt]) for fmt in formats if fmt in SUFFIXES}
     return {**paths, **extras.paths(outdir, item.stem)} if extras is not None else paths
 
 
 def write_outputs(paths: dict[str, Path], depth, colored) -> None:
+    from ..depth_io import save_float_depth
     from ..image_utils import depth_to_uint16
     from ..io import save_image, save_npy
 
@@ -135,6 +139,8 @@ def write_outputs(paths: dict[str, Path], depth, colored) -> None:
             save_image(path, depth_to_uint16(depth))
         elif fmt == "color":
             save_image(path, colored)
+        elif fmt in ("exr", "tiff32"):
+            save_float_depth(fmt, path, depth, "affine-invariant depth in [0, 1], near small (apdepth)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,79 @@
+"""Speed of the exported embedded model under onnxruntime / OpenVINO against torch on this CPU.
+
+    python scripts/export_bench.py --size 192x256 --size 480x640 --threads 2 --repeats 5 \\
+        --json docs/benchmarks/export-cpu.json
+
+Each backend runs the same pipeline call (``processing_resolution=0`` on an image of the given size, so
+the networks see exactly that size); the median of ``--repeats`` timed calls after one warm-up is reported,
+with the depth difference against torch. The export is dynamic (one export serves every size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", action="append", default=None, help="HxW (repeatable; default 192x256)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", default=None, help="write the rows here")
+    args = parser.parse_args()
+    sizes = [tuple(int(v) for v in s.split("x")) for s in (args.size or ["192x256"])]
+
+    import numpy as np
+    import torch
+
+    from apdepth import ApDepthPipeline
+    from apdepth.demo_model import embedded_model_path
+    from apdepth.export import example_image, export_onnx, load_exported_pipeline
+
+    torch.set_num_threads(args.threads)
+    eager = ApDepthPipeline.from_pretrained(embedded_model_path(), dtype=torch.float32)
+    eager.set_progress_bar_config(disable=True)
+    folder = tempfile.mkdtemp(prefix="apdepth-export-bench-")
+    export_onnx(eager, folder, *sizes[0], dynamic=True)
+    pipes = {"torch (contiguous)": eager}
+    for backend in ("onnxruntime", "openvino"):
+        try:
+            pipes[backend] = load_exported_pipeline(folder, backend=backend, threads=args.threads)
+        except ImportError as e:
+            print(f"skip {backend}: {e}")
+    rows = []
+    for height, width in sizes:
+        image = example_image(height, width)
+        ref = None
+        for name, pipe in [*pipes.items(), ("torch (channels_last)", None)]:
+            if pipe is None:  # what `apdepth predict` uses on CPUs
+                eager.set_channels_last(True)
+                pipe = eager
+            pipe(image, processing_resolution=0)  # warm-up
+            times = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                depth = pipe(image, processing_resolution=0).depth[0]
+                times.append(time.perf_counter() - start)
+            ref = depth if ref is None else ref
+            row = {"backend": name, "size": f"{height}x{width}", "median_s": statistics.median(times),
+                   "min_s": min(times), "max_abs_diff_vs_torch": float(np.abs(depth - ref).max())}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        eager.set_channels_last(False)
+    report = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+              "threads": args.threads, "load_average_at_end": os.getloadavg(), "repeats": args.repeats,
+              "model": "embedded demo model (fp32)", "rows": rows}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
