@@ -13,6 +13,7 @@ from .archive import Archive, normalize_member
 from .base import DepthDataset
 from .diode import DIODEDataset, sobel_edge_mask, sobel_magnitude
 from .eth3d import ETH3DDataset
+from .folder import FolderDataset
 from .hypersim import HypersimDataset
 from .kitti import KITTIDataset, kitti_benchmark_box, kitti_benchmark_crop, kitti_eval_mask
 from .nyu import NYUDataset, nyu_eigen_mask
@@ -22,10 +23,10 @@ from .vkitti import VirtualKITTIDataset
 DATASETS: dict[str, type[DepthDataset]] = {
     cls.name: cls
     for cls in (NYUDataset, KITTIDataset, ETH3DDataset, ScanNetDataset, DIODEDataset, HypersimDataset,
-                VirtualKITTIDataset)
+                VirtualKITTIDataset, FolderDataset)
 }
 EVAL_DATASETS = ("nyu", "kitti", "eth3d", "scannet", "diode")  # Table 1, in the paper's order
-TRAIN_DATASETS = ("hypersim", "vkitti")
+TRAIN_DATASETS = ("hypersim", "vkitti", "folder")  # folder: your own RGB-D (apdepth.data.folder)
 
 
 def get_dataset(name: str, root: str | os.PathLike, split: str | os.PathLike, **kwargs) -> DepthDataset:
@@ -41,8 +42,8 @@ def get_dataset(name: str, root: str | os.PathLike, split: str | os.PathLike, **
 
 
 __all__ = [
-    "Archive", "DATASETS", "DIODEDataset", "DepthDataset", "ETH3DDataset", "EVAL_DATASETS", "HypersimDataset",
-    "KITTIDataset", "NYUDataset", "ScanNetDataset", "TRAIN_DATASETS", "VirtualKITTIDataset", "get_dataset",
+    "Archive", "DATASETS", "DIODEDataset", "DepthDataset", "ETH3DDataset", "EVAL_DATASETS", "FolderDataset",
+    "HypersimDataset", "KITTIDataset", "NYUDataset", "ScanNetDataset", "TRAIN_DATASETS", "VirtualKITTIDataset", "get_dataset",
     "kitti_benchmark_box", "kitti_benchmark_crop", "kitti_eval_mask", "normalize_member", "nyu_eigen_mask",
     "sobel_edge_mask", "sobel_magnitude",
 ]

@@ -45,8 +45,10 @@ def check_paths(cfg: TrainConfig, need_validation: bool = True) -> None:
         source = getattr(cfg.data, name)
         if not source.root or not os.path.exists(source.root):
             problems.append(f"data.{name}.root: {source.root!r} does not exist")
-        if not source.split or not os.path.isfile(source.split):
+        if (source.split or name != "folder") and not os.path.isfile(source.split):  # folder: may discover
             problems.append(f"data.{name}.split: {source.split!r} is not a file")
+        elif not source.split and cfg.data.cache_dir:
+            problems.append(f"data.{name}.split: the latent cache needs a split list (apdepth.data.folder.write_split)")
     base = cfg.model.base
     if _looks_local(base) or cfg.model.local_files_only:
         if os.path.isdir(base):

@@ -23,7 +23,7 @@ from ..modules.adapter import ADAPTER_KINDS
 from ..modules.encoders import ENCODER_KINDS
 
 STAGE_STEPS = {1: 20_000, 2: 21_000}  # paper Sec. 4.1
-TRAIN_SETS = ("hypersim", "vkitti")
+TRAIN_SETS = ("hypersim", "vkitti", "folder")  # folder: your own RGB-D (apdepth.data.folder)
 MIXED_PRECISION = ("no", "fp16", "bf16")
 CONDITION_ORDERS = ("prior_rgb", "rgb_prior")
 FREQ_SPACES = ("pixel", "latent")
@@ -59,6 +59,7 @@ class DataConfig:
         "data/hypersim/train", "data_split/hypersim/filename_list_train_filtered.txt"))
     vkitti: DataSourceConfig = field(default_factory=lambda: DataSourceConfig(
         "data/vkitti/vkitti.tar", "data_split/vkitti/vkitti_train.txt"))
+    folder: DataSourceConfig = field(default_factory=DataSourceConfig)  # your own RGB-D; split "": discovered
     mix: dict = field(default_factory=lambda: {"hypersim": 0.9, "vkitti": 0.1})  # per micro-batch
     batch_size: int = 2  # micro-batch per process; accumulation makes up optim.effective_batch
     num_workers: int = 4
