@@ -137,3 +137,36 @@ def test_training_source(folder, tmp_path):
     assert "data.folder.split" in str(err.value)
     mixed = build_config(overrides=[f"data.folder.root={root}", "data.mix={folder: 0.5, hypersim: 0.5}"])
     assert mixed.active_sources() == {"hypersim": 0.5, "folder": 0.5}
+
+
+def test_finetune_preset_runs_from_the_embedded_model(tmp_path):
+    """configs/finetune_folder.yaml, two optimizer steps on a folder from the embedded model: the UNet moves,
+    the VAE does not, and the result is a working checkpoint."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from apdepth import ApDepthPipeline
+    from apdepth.cli import main
+    from apdepth.demo_model import embedded_model_path
+
+    root = tmp_path / "mydata"
+    (root / "rgb").mkdir(parents=True)
+    (root / "depth").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(root / f"rgb/{i}.png")
+        np.save(root / f"depth/{i}.npy", rng.uniform(1, 5, (48, 64)).astype(np.float32))
+    base = embedded_model_path()
+    config = Path(__file__).resolve().parents[1] / "configs" / "finetune_folder.yaml"
+    out = tmp_path / "run"
+    assert main(["train", "-c", str(config), f"model.base={base}", f"model.prior={base / 'prior'}",
+                 f"data.folder.root={root}", "optim.max_steps=2", "optim.effective_batch=2", "data.num_workers=0",
+                 f"run.output_dir={out}"]) == 0
+    name = "diffusion_pytorch_model.safetensors"
+    before, after = load_file(base / "unet" / name), load_file(out / "final" / "unet" / name)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    vae_before, vae_after = load_file(base / "vae" / name), load_file(out / "final" / "vae" / name)
+    assert all(torch.equal(vae_before[k], vae_after[k]) for k in vae_before)
+    pipe = ApDepthPipeline.from_pretrained(out / "final")
+    assert pipe(torch.rand(3, 48, 64), output_type="pt").depth.shape == (1, 1, 48, 64)
