@@ -4,8 +4,8 @@
         --json docs/benchmarks/export-cpu.json
 
 Each backend runs the same pipeline call (``processing_resolution=0`` on an image of the given size, so
-the networks see exactly that size); the median of ``--repeats`` timed calls after one warm-up is reported,
-with the depth difference against torch. Each size gets its own fixed-size export (all four networks in ONNX).
+the networks see exactly that size); the median of ``--repeats`` timed calls after one warm-up round is
+reported, with the depth difference against torch. Backends are interleaved within each round. Each size gets its own fixed-size export (all four networks in ONNX).
 """
 
 from __future__ import annotations
@@ -50,23 +50,24 @@ def main() -> None:
             except ImportError as e:
                 print(f"skip {backend}: {e}")
         image = example_image(height, width)
-        ref = None
-        for name, pipe in [*pipes.items(), ("torch (channels_last)", None)]:
-            if pipe is None:  # what `apdepth predict` uses on CPUs
-                eager.set_channels_last(True)
-                pipe = eager
-            pipe(image, processing_resolution=0)  # warm-up
-            times = []
-            for _ in range(args.repeats):
+        variants = [*pipes.items(), ("torch (channels_last)", eager)]
+        times: dict[str, list[float]] = {name: [] for name, _ in variants}
+        depths = {}
+        # Interleaved: every repeat runs each backend once, so a change in the machine's load hits all alike.
+        for repeat in range(args.repeats + 1):  # the first round is the warm-up
+            for name, pipe in variants:
+                eager.set_channels_last(name == "torch (channels_last)")  # what `apdepth predict` uses on CPUs
                 start = time.perf_counter()
-                depth = pipe(image, processing_resolution=0).depth[0]
-                times.append(time.perf_counter() - start)
-            ref = depth if ref is None else ref
-            row = {"backend": name, "size": f"{height}x{width}", "median_s": statistics.median(times),
-                   "min_s": min(times), "max_abs_diff_vs_torch": float(np.abs(depth - ref).max())}
+                depths[name] = pipe(image, processing_resolution=0).depth[0]
+                if repeat:
+                    times[name].append(time.perf_counter() - start)
+        eager.set_channels_last(False)
+        ref = depths["torch (contiguous)"]
+        for name, _ in variants:
+            row = {"backend": name, "size": f"{height}x{width}", "median_s": statistics.median(times[name]),
+                   "min_s": min(times[name]), "max_abs_diff_vs_torch": float(np.abs(depths[name] - ref).max())}
             rows.append(row)
             print(json.dumps(row), flush=True)
-        eager.set_channels_last(False)
     report = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
               "threads": args.threads, "load_average_at_end": os.getloadavg(), "repeats": args.repeats,
               "model": "embedded demo model (fp32)", "rows": rows}
