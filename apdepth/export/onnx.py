@@ -148,14 +148,13 @@ def export_onnx(pipe, output_dir: str | os.PathLike, height: int, width: int, *,
     up_factor = 2 ** getattr(pipe.unet, "num_upsamplers", 0)
     if dynamic and all(s % up_factor == 0 for s in examples["unet"][0].shape[-2:]):
         # The UNet forwards explicit upsampling sizes only for latents that are not multiples of its up factor,
-        # a Python branch the tracer freezes: trace the general branch, or odd latent sizes would fail.
+        # a Python branch the tracer freezes: trace the general branch, or every other latent size fails.
         logger.info("Tracing at %dx%d instead of %dx%d so that the UNet keeps its general upsampling branch.",
                     height, width + 8, height, width)
         examples = record_examples(pipe, height, width + 8, batch)
     manifest = {"format": "apdepth-onnx", "version": FORMAT_VERSION, **pipeline_manifest(pipe, dtype),
                 "dynamic": dynamic, "processing_size": [height, width], "batch_size": None if dynamic else batch_size,
-                "exporter": exporter, "opset": opset, "files": {}, "input_shapes": {}}
-    manifest["torch_networks"] = []
+                "exporter": exporter, "opset": opset, "files": {}, "input_shapes": {}, "torch_networks": []}
     for name, net in networks(pipe).items():
         start = time.perf_counter()
         path = out / f"{name}.onnx"
