@@ -100,7 +100,7 @@ def test_same_stem_different_extensions_both_kept(tiny_pipeline_dir, tmp_path):
 
 def test_bad_formats_flag_is_explained(tiny_pipeline_dir, tmp_path):
     with pytest.raises(ValueError, match="--formats: unknown"):
-        run_predict(tmp_path, "-o", tmp_path / "o", "--model", tiny_pipeline_dir, "--formats", "npy,exr")
+        run_predict(tmp_path, "-o", tmp_path / "o", "--model", tiny_pipeline_dir, "--formats", "npy,jpeg")
 
 
 def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
