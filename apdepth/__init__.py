@@ -1,8 +1,38 @@
-"""ApDepth: single-step diffusion monocular depth estimation with a Depth Anything V2 prior."""
+"""ApDepth: single-step diffusion monocular depth estimation with a Depth Anything V2 prior.
 
-from .pipeline import ApDepthOutput, ApDepthPipeline
-from .priors import DepthAnythingPrior, load_prior
+The public names are imported on first use (PEP 562), so ``import apdepth`` and the command line's
+``--help`` do not pay for torch, diffusers and transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
+# public name -> module that defines it (add new lazy exports here)
+_LAZY = {
+    "ApDepthOutput": ".pipeline",
+    "ApDepthPipeline": ".pipeline",
+    "DepthAnythingPrior": ".priors",
+    "load_prior": ".priors",
+}
+
 __all__ = ["ApDepthOutput", "ApDepthPipeline", "DepthAnythingPrior", "load_prior", "__version__"]
+
+if TYPE_CHECKING:  # for type checkers and IDEs; never executed
+    from .pipeline import ApDepthOutput, ApDepthPipeline
+    from .priors import DepthAnythingPrior, load_prior
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

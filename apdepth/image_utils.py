@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 ImageInput = Image.Image | np.ndarray | torch.Tensor
@@ -106,6 +107,35 @@ def to_rgb_images(images: ImageInput | list[ImageInput]) -> list[RGBImage]:
     raise TypeError(
         f"Unsupported image type {type(images).__name__}; expected PIL.Image, numpy.ndarray, torch.Tensor or a list."
     )
+
+
+def processing_size(height: int, width: int, resolution: int) -> tuple[int, int]:
+    """Size with the long edge equal to ``resolution`` (aspect kept); ``0`` keeps the size."""
+    if resolution == 0:
+        return height, width
+    factor = min(resolution / width, resolution / height)
+    return max(1, int(height * factor)), max(1, int(width * factor))
+
+
+def resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """Resize ``[B, C, H, W]``; antialiased for bilinear/bicubic (as the release's resizes)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    kwargs = {"antialias": True, "align_corners": False} if mode in ("bilinear", "bicubic") else {}
+    return F.interpolate(x, size=size, mode=mode, **kwargs)
+
+
+def resize_uint8(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """Resize 8-bit levels ``[B, C, H, W]`` (float holding 0..255) as torchvision resizes a uint8 tensor:
+    interpolate in float32 (antialiased for bilinear/bicubic), clamp bicubic's overshoot, round half to
+    even, back to 0..255. ``"nearest"`` is nearest-exact (the release's mapping of the name)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    mode = "nearest-exact" if mode == "nearest" else mode
+    y = resize(x.float(), size, mode)
+    if mode == "bicubic":
+        y = y.clamp(0.0, 255.0)
+    return torch.round(y).clamp(0.0, 255.0)
 
 
 def colorize_depth(depth: np.ndarray, colormap: str = "Spectral", vmin: float = 0.0, vmax: float = 1.0) -> Image.Image:

@@ -22,7 +22,15 @@ from PIL import Image
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ._compat import diffusers_dtype, pop_dtype, transformers_dtype
-from .image_utils import ImageInput, RGBImage, colorize_depth, to_rgb_images
+from .image_utils import (
+    ImageInput,
+    RGBImage,
+    colorize_depth,
+    processing_size,
+    resize,
+    resize_uint8,
+    to_rgb_images,
+)
 from .models import decode_depth, encode_latent, load_apdepth_unet
 from .priors import DepthAnythingPrior, PriorSpec, check_preprocessing, load_prior
 
@@ -34,6 +42,18 @@ LEGACY_PRIOR = "large"
 SD2_BASE = "stabilityai/stable-diffusion-2"
 RESAMPLE_MODES = ("bilinear", "bicubic", "nearest", "nearest-exact", "area")
 OUTPUT_TYPES = ("np", "pt")
+# How sizes that are not multiples of 8 reach the VAE (see ApDepthPipeline.__call__):
+#   "release": as they are; the encoder drops the remainder and the depth is stretched back (the authors' code)
+#   "pad":     edge-padded to multiples of 8, the padding cropped from the depth (geometrically exact)
+SIZE_MODES = ("release", "pad")
+# How 8-bit images are resized to the processing resolution:
+#   "uint8": torchvision's tensor resize of the uint8 image (float interpolation, rounded back to uint8), then
+#            [0, 255] -> [-1, 1]; "nearest" means nearest-exact, as the release maps it (the authors' code)
+#   "float": the [0, 1] image is interpolated and rounded to 8-bit levels
+RESIZE_MODES = ("uint8", "float")
+# Defaults by the prior preprocessing the checkpoint was trained with: the release's ("compat") runs the
+# release's inference; "normalized" checkpoints are this package's own and keep the geometric behaviour.
+MODE_DEFAULTS = {"compat": ("release", "uint8"), "normalized": ("pad", "float")}
 
 
 @dataclass
@@ -53,22 +73,6 @@ class ApDepthOutput(BaseOutput):
     prior: np.ndarray | torch.Tensor | list | None = None
 
 
-def processing_size(height: int, width: int, resolution: int) -> tuple[int, int]:
-    """Size with the long edge equal to ``resolution`` (aspect kept); ``0`` keeps the size."""
-    if resolution == 0:
-        return height, width
-    factor = min(resolution / width, resolution / height)
-    return max(1, int(height * factor)), max(1, int(width * factor))
-
-
-def resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
-    """Resize ``[B, C, H, W]``; antialiased for bilinear/bicubic (as the release's resizes)."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    kwargs = {"antialias": True, "align_corners": False} if mode in ("bilinear", "bicubic") else {}
-    return F.interpolate(x, size=size, mode=mode, **kwargs)
-
-
 class ApDepthPipeline(DiffusionPipeline):
     """Single-step monocular depth estimation with a Depth Anything V2 prior (ApDepth).
 
@@ -78,7 +82,8 @@ class ApDepthPipeline(DiffusionPipeline):
 
     Config (stored in ``model_index.json``): ``default_processing_resolution``, ``prior_preprocessing``
     (``compat`` or ``normalized``: what the UNet was trained with), ``prior_name`` (how to rebuild the
-    prior when ``prior/`` is absent), ``use_prior``.
+    prior when ``prior/`` is absent), ``use_prior``, ``size_mode`` and ``resize_mode`` (``None``: the
+    defaults for ``prior_preprocessing``, :data:`MODE_DEFAULTS`; see :meth:`__call__`).
 
     ``use_prior=False`` is the "no prior" variant (Table 2's "base" row): the UNet keeps its 8 input
     channels but the prior half of its input is all zeros, in training and inference alike; such a
@@ -89,7 +94,9 @@ class ApDepthPipeline(DiffusionPipeline):
     _optional_components = ["prior", "text_encoder", "tokenizer", "scheduler"]
     timestep = 1
     pad_multiple = 8  # the VAE's downsampling factor; the UNet handles odd latent sizes itself
-    fuse_encode = True  # encode RGB and prior in one VAE call (False: two calls; same result)
+    # True: encode RGB and prior in one VAE call (faster; batched convolutions round differently, measured
+    # up to ~1e-5 in depth). False (default): two calls, as the release does, for output-for-output equality.
+    fuse_encode = False
     vae_tiling: str | None = None  # None, "decode" or "all": see enable_vae_tiling
 
     def __init__(
@@ -106,9 +113,13 @@ class ApDepthPipeline(DiffusionPipeline):
         scale_invariant: bool = True,
         shift_invariant: bool = True,
         use_prior: bool = True,
+        size_mode: str | None = None,
+        resize_mode: str | None = None,
     ):
         super().__init__()
         check_preprocessing(prior_preprocessing)
+        _check_choice("size_mode", size_mode, SIZE_MODES, allow_none=True)
+        _check_choice("resize_mode", resize_mode, RESIZE_MODES, allow_none=True)
         if not use_prior and prior is not None:
             raise ValueError("use_prior=False describes a model trained without a prior; do not pass a prior.")
         if prior is not None and prior.preprocessing != prior_preprocessing:
@@ -131,6 +142,8 @@ class ApDepthPipeline(DiffusionPipeline):
             scale_invariant=scale_invariant,
             shift_invariant=shift_invariant,
             use_prior=use_prior,
+            size_mode=size_mode,
+            resize_mode=resize_mode,
         )
         self._empty_text_embedding: torch.Tensor | None = None
 
@@ -149,6 +162,8 @@ class ApDepthPipeline(DiffusionPipeline):
         elif prior is not None:
             kwargs["prior"] = None  # do not load a saved prior we are about to replace
         pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        if kwargs.get("device_map") is None:  # offloading maps legitimately leave weights on the meta device
+            _check_materialised(pipe, pretrained_model_name_or_path)
         if not pipe.config.get("use_prior", True):
             if prior is not None:
                 raise ValueError(f"{pretrained_model_name_or_path} was trained without a prior (use_prior=False); "
@@ -325,29 +340,54 @@ class ApDepthPipeline(DiffusionPipeline):
         t = torch.full((batch,), self.timestep, device=condition.device, dtype=torch.long)
         return self.unet(condition.to(self.unet.dtype), t, encoder_hidden_states=emb).sample
 
-    def predict_depth(self, rgb: torch.Tensor, prior_disp: torch.Tensor | None = None) -> torch.Tensor:
+    def inference_modes(self, size_mode: str | None = None, resize_mode: str | None = None) -> tuple[str, str]:
+        """``(size_mode, resize_mode)`` in effect: the arguments, else the config's, else the defaults for
+        the checkpoint's ``prior_preprocessing`` (:data:`MODE_DEFAULTS`)."""
+        default_size, default_resize = MODE_DEFAULTS[self.config.prior_preprocessing]
+        size_mode = size_mode or self.config.get("size_mode") or default_size
+        resize_mode = resize_mode or self.config.get("resize_mode") or default_resize
+        _check_choice("size_mode", size_mode, SIZE_MODES)
+        _check_choice("resize_mode", resize_mode, RESIZE_MODES)
+        return size_mode, resize_mode
+
+    def predict_depth(self, rgb: torch.Tensor, prior_disp: torch.Tensor | None = None,
+                      size_mode: str | None = None) -> torch.Tensor:
         """Depth for preprocessed RGB: ``[B, 3, H, W]`` in [-1, 1] -> ``[B, 1, H, W]`` in [0, 1].
 
-        Any H, W: the prior sees the image as is; RGB and prior are then edge-padded to multiples of 8
-        for the VAE and the padding is cropped from the result.
+        Any H, W: the prior sees the image as is. ``size_mode="pad"``: RGB and prior are edge-padded to
+        multiples of 8 for the VAE and the padding is cropped from the result. ``"release"``: they go to the
+        VAE as they are, the depth comes out at ``8 * floor(H / 8)`` x ``8 * floor(W / 8)`` and is stretched
+        back to H x W (bilinear, antialiased). ``None``: :meth:`inference_modes`.
         """
+        _, _, height, width = rgb.shape
+        depth = self._predict_raw(rgb, prior_disp, size_mode)
+        return resize(depth, (height, width), "bilinear")
+
+    def _predict_raw(self, rgb: torch.Tensor, prior_disp: torch.Tensor | None, size_mode: str | None) -> torch.Tensor:
+        """:meth:`predict_depth` before the release's stretch: ``[B, 1, H', W']`` where H' x W' is H x W
+        (``"pad"``) or the VAE's output size (``"release"``)."""
+        size_mode = self.inference_modes(size_mode)[0]
         _, _, height, width = rgb.shape
         if prior_disp is None and self.config.use_prior:
             prior_disp = self.run_prior(rgb)
-        pad_h, pad_w = (-height) % self.pad_multiple, (-width) % self.pad_multiple
+        if size_mode == "pad":
+            pad_h, pad_w = (-height) % self.pad_multiple, (-width) % self.pad_multiple
+        else:  # the release's VAE gets any size >= 8 as is; below 8 its latent would be empty: pad to 8
+            pad_h, pad_w = max(0, self.pad_multiple - height), max(0, self.pad_multiple - width)
         if pad_h or pad_w:
             rgb = F.pad(rgb, (0, pad_w, 0, pad_h), mode="replicate")
             if prior_disp is not None:
                 prior_disp = F.pad(prior_disp, (0, pad_w, 0, pad_h), mode="replicate")
         latent = self.predict_latent(self.encode_condition(rgb, prior_disp))  # [B, 4, h, w]
         with self._vae_mode("decode"):
-            depth = decode_depth(self.vae, latent).float()  # [B, 1, H', W']
+            depth = decode_depth(self.vae, latent).float()  # [B, 1, 8h, 8w]
         depth = (depth.clamp(-1.0, 1.0) + 1.0) / 2.0
-        return depth[:, :, :height, :width]
+        return depth[:, :, : height if pad_h else None, : width if pad_w else None]
 
     # ------------------------------------------------------------------ call
 
-    def _check_call(self, processing_resolution, resample, batch_size, output_type, generator):
+    def _check_call(self, processing_resolution, resample, batch_size, output_type, generator,
+                    size_mode, resize_mode):
         if not isinstance(processing_resolution, int) or processing_resolution < 0:
             raise ValueError(f"processing_resolution must be an int >= 0 (0 = native), got {processing_resolution!r}")
         if resample not in RESAMPLE_MODES:
@@ -358,6 +398,8 @@ class ApDepthPipeline(DiffusionPipeline):
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         if generator is not None and not isinstance(generator, (torch.Generator, list)):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        _check_choice("size_mode", size_mode, SIZE_MODES, allow_none=True)
+        _check_choice("resize_mode", resize_mode, RESIZE_MODES, allow_none=True)
 
     @torch.no_grad()
     def __call__(
@@ -372,6 +414,8 @@ class ApDepthPipeline(DiffusionPipeline):
         output_prior: bool = False,
         generator: torch.Generator | None = None,
         show_progress_bar: bool = False,
+        size_mode: str | None = None,
+        resize_mode: str | None = None,
     ) -> ApDepthOutput:
         """Predict affine-invariant depth.
 
@@ -389,18 +433,32 @@ class ApDepthPipeline(DiffusionPipeline):
             generator: accepted for API compatibility. ApDepth draws no random numbers, so the output is
                 a deterministic function of the input, device and dtype.
             show_progress_bar: show a bar over batches.
+            size_mode: how sizes that are not multiples of 8 reach the VAE. ``"release"``: as they are, as the
+                authors' code does (the VAE drops the remainder; the depth is stretched back to the output
+                size); ``"pad"``: edge-padded to multiples of 8 and cropped after (geometrically exact).
+            resize_mode: how 8-bit images are resized. ``"uint8"``: the uint8 image is resized as torchvision
+                resizes tensors (float interpolation rounded back to uint8) and then normalised, as the
+                authors' code does; ``"float"``: the [0, 1] image is interpolated, then rounded to 8-bit levels.
+
+        ``size_mode`` / ``resize_mode`` ``None`` take the config's values, else the release's behaviour for
+        ``prior_preprocessing="compat"`` checkpoints (the authors' release and everything trained like it)
+        and ``"pad"`` / ``"float"`` for ``"normalized"`` ones. With ``match_input_resolution=False`` and
+        ``size_mode="release"`` the depth has the VAE's output size (multiples of 8), as the release returns.
         """
         # 1. Check inputs.
         if processing_resolution is None:
             processing_resolution = self.config.default_processing_resolution
-        self._check_call(processing_resolution, resample, batch_size, output_type, generator)
+        self._check_call(processing_resolution, resample, batch_size, output_type, generator, size_mode, resize_mode)
+        size_mode, resize_mode = self.inference_modes(size_mode, resize_mode)
+        if resize_mode == "uint8" and resample == "nearest":
+            resample = "nearest-exact"  # torchvision's meaning of the release's "nearest"
         if output_prior and not self.config.use_prior:
             raise ValueError("output_prior=True, but this pipeline was trained without a prior (use_prior=False).")
         images = to_rgb_images(image)
         device = self._execution_device
 
         # 2. Preprocess: resize to the processing resolution, [0, 1] -> [-1, 1]. [3, h, w] each.
-        prepared = [self._preprocess(img, processing_resolution, resample) for img in images]
+        prepared = [self._preprocess(img, processing_resolution, resample, resize_mode) for img in images]
 
         # 3-5. Prior, encode, one UNet step, decode; equal-sized images are batched together.
         depths: list[torch.Tensor] = [None] * len(images)  # each [1, h, w]
@@ -409,13 +467,13 @@ class ApDepthPipeline(DiffusionPipeline):
         for idx in self.progress_bar(batches) if show_progress_bar else batches:
             rgb = torch.stack([prepared[i] for i in idx]).to(device)  # [B, 3, h, w]
             prior_disp = self.run_prior(rgb) if self.config.use_prior else None  # [B, 1, h, w]
-            depth = self.predict_depth(rgb, prior_disp)  # [B, 1, h, w]
+            depth = self._predict_raw(rgb, prior_disp, size_mode)  # [B, 1, h', w'] (h' = 8 * (h // 8): release)
             for j, i in enumerate(idx):
                 depths[i] = depth[j].cpu()
                 if prior_disp is not None:
                     priors[i] = prior_disp[j].float().cpu()
 
-        # 6. Postprocess: back to the input size, clip to [0, 1].
+        # 6. Postprocess: back to the input size (one resize, also for the release's stretch), clip to [0, 1].
         out_depth, out_prior = [], []
         for img, depth, prior_disp in zip(images, depths, priors):
             size = tuple(img.pixels.shape[-2:]) if match_input_resolution else tuple(depth.shape[-2:])
@@ -433,10 +491,15 @@ class ApDepthPipeline(DiffusionPipeline):
         )
 
     @staticmethod
-    def _preprocess(img: RGBImage, resolution: int, resample: str) -> torch.Tensor:
+    def _preprocess(img: RGBImage, resolution: int, resample: str, resize_mode: str = "uint8") -> torch.Tensor:
         _, height, width = img.pixels.shape
-        x = resize(img.pixels[None], processing_size(height, width, resolution), resample)[0]
-        if img.bits == 8:  # the release resizes uint8 tensors: keep 8-bit levels
+        size = processing_size(height, width, resolution)
+        if img.bits == 8 and resize_mode == "uint8":  # the release: resize the uint8 image, then normalise
+            levels = torch.round(img.pixels * 255.0)  # [3, H, W] the 8-bit levels, exactly
+            levels = resize_uint8(levels[None], size, resample)[0]  # [3, h, w]
+            return (levels / 255.0 * 2.0 - 1.0).contiguous()  # [3, h, w] in [-1, 1]
+        x = resize(img.pixels[None], size, resample)[0]
+        if img.bits == 8:  # keep 8-bit levels
             x = torch.round(x * 255.0) / 255.0
         return (x.clamp(0.0, 1.0) * 2.0 - 1.0).contiguous()  # [3, h, w] in [-1, 1]
 
@@ -459,3 +522,23 @@ class ApDepthPipeline(DiffusionPipeline):
             return torch.stack(maps) if same else [m[None] for m in maps]
         arrays = [m[0].float().numpy().astype(np.float32) for m in maps]
         return np.stack(arrays) if same else arrays
+
+
+def _check_choice(name: str, value, allowed: tuple[str, ...], allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}{' or None' if allow_none else ''}, got {value!r}")
+
+
+def _check_materialised(pipe: ApDepthPipeline, source) -> None:
+    """diffusers leaves weights a checkpoint lacks on the meta device with only a warning (and the first call
+    crashes); name them instead."""
+    for name in ("unet", "vae", "text_encoder", "prior"):
+        module = getattr(pipe, name, None)
+        if not isinstance(module, torch.nn.Module):
+            continue
+        empty = [k for k, t in (*module.named_parameters(), *module.named_buffers()) if t.is_meta]
+        if empty:
+            raise ValueError(f"{source}: {name} weights {empty[:20]}{' ...' if len(empty) > 20 else ''} are not in the "
+                             "checkpoint (left uninitialised). Refusing to run with uninitialised weights.")

@@ -72,7 +72,7 @@ def test_bench_command_on_tiny_models(tmp_path, capsys):
     assert {"hardware", "versions", "settings", "rows"} <= report.keys()
     assert report["versions"]["torch"] == torch.__version__
     settings = {(r["scenario"], r["setting"], r["batch"]) for r in report["rows"]}
-    for expected in [("stage", "UNet (1 step)", 1), ("apdepth", "end-to-end", 2), ("fast path", "two VAE calls", 1),
+    for expected in [("stage", "UNet (1 step)", 1), ("apdepth", "end-to-end", 2), ("fast path", "RGB + prior in one VAE call", 1),
                      ("fast path", "classic attention", 1), ("fast path", "VAE tiling on", 1),
                      ("marigold", "Marigold 50 step(s) x 10", 1), ("train", "step: raw inputs (encode every step)", 2),
                      ("train", "step: latent cache", 2), ("train", "step: cache + gradient checkpointing", 2),

@@ -38,7 +38,10 @@ def test_metric_ply_and_tta_outputs(tiny_pipeline_dir, pipe, images, tmp_path, c
     sparse.mkdir()
     rng = np.random.default_rng(0)
     u, v = rng.integers(0, 32, 40), rng.integers(0, 24, 40)
-    rows = np.stack([u, v, 5.0 * depth_a[v, u] + 2.0], axis=1)
+    # +-0.2% multiplicative noise (bounded, so no genuine point is an outlier): with exact values the data-driven inlier threshold
+    # collapses to its 1e-6 floor and float noise between two runs (thread count, memory layout) decides
+    noise = 1.0 + rng.uniform(-0.002, 0.002, 40)
+    rows = np.stack([u, v, (5.0 * depth_a[v, u] + 2.0) * noise], axis=1)
     rows[0, 2] = 100.0
     np.savetxt(sparse / "a_sparse.csv", rows, delimiter=",", header="u,v,depth", comments="")
 
@@ -48,10 +51,10 @@ def test_metric_ply_and_tta_outputs(tiny_pipeline_dir, pipe, images, tmp_path, c
     assert rc == 1  # b.jpg has no sparse depth: reported, its other outputs still written
     assert "1 done, 0 skipped, 1 failed" in err and "b.jpg" in err and "no sparse depth file" in err
     fit = json.loads((out / "a_depth_metric.json").read_text())
-    assert fit["scale"] == pytest.approx(5.0, rel=1e-3) and fit["shift"] == pytest.approx(2.0, abs=1e-2)
+    assert fit["scale"] == pytest.approx(5.0, rel=2e-2) and fit["shift"] == pytest.approx(2.0, abs=5e-2)
     assert fit["num_points"] == 40 and fit["num_inliers"] == 39 and fit["space"] == "depth"
     metric = np.load(out / "a_depth_metric.npy")
-    np.testing.assert_allclose(metric, 5.0 * np.load(out / "a_depth.npy") + 2.0, rtol=1e-3)
+    np.testing.assert_allclose(metric, fit["scale"] * np.load(out / "a_depth.npy") + fit["shift"], rtol=1e-5)
     assert (out / "sub" / "b_depth.npy").is_file() and not (out / "sub" / "b_depth_metric.npy").exists()
 
     # the PLY of a uses the metric depth; with the default 60 degree fov: f = 16 / tan(30 deg)
@@ -79,18 +82,18 @@ def test_metric_ply_and_tta_outputs(tiny_pipeline_dir, pipe, images, tmp_path, c
     assert not np.allclose(np.load(out2 / "a_depth.npy"), depth_a, atol=1e-4)  # the TTA mean differs
 
 
-def test_extras_argument_errors(tiny_pipeline_dir, images, tmp_path):
+def test_extras_argument_errors(tiny_pipeline_dir, images, tmp_path, capsys, monkeypatch):
+    """Usage errors (exit 2), all found before the model loads."""
+    from apdepth.commands import common
+
+    monkeypatch.setattr(common, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
     base = [images, "-o", tmp_path / "o", "--model", tiny_pipeline_dir]
-    with pytest.raises(SystemExit) as e:
-        run_predict(*base, "--sparse-depth", tmp_path / "missing.csv")
-    assert "missing.csv: no such file" in str(e.value)
     (tmp_path / "one.csv").write_text("1,1,1\n2,2,2\n")
-    with pytest.raises(SystemExit) as e:
-        run_predict(*base, "--sparse-depth", tmp_path / "one.csv")
-    assert "one file but there are 2 inputs" in str(e.value)
-    with pytest.raises(SystemExit) as e:
-        run_predict(*base, "--focal", "100", "--fov", "60")
-    assert "give one of them" in str(e.value)
-    with pytest.raises(SystemExit) as e:
-        run_predict(*base, "--tta", "--no-match-input-res")
-    assert "--tta needs outputs at the input size" in str(e.value)
+    for flags, message in (
+        (["--sparse-depth", tmp_path / "missing.csv"], "missing.csv: no such file"),
+        (["--sparse-depth", tmp_path / "one.csv"], "one file but there are 2 inputs"),
+        (["--focal", "100", "--fov", "60"], "give one of them"),
+        (["--tta", "--no-match-input-res"], "--tta needs outputs at the input size"),
+    ):
+        assert run_predict(*base, *flags) == 2
+        assert message in capsys.readouterr().err.splitlines()[-1]

@@ -218,4 +218,5 @@ def test_evaluation_defaults():
     assert DATASETS["nyu"].alignment_max_resolution is None
     ranges = {n: (DATASETS[n].min_depth, DATASETS[n].max_depth) for n in DATASETS}
     assert ranges == {"nyu": (1e-3, 10), "kitti": (1e-5, 80), "eth3d": (1e-5, float("inf")),
-                      "scannet": (1e-3, 10), "diode": (0.6, 350), "hypersim": (1e-5, 65), "vkitti": (1e-5, 80)}
+                      "scannet": (1e-3, 10), "diode": (0.6, 350), "hypersim": (1e-5, 65), "vkitti": (1e-5, 80),
+                      "folder": (0, float("inf"))}  # folder: set per data set (data.folder.min_depth / max_depth)

@@ -25,8 +25,9 @@ IMG = random_image(48, 64, seed=11)
 
 
 def test_one_vae_call_equals_two(fresh):
+    assert not fresh.fuse_encode  # two calls by default: the release's layout, exactly
     ref = fresh(IMG).depth
-    fresh.fuse_encode = False
+    fresh.fuse_encode = True
     np.testing.assert_allclose(fresh(IMG).depth, ref, atol=1e-5)  # batched convolutions: ~2e-6
 
 
@@ -109,7 +110,7 @@ def test_vae_tiling_matches_whole_decoding_with_a_trained_vae():
         setattr(pipe.vae, name, spy)
     pipe.enable_vae_tiling()
     tiled = pipe(rgb, processing_resolution=0, output_type="np").depth
-    assert calls == [("encode", False, True, 2), ("decode", True, False, 1)]
+    assert calls == [("encode", False, True, 1)] * 2 + [("decode", True, False, 1)]  # RGB, prior, depth
     assert (pipe.vae.use_tiling, pipe.vae.use_slicing) == (False, False)  # the VAE's own settings restored
     assert plain.shape == tiled.shape == (1, 2 * tile, 3 * tile)
     assert np.corrcoef(plain.ravel(), tiled.ravel())[0, 1] > 0.98

@@ -211,3 +211,219 @@ def test_unknown_prior_spec_is_explained(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no config.json"):
         load_prior(str(tmp_path / "empty"))
+
+
+# ---------------------------------------------------------------------------------------------- original DA2 forward
+
+
+def _linear(x, sd, name):
+    return F.linear(x, sd[f"{name}.weight"], sd[f"{name}.bias"])
+
+
+def _conv(x, sd, name, **kw):
+    return F.conv2d(x, sd[f"{name}.weight"], sd.get(f"{name}.bias"), **kw)
+
+
+def original_pos_embed(pos_embed: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """DINOv2's ``interpolate_pos_encoding`` (interpolate_offset 0.1, no antialias), for H x W pixels."""
+    n = pos_embed.shape[1] - 1
+    patches = (height // 14) * (width // 14)
+    if patches == n and height == width:
+        return pos_embed
+    dim = pos_embed.shape[-1]
+    sqrt_n = math.sqrt(n)
+    h0, w0 = height // 14 + 0.1, width // 14 + 0.1  # the original calls these w0, h0 (its "w" is the height)
+    grid = pos_embed[:, 1:].float().reshape(1, int(sqrt_n), int(sqrt_n), dim).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, scale_factor=(h0 / sqrt_n, w0 / sqrt_n), mode="bicubic", antialias=False)
+    assert grid.shape[-2:] == (int(h0), int(w0))
+    return torch.cat([pos_embed[:, :1].float(), grid.permute(0, 2, 3, 1).reshape(1, -1, dim)], dim=1)
+
+
+def original_da2(sd: dict[str, torch.Tensor], x: torch.Tensor, layers: list[int], heads: int, swiglu: bool):
+    """Depth Anything V2's ``forward`` (DINOv2 ``get_intermediate_layers`` + DPT head) on the original
+    checkpoint's state dict ``sd``; ``x`` ``[B, 3, H, W]`` with H, W multiples of 14. Returns ``[B, H, W]``."""
+    b, _, height, width = x.shape
+    ph, pw = height // 14, width // 14
+    tokens = _conv(x, sd, "pretrained.patch_embed.proj", stride=14).flatten(2).transpose(1, 2)  # [B, N, C]
+    dim = tokens.shape[-1]
+    tokens = torch.cat([sd["pretrained.cls_token"].expand(b, -1, -1), tokens], dim=1)
+    tokens = tokens + original_pos_embed(sd["pretrained.pos_embed"], height, width).to(tokens.dtype)
+
+    def norm(t, name):
+        return F.layer_norm(t, (dim,), sd[f"{name}.weight"], sd[f"{name}.bias"], eps=1e-6)
+
+    features = []
+    for i in range(max(layers) + 1):
+        p = f"pretrained.blocks.{i}"
+        qkv = _linear(norm(tokens, f"{p}.norm1"), sd, f"{p}.attn.qkv")
+        qkv = qkv.reshape(b, -1, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0] * (dim // heads) ** -0.5, qkv[1], qkv[2]
+        attn = (q @ k.transpose(-2, -1)).softmax(dim=-1)
+        out = _linear((attn @ v).transpose(1, 2).reshape(b, -1, dim), sd, f"{p}.attn.proj")
+        tokens = tokens + out * sd[f"{p}.ls1.gamma"]
+        h = norm(tokens, f"{p}.norm2")
+        if swiglu:
+            x1, x2 = _linear(h, sd, f"{p}.mlp.w12").chunk(2, dim=-1)
+            h = _linear(F.silu(x1) * x2, sd, f"{p}.mlp.w3")
+        else:
+            h = _linear(F.gelu(_linear(h, sd, f"{p}.mlp.fc1")), sd, f"{p}.mlp.fc2")
+        tokens = tokens + h * sd[f"{p}.ls2.gamma"]
+        if i in layers:
+            features.append(norm(tokens, "pretrained.norm")[:, 1:])  # patch tokens, class token not read
+
+    maps = []
+    for i, f in enumerate(features):
+        m = _conv(f.permute(0, 2, 1).reshape(b, dim, ph, pw), sd, f"depth_head.projects.{i}")
+        name = f"depth_head.resize_layers.{i}"
+        if i in (0, 1):
+            m = F.conv_transpose2d(m, sd[f"{name}.weight"], sd[f"{name}.bias"], stride=4 if i == 0 else 2)
+        elif i == 3:
+            m = _conv(m, sd, name, stride=2, padding=1)
+        maps.append(_conv(m, sd, f"depth_head.scratch.layer{i + 1}_rn", padding=1))
+
+    def rcu(t, name):
+        out = _conv(F.relu(t), sd, f"{name}.conv1", padding=1)
+        return _conv(F.relu(out), sd, f"{name}.conv2", padding=1) + t
+
+    def fuse(n, path, skip, size):
+        name = f"depth_head.scratch.refinenet{n}"
+        if skip is not None:
+            path = path + rcu(skip, f"{name}.resConfUnit1")
+        path = rcu(path, f"{name}.resConfUnit2")
+        resize = {"scale_factor": 2} if size is None else {"size": size}
+        path = F.interpolate(path, **resize, mode="bilinear", align_corners=True)
+        return _conv(path, sd, f"{name}.out_conv")
+
+    path = fuse(4, maps[3], None, maps[2].shape[2:])
+    path = fuse(3, path, maps[2], maps[1].shape[2:])
+    path = fuse(2, path, maps[1], maps[0].shape[2:])
+    path = fuse(1, path, maps[0], None)
+    out = _conv(path, sd, "depth_head.scratch.output_conv1", padding=1)
+    out = F.interpolate(out, (ph * 14, pw * 14), mode="bilinear", align_corners=True)
+    out = F.relu(_conv(out, sd, "depth_head.scratch.output_conv2.0", padding=1))
+    return F.relu(_conv(out, sd, "depth_head.scratch.output_conv2.2")).squeeze(1)
+
+
+def original_compat_prior(sd, rgb, layers, heads, swiglu):
+    """The release's ``infer_batch`` around :func:`original_da2` (one channel)."""
+    _, _, h, w = rgb.shape
+    nh, nw = (h + 13) // 14 * 14, (w + 13) // 14 * 14
+    x = rgb if (nh, nw) == (h, w) else F.interpolate(rgb, (nh, nw), mode="bilinear", align_corners=True)
+    depth = original_da2(sd, x, layers, heads, swiglu)[:, None]
+    return F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=True)
+
+
+@pytest.mark.parametrize("swiglu", [False, True])
+def test_prior_equals_the_original_depth_anything_v2(tmp_path, swiglu):
+    """At sizes other than the trained one, the prior (transformers-loaded and original-.pth alike) equals the
+    original DINOv2 / DPT forward with the original position-embedding interpolation; transformers' own
+    interpolation does not."""
+    config = tiny_depth_anything_config(swiglu=swiglu)
+    config.backbone_config.image_size = 70  # a 5 x 5 trained grid, so bicubic resizing has something to do
+    torch.manual_seed(1)
+    model = DepthAnythingForDepthEstimation(config).eval()
+    for module in model.modules():  # PyTorch's default init (transformers' leaves a toy DPT constant)
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)):
+            module.reset_parameters()
+    with torch.no_grad():
+        model.backbone.embeddings.position_embeddings.normal_(std=1.0)  # embeddings that matter
+        model.backbone.embeddings.cls_token.normal_(std=1.0)
+        model.head.conv3.weight.mul_(30.0)
+        model.head.conv3.bias.fill_(3.0)  # keep the final ReLU mostly open
+    model.save_pretrained(tmp_path / "hf")
+    sd = to_original(model.state_dict())
+    torch.save(sd, tmp_path / "depth_anything_v2_custom.pth")
+    layers = [i - 1 for i in config.backbone_config.out_indices]
+    heads = config.backbone_config.num_attention_heads
+
+    from_hf = load_prior(str(tmp_path / "hf"))
+    from_pth = load_prior(str(tmp_path / "depth_anything_v2_custom.pth"), config=config)
+    legacy = load_prior(str(tmp_path / "hf"), position_embedding="transformers")
+    assert from_hf.position_embedding == "original" and legacy.position_embedding == "transformers"
+    g = torch.Generator().manual_seed(0)
+    for size in [(40, 52), (98, 56), (70, 70), (61, 143), (13, 20)]:
+        rgb = torch.rand(2, 3, *size, generator=g) * 2 - 1
+        with torch.no_grad():
+            expected = original_compat_prior(sd, rgb, layers, heads, swiglu)
+        assert expected.std() > 0.05
+        scale = float(expected.abs().max())  # about 3.5: the tolerance is 1e-6 of the output's range
+        for prior in (from_hf, from_pth):  # measured: at most 1.2e-6 (SDPA against written-out attention)
+            assert float((prior(rgb) - expected).abs().max()) <= 1e-6 * scale, size
+        if size != (70, 70):  # transformers' interpolation differs wherever the grid is resized
+            assert float((legacy(rgb) - expected).abs().max()) > 1e-4 * scale, size
+    # the setting travels with a saved prior
+    legacy.save_pretrained(tmp_path / "legacy")
+    assert load_prior(str(tmp_path / "legacy")).position_embedding == "transformers"
+
+
+# ---------------------------------------------------------------------------------------------- portable checkpoints
+
+
+def _old_names(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    """The DINOv2 attention weight names transformers used before 5.18 (``attention.attention.query`` ...)."""
+    old = {}
+    for key, value in state.items():
+        key = re.sub(r"attention\.(q|k|v)_proj\.",
+                     lambda m: "attention.attention." + {"q": "query", "k": "key", "v": "value"}[m.group(1)] + ".", key)
+        old[prefix + key.replace("attention.o_proj.", "attention.output.dense.")] = value.clone()
+    return old
+
+
+def test_saved_prior_uses_transformers_layout(tmp_path):
+    prior = tiny_prior()
+    prior.save_pretrained(tmp_path)
+    assert (tmp_path / "config.json").is_file() and (tmp_path / "depth_anything" / "model.safetensors").is_file()
+    again = DepthAnythingPrior.from_pretrained(tmp_path)
+    x = torch.rand(1, 3, 30, 44) * 2 - 1
+    torch.testing.assert_close(again(x), prior(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("layout", ["diffusers", "transformers"])
+def test_prior_saved_with_pre_5_18_names_loads(tmp_path, layout):
+    """Weights saved under transformers' older DINOv2 names load under the installed version, in both the layout
+    earlier apdepth versions wrote (diffusers weights ``model.<name>``) and transformers' own."""
+    from safetensors.torch import save_file
+
+    prior = tiny_prior()
+    prior.save_pretrained(tmp_path)
+    state = prior.model.state_dict()
+    assert any("attention.q_proj" in k for k in state)  # the names this test renames exist here
+    if layout == "diffusers":
+        import shutil
+
+        shutil.rmtree(tmp_path / "depth_anything")
+        save_file(_old_names(state, "model."), str(tmp_path / "diffusion_pytorch_model.safetensors"))
+    else:
+        save_file(_old_names(state), str(tmp_path / "depth_anything" / "model.safetensors"), metadata={"format": "pt"})
+    again = load_prior(str(tmp_path))
+    x = torch.rand(1, 3, 30, 44) * 2 - 1
+    torch.testing.assert_close(again(x), prior(x), rtol=0, atol=0)
+
+
+def test_prior_with_missing_weights_is_an_error_naming_them(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    tiny_prior().save_pretrained(tmp_path)
+    path = tmp_path / "depth_anything" / "model.safetensors"
+    state = load_file(str(path))
+    del state["head.conv3.weight"]
+    save_file(state, str(path), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"head\.conv3\.weight.*uninitialised"):
+        load_prior(str(tmp_path))
+
+
+def test_pipeline_with_a_missing_unet_weight_is_an_error_naming_it(tiny_pipeline_dir, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from apdepth import ApDepthPipeline
+
+    folder = tmp_path / "pipe"
+    shutil.copytree(tiny_pipeline_dir, folder)
+    path = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(path))
+    del state["conv_in.weight"]
+    save_file(state, str(path), metadata={"format": "pt"})
+    with pytest.raises((ValueError, RuntimeError), match=r"conv_in\.weight"):
+        ApDepthPipeline.from_pretrained(folder)

@@ -69,7 +69,8 @@ def test_stage1_taps_the_mid_block_and_trains_only_what_the_loss_reaches(env, tm
 def test_stage1_release_variant(env, tmp_path):
     _, pipe, stage, module, inputs = setup(env, tmp_path, 1, **{"stage1.latent_mse_weight": 1.0,
                                                                 "stage1.condition_order": "rgb_prior",
-                                                                "stage1.encoder": "prior"})
+                                                                "stage1.encoder": "prior",
+                                                                "stage1.encoder_source": "null"})
     assert torch.equal(inputs.condition("rgb_prior")[:, :4], inputs.rgb_latent)
     out = stage.losses(module, inputs, step=1)
     assert set(out) == {"loss", "align", "latent_mse"}

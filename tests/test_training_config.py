@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from apdepth.training import STAGE_STEPS, TrainConfig, WarmupExponentialDecay, build_config
+from apdepth.training import STAGE_STEPS, LRSchedule, TrainConfig, build_config
 from apdepth.training.config import ConfigError, config_differences
 from apdepth.training.loop import accumulation_steps
 from apdepth.training.stage2 import Stage2
@@ -118,7 +118,7 @@ def test_every_config_key_is_read_by_the_code():
 
 
 def test_learning_rate_schedule():
-    f = WarmupExponentialDecay(warmup_steps=100, decay_steps=25_000, final_ratio=0.01)
+    f = LRSchedule(warmup_steps=100, decay_steps=25_000, final_ratio=0.01)
     assert f(0) == pytest.approx(0.01) and f(49) == pytest.approx(0.5) and f(99) == pytest.approx(1.0)
     assert f(100) == pytest.approx(1.0)
     assert f(100 + 12_500) == pytest.approx(0.1)  # halfway through the decay: sqrt(0.01)

@@ -1,11 +1,15 @@
-"""Training-side data: quantile normalisation, flips, the valid-pixel floor and the mixed sampler."""
+"""Training-side data: quantile normalisation, flips, the valid-pixel floor, the mixed sampler, and the
+Hypersim frame size (Marigold's 480x640 resize)."""
 
 from __future__ import annotations
 
 import itertools
+import logging
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from apdepth.data import HypersimDataset, VirtualKITTIDataset
 from apdepth.data.fixtures import write_fixture
@@ -115,3 +119,89 @@ def test_mixed_hypersim_and_vkitti_through_a_data_loader(tmp_path, hypersim):
         assert batch["rgb"].shape[0] == 2 and len(set(batch["source"].tolist())) == 1
         shapes.add((int(batch["source"][0]), tuple(batch["rgb"].shape[-2:])))
     assert shapes == {(0, (16, 24)), (1, (352, 1216))}  # VKITTI comes cropped to the KITTI benchmark size
+
+
+# ------------------------------------------------------------------ Hypersim at Marigold's size
+
+
+@pytest.fixture(scope="module")
+def hypersim_768(tmp_path_factory):
+    """Hypersim frames at the size Marigold's preprocessing stores them (768x1024), real layout."""
+    return write_fixture("hypersim", tmp_path_factory.mktemp("hs768") / "hypersim", num_samples=2, size=(768, 1024))
+
+
+def _nearest_exact(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """torchvision NEAREST_EXACT, written out: output pixel i takes input pixel floor((i + 0.5) * in / out)."""
+    rows = np.floor((np.arange(size[0]) + 0.5) * array.shape[-2] / size[0]).astype(int)
+    cols = np.floor((np.arange(size[1]) + 0.5) * array.shape[-1] / size[1]).astype(int)
+    return array[..., rows[:, None], cols[None, :]]
+
+
+def test_hypersim_reader_resizes_marigold_frames_to_480x640(hypersim_768, caplog):
+    with caplog.at_level(logging.INFO, logger="apdepth.data.hypersim"):
+        reader = HypersimDataset(hypersim_768.root, hypersim_768.split)
+    assert "stored at 768x1024 are resized to 480x640" in caplog.text
+    sample = reader[1]
+    rel = hypersim_768.lines[1].split()[0]
+    depth = hypersim_768.depth[rel]  # [768, 1024] metres
+    rgb = np.asarray(Image.open(hypersim_768.root / rel).convert("RGB")).transpose(2, 0, 1)
+    assert sample["rgb"].shape == (3, 480, 640) and sample["depth"].shape == (1, 480, 640)
+    np.testing.assert_array_equal(sample["rgb"].numpy(), _nearest_exact(rgb, (480, 640)))
+    np.testing.assert_array_equal(sample["depth"][0].numpy(), _nearest_exact(depth, (480, 640)))
+    valid = (depth > 1e-5) & (depth < 65.0)
+    np.testing.assert_array_equal(sample["valid_mask"][0].numpy(), _nearest_exact(valid, (480, 640)))
+    assert not sample["valid_mask"][0, 0].any()  # the fixture's empty first row stays empty
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="apdepth.data.hypersim"):
+        native = HypersimDataset(hypersim_768.root, hypersim_768.split, resize="native")
+    assert "read at their stored size (768x1024" in caplog.text
+    assert native[1]["depth"].shape == (1, 768, 1024)
+    np.testing.assert_array_equal(native[1]["depth"][0].numpy(), depth)
+
+
+def test_hypersim_resize_rules(hypersim):
+    assert hypersim.resize == "marigold" and hypersim[0]["rgb"].shape == (3, 16, 24)  # other sizes as stored
+    forced = HypersimDataset(hypersim.root, hypersim.split, resize="10x15")
+    assert forced[0]["rgb"].shape == (3, 10, 15)
+    np.testing.assert_array_equal(forced[0]["depth"].numpy(), _nearest_exact(hypersim[0]["depth"].numpy(), (10, 15)))
+    with pytest.raises(ValueError, match="'marigold', 'native' or 'HxW'"):
+        HypersimDataset(hypersim.root, hypersim.split, resize="480")
+
+
+def test_training_view_normalises_at_full_size_then_flips_then_resizes(hypersim_768):
+    """Marigold's order: quantiles of the 768x1024 frame, flip, nearest-exact to 480x640."""
+    reader = HypersimDataset(hypersim_768.root, hypersim_768.split)
+    sample = TrainingView([reader])[(0, 0, True)]
+    rel = hypersim_768.lines[0].split()[0]
+    depth = hypersim_768.depth[rel].astype(np.float64)
+    valid = (depth > 1e-5) & (depth < 65.0)
+    lo, hi = np.quantile(depth[valid], [0.02, 0.98])
+    norm = np.clip((depth - lo) / (hi - lo) * 2 - 1, -1, 1)
+    expected = _nearest_exact(norm[:, ::-1], (480, 640))
+    np.testing.assert_allclose(sample["depth_norm"][0].numpy(), expected, atol=2e-6)
+    np.testing.assert_array_equal(sample["valid_mask"][0].numpy(), _nearest_exact(valid[:, ::-1], (480, 640)))
+    rgb = np.asarray(Image.open(hypersim_768.root / rel).convert("RGB")).transpose(2, 0, 1)[:, :, ::-1]
+    np.testing.assert_allclose(sample["rgb"].numpy(), _nearest_exact(rgb, (480, 640)) / 255 * 2 - 1, atol=1e-6)
+    # the order matters: resizing before the flip picks other columns
+    assert not np.array_equal(_nearest_exact(norm, (480, 640))[:, ::-1], expected)
+    # quantiles of the resized frame would differ from the full-size ones
+    small = _nearest_exact(depth, (480, 640))[_nearest_exact(valid, (480, 640))]
+    assert not np.allclose(np.quantile(small, [0.02, 0.98]), [lo, hi], rtol=0, atol=1e-7)
+
+
+def test_training_config_selects_the_hypersim_size(hypersim_768, tmp_path):
+    from apdepth.training import build_config
+    from apdepth.training.build import build_datasets
+    from apdepth.training.config import ConfigError
+
+    base = [f"data.hypersim.root={hypersim_768.root}", f"data.hypersim.split={hypersim_768.split}",
+            "data.mix={hypersim: 1.0}"]
+    _, _, view = build_datasets(build_config(None, base))
+    assert view[(0, 0, False)]["rgb"].shape == (3, 480, 640)
+    _, _, view = build_datasets(build_config(None, [*base, "data.hypersim.resize=native"]))
+    assert view[(0, 0, False)]["rgb"].shape == (3, 768, 1024)
+    with pytest.raises(ConfigError, match="data.vkitti.resize must be 'native'"):
+        build_config(None, ["data.vkitti.resize=480x640"])
+    with pytest.raises(ConfigError, match="data.hypersim.resize"):
+        build_config(None, ["data.hypersim.resize=big"])

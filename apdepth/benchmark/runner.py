@@ -187,12 +187,13 @@ class Benchmark:
             finally:
                 unet.set_attn_processor(saved[0])
                 vae.set_attn_processor(saved[1])
-        elif name == "fused_encode" and not on:
-            pipe.fuse_encode = False
+        elif name == "fused_encode" and on != pipe.fuse_encode:
+            saved = pipe.fuse_encode
+            pipe.fuse_encode = on
             try:
                 yield
             finally:
-                pipe.fuse_encode = True
+                pipe.fuse_encode = saved
         elif name == "channels_last" and on != self.channels_last:
             pipe.set_channels_last(on)
             try:
@@ -226,7 +227,7 @@ class Benchmark:
         self._record("fast path", "text embedding: computed per call", dtype, 1, uncached)
         for name, on_label, off_label, default_on in (
             ("sdpa", "SDPA attention", "classic attention", True),
-            ("fused_encode", "RGB + prior in one VAE call", "two VAE calls", True),
+            ("fused_encode", "RGB + prior in one VAE call", "two VAE calls", self.pipe.fuse_encode),
             ("channels_last", "channels_last", "contiguous", self.channels_last),
         ):
             for on in (True, False):

@@ -62,11 +62,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, default=Path("bench.json"), help="JSON report (default bench.json)")
     parser.add_argument("--markdown", type=Path, default=None, metavar="PATH",
                         help="also write the report as the README's Markdown table; with --from, no benchmark runs")
+    parser.add_argument("--startup", action="store_true",
+                        help="only time the command line's start-up (fresh processes: import apdepth, --help, a "
+                             "usage error) and exit")
     parser.add_argument("--from", dest="from_report", type=Path, default=None, metavar="JSON",
                         help="render an existing JSON report (table, goals, --markdown) instead of measuring")
 
 
+STARTUP_CASES = {
+    "python -c pass": ["-c", "pass"],
+    "import apdepth": ["-c", "import apdepth"],
+    "apdepth --help": ["-m", "apdepth", "--help"],
+    "apdepth predict --help": ["-m", "apdepth", "predict", "--help"],
+    "apdepth predict (usage error)": ["-m", "apdepth", "predict", "x.jpg", "-o", "out", "--formats", "bogus"],
+}
+
+
+def startup_times(repeats: int = 5) -> dict[str, float]:
+    """Median wall time in seconds of each start-up case, each in a fresh interpreter."""
+    import statistics
+    import subprocess
+    import sys
+    import time
+
+    times = {}
+    for name, argv in STARTUP_CASES.items():
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, *argv], capture_output=True, timeout=300)
+            runs.append(time.perf_counter() - start)
+        times[name] = statistics.median(runs)
+    return times
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.startup:
+        import os
+
+        for name, seconds in startup_times(args.repeats or 5).items():
+            print(f"start-up: {name:<32} {seconds * 1000:7.0f} ms  (median of {args.repeats or 5}, "
+                  f"{os.cpu_count()} CPUs)")
+        return 0
     import torch
 
     from ..benchmark import BenchConfig, Benchmark, format_goals, format_table, markdown_table

@@ -15,9 +15,11 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..demo_model.recipe import STEPS
+# = apdepth.demo_model.recipe.STEPS (that module imports torch; a test keeps the two equal)
+STEPS = ("data", "base", "stage1", "stage2", "export", "evaluate", "card")
 
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, default=Path("runs/demo"), metavar="DIR",
                         help="working folder: data, components, runs, evaluation, card (default: runs/demo)")
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS), help="run only these steps")
@@ -33,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..demo_model.recipe import Recipe, RecipeConfig, install
+    from .common import quiet_loading_bars
 
+    quiet_loading_bars()
     cfg = RecipeConfig.smoke() if args.smoke else RecipeConfig()
     cfg.seed = args.seed
     recipe = Recipe(args.output, cfg, configs=args.configs, device=args.device)

@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .common import add_model_arguments
+from .common import add_model_arguments, check_model_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples of each split")
     g.add_argument("--overwrite", action="store_true", help="discard earlier results in OUTDIR instead of resuming")
     add_model_arguments(parser)
+
+
+def check(args: argparse.Namespace) -> None:
+    """Model options (paths, --processing-res bound) checked before anything loads (raises UsageError)."""
+    check_model_arguments(args)
 
 
 def resolve_specs(args: argparse.Namespace):

@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+from .common import MAX_PROCESSING_RES, UsageError, check_processing_res
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="the second processing resolution (default: 3/4 of the first)")
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """The options of this module that can be checked without inputs or model (raises UsageError)."""
+    if args.focal is not None and args.fov is not None:
+        raise UsageError("--focal and --fov: give one of them")
+    if args.focal is not None and not args.focal > 0:
+        raise UsageError(f"--focal must be > 0 pixels, got {args.focal}")
+    if args.fov is not None and not 0 < args.fov < 180:
+        raise UsageError(f"--fov must be in (0, 180) degrees, got {args.fov}")
+    if args.edge_threshold < 0:
+        raise UsageError(f"--edge-threshold must be >= 0, got {args.edge_threshold}")
+    if args.tta and args.no_match_input_res:
+        raise UsageError("--tta needs outputs at the input size; drop --no-match-input-res")
+    if args.tta_res is not None and (args.tta_res < 0 or not args.tta):
+        raise UsageError("--tta-res needs --tta and a resolution >= 0")
+    check_processing_res(args.tta_res, getattr(args, "max_processing_res", MAX_PROCESSING_RES), "--tta-res")
+    if args.sparse_depth is not None and not args.sparse_depth.exists():
+        raise UsageError(f"--sparse-depth: {args.sparse_depth}: no such file or folder")
+    formats = getattr(args, "formats", None) or []
+    if "exr" in formats:
+        import importlib.util
+
+        if importlib.util.find_spec("OpenEXR") is None:
+            raise UsageError("--formats exr needs the OpenEXR package: pip install 'apdepth[exr]'")
+    if "png16mm" in formats and args.sparse_depth is None:
+        raise UsageError("--formats png16mm writes metric depth: it needs --sparse-depth")
+
+
 @dataclass
 class Extras:
     formats: list[str]
@@ -71,30 +98,10 @@ class Extras:
     @classmethod
     def from_args(cls, args: argparse.Namespace, formats: list[str], num_inputs: int) -> Extras:
         if args.sparse_depth is not None:
-            if not args.sparse_depth.exists():
-                raise SystemExit(f"--sparse-depth: {args.sparse_depth}: no such file or folder")
             if args.sparse_depth.is_file() and num_inputs != 1:
-                raise SystemExit(f"--sparse-depth {args.sparse_depth} is one file but there are {num_inputs} "
+                raise UsageError(f"--sparse-depth {args.sparse_depth} is one file but there are {num_inputs} "
                                  "inputs; pass a folder with one sparse file per image")
-        if "exr" in formats:
-            import importlib.util
-
-            if importlib.util.find_spec("OpenEXR") is None:
-                raise SystemExit("--formats exr needs the OpenEXR package: pip install 'apdepth[exr]'")
-        if "png16mm" in formats and args.sparse_depth is None:
-            raise SystemExit("--formats png16mm writes metric depth: it needs --sparse-depth")
-        if args.focal is not None and args.fov is not None:
-            raise SystemExit("--focal and --fov: give one of them")
-        if args.focal is not None and not args.focal > 0:
-            raise SystemExit(f"--focal must be > 0 pixels, got {args.focal}")
-        if args.fov is not None and not 0 < args.fov < 180:
-            raise SystemExit(f"--fov must be in (0, 180) degrees, got {args.fov}")
-        if args.edge_threshold < 0:
-            raise SystemExit(f"--edge-threshold must be >= 0, got {args.edge_threshold}")
-        if args.tta and args.no_match_input_res:
-            raise SystemExit("--tta needs outputs at the input size; drop --no-match-input-res")
-        if args.tta_res is not None and (args.tta_res < 0 or not args.tta):
-            raise SystemExit("--tta-res needs --tta and a resolution >= 0")
+        check_arguments(args)
         return cls(formats, args.sparse_depth, args.sparse_scale, args.align_space, args.align_loss,
                    args.align_threshold, args.focal, args.fov, args.edge_threshold, args.ply_ascii,
                    args.ply_offset, args.tta, args.tta_res)
@@ -152,6 +159,8 @@ class Extras:
 
     def write(self, source: Path, stem: str, paths: dict[str, Path], image, result: dict) -> list[str]:
         """Write the metric, std and PLY outputs of one image; returns problems (empty when all went well)."""
+        import numpy as np
+
         from ..io import save_json, save_npy
 
         depth = np.asarray(result["depth"], dtype=np.float32)
@@ -175,7 +184,7 @@ class Extras:
             self._write_ply(paths["ply"], source, image, depth, alignment)
         return problems
 
-    def _write_metric_formats(self, paths: dict[str, Path], depth_metric: np.ndarray) -> dict:
+    def _write_metric_formats(self, paths: dict[str, Path], depth_metric) -> dict:
         """The metric depth as EXR / float TIFF / millimetre PNG when asked for; what to add to the JSON."""
         from ..depth_io import save_float_depth, save_png16_mm
 
@@ -192,7 +201,9 @@ class Extras:
                                png["depth_scale"])
         return record
 
-    def _align(self, source: Path, stem: str, image, depth: np.ndarray, prior):
+    def _align(self, source: Path, stem: str, image, depth, prior):
+        import numpy as np
+
         from ..metric import align_to_metric, load_sparse_depth
 
         sparse_file = self.find_sparse(source, stem)
@@ -206,7 +217,8 @@ class Extras:
         return sparse_file, align_to_metric(relative, sparse, space=self.align_space, loss=self.align_loss,
                                             threshold=self.align_threshold)
 
-    def _write_ply(self, path: Path, source: Path, image, depth: np.ndarray, alignment) -> None:
+    def _write_ply(self, path: Path, source: Path, image, depth, alignment) -> None:
+        import numpy as np
         from PIL import Image
 
         from ..pointcloud import depth_to_ply, resolve_focal

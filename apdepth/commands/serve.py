@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from .common import add_model_arguments
+from .common import UsageError, add_model_arguments, check_model_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-video-frames", type=int, default=120,
                         help="default frame limit for uploaded videos (default: 120)")
     add_model_arguments(parser)
+
+
+def check(args: argparse.Namespace) -> None:
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be in 0..65535, got {args.port}")
+    check_model_arguments(args)
 
 
 def run(args: argparse.Namespace) -> int:

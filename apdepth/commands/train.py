@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..training import build_config, train_from_files
     from ..training.config import ConfigError
+    from .common import quiet_loading_bars
+
+    quiet_loading_bars()
 
     if isinstance(args.resume, str) and "=" in args.resume and not os.path.exists(args.resume):
         args.overrides.append(args.resume)  # `--resume key=value`: a bare --resume followed by an override

@@ -14,7 +14,14 @@ import logging
 import sys
 from pathlib import Path
 
-from .common import add_model_arguments
+from .common import (
+    UsageError,
+    add_model_arguments,
+    check_choices,
+    check_colormap,
+    check_model_arguments,
+    split_list,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -24,9 +31,9 @@ FORMATS = ("video", "sbs", "png16", "npy")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, metavar="INPUT", help="video file (mp4, mov, mkv, ...) or folder of frames")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder")
-    parser.add_argument("--formats", default="video,png16",
-                        help=f"comma-separated outputs among {','.join(FORMATS)}; sbs = input and depth side by "
-                             "side (default: video,png16)")
+    parser.add_argument("--formats", nargs="+", default=["video,png16"], metavar="FORMAT",
+                        help=f"outputs among {', '.join(FORMATS)}, separated by commas or spaces; sbs = input and "
+                             "depth side by side (default: video,png16)")
     parser.add_argument("--colormap", default="Spectral", help="matplotlib colour map (default: Spectral)")
     parser.add_argument("--processing-res", type=int, default=None,
                         help="long edge used for inference; 0 = native size (default: the checkpoint's)")
@@ -45,16 +52,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
 
 
+def check(args: argparse.Namespace) -> None:
+    """Options checked before the model loads (raises UsageError)."""
+    args.formats = list(dict.fromkeys(check_choices(split_list(args.formats), FORMATS, "--formats")))
+    if args.batch_size < 1 or args.stride < 1:
+        raise UsageError("--batch-size and --stride must be >= 1")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UsageError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.colormap != "Spectral":
+        check_colormap(args.colormap)
+    check_model_arguments(args)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..video import DepthStabilizer, process_video
     from .common import load_pipeline
 
-    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-    bad = [f for f in formats if f not in FORMATS]
-    if bad or not formats:
-        raise SystemExit(f"--formats: unknown {bad or args.formats!r}; choose among {', '.join(FORMATS)}")
-    if args.batch_size < 1 or args.stride < 1:
-        raise SystemExit("--batch-size and --stride must be >= 1")
+    formats = args.formats if isinstance(args.formats, list) else split_list(args.formats)
     if not args.input.exists():
         print(f"apdepth video: {args.input}: no such video file or frame folder", file=sys.stderr)
         return 1

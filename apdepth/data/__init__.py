@@ -43,7 +43,8 @@ def get_dataset(name: str, root: str | os.PathLike, split: str | os.PathLike, **
 
 __all__ = [
     "Archive", "DATASETS", "DIODEDataset", "DepthDataset", "ETH3DDataset", "EVAL_DATASETS", "FolderDataset",
-    "HypersimDataset", "KITTIDataset", "NYUDataset", "ScanNetDataset", "TRAIN_DATASETS", "VirtualKITTIDataset", "get_dataset",
+    "HypersimDataset",
+    "KITTIDataset", "NYUDataset", "ScanNetDataset", "TRAIN_DATASETS", "VirtualKITTIDataset", "get_dataset",
     "kitti_benchmark_box", "kitti_benchmark_crop", "kitti_eval_mask", "normalize_member", "nyu_eigen_mask",
     "sobel_edge_mask", "sobel_magnitude",
 ]

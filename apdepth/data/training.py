@@ -8,8 +8,13 @@ module turns their samples into training samples and decides which samples a mic
 - :class:`TrainingView`: a dataset over several raw datasets, indexed by ``(source, index, flip)``;
   returns ``{"rgb": float [3,H,W] in [-1,1], "depth_norm": float [1,H,W] in [-1,1], "valid_mask": bool
   [1,H,W], "source": int, "index": int, "flip": bool}``. A sample with fewer than ``min_valid_pixels``
-  valid pixels has its mask cleared, so it adds nothing to any depth loss (the batch keeps its size,
-  which keeps distributed ranks in step).
+  valid pixels (counted at the stored size) is handled by ``low_valid``: ``"clear"`` (default) empties
+  its mask, so it adds nothing to any depth loss (the batch keeps its size, which keeps distributed
+  ranks in step); ``"redraw"`` replaces it by another sample of the same data set drawn uniformly, as
+  the authors' release does (its dataset's ``__getitem__`` redraws with ``random.randint``). apdepth's
+  redraw is a pure function of ``(seed, source, index, attempt)``, so a resumed run redraws the same.
+  Readers with a ``resize_sample`` method (Hypersim) are read at their stored size and resized after
+  normalisation and flip, Marigold's order: the quantiles come from the full-size frame.
 - :class:`MixedBatchSampler`: an endless, seeded stream of micro-batches, each drawn from ONE data set
   (probabilities e.g. 0.9 / 0.1), with the flip of every sample decided by the sampler. The stream is a
   pure function of the seed, so a run resumes from a batch count and distributed ranks share it
@@ -21,6 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
@@ -28,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_QUANTILES = (0.02, 0.98)
 MIN_VALID_PIXELS = 10
+LOW_VALID_POLICIES = ("clear", "redraw")
+MAX_REDRAWS = 100
 SampleKey = tuple[int, int, bool]  # (source, index, flip)
 
 
@@ -78,16 +86,23 @@ class TrainingView(Dataset):
     Args:
         datasets: raw readers following the :class:`apdepth.data.base.DepthDataset` sample contract.
         quantiles: depth normalisation quantiles.
-        min_valid_pixels: samples with fewer valid pixels get an empty ``valid_mask``.
+        min_valid_pixels: the fewest valid pixels a usable sample has.
+        low_valid: ``"clear"``: a sample under ``min_valid_pixels`` gets an empty ``valid_mask``;
+            ``"redraw"``: it is replaced by another sample of its data set (the release).
+        seed: seed of the redraws.
     """
 
     def __init__(self, datasets: Sequence[Dataset], quantiles: tuple[float, float] = DEFAULT_QUANTILES,
-                 min_valid_pixels: int = MIN_VALID_PIXELS):
+                 min_valid_pixels: int = MIN_VALID_PIXELS, low_valid: str = "clear", seed: int = 0):
         if not datasets:
             raise ValueError("TrainingView needs at least one dataset")
+        if low_valid not in LOW_VALID_POLICIES:
+            raise ValueError(f"low_valid must be one of {LOW_VALID_POLICIES}, got {low_valid!r}")
         self.datasets = list(datasets)
         self.quantiles = tuple(quantiles)
         self.min_valid_pixels = int(min_valid_pixels)
+        self.low_valid = low_valid
+        self.seed = int(seed)
 
     def sizes(self) -> list[int]:
         return [len(d) for d in self.datasets]
@@ -95,9 +110,31 @@ class TrainingView(Dataset):
     def __len__(self) -> int:
         return sum(self.sizes())
 
+    def redraw_index(self, source: int, index: int, attempt: int) -> int:
+        """The index that replaces sample ``index`` of data set ``source`` at redraw ``attempt`` (0, 1, ...)."""
+        rng = np.random.default_rng([self.seed, source, index, attempt])
+        return int(rng.integers(len(self.datasets[source])))
+
+    def _read(self, source: int, index: int) -> dict:
+        dataset = self.datasets[source]
+        return dataset.native_item(index) if hasattr(dataset, "resize_sample") else dataset[index]
+
     def __getitem__(self, key: SampleKey) -> dict:
         source, index, flip = key
-        raw = self.datasets[source][index]
+        raw = self._read(source, index)
+        if self.low_valid == "redraw":
+            attempt, first = 0, index
+            while int(raw["valid_mask"].sum()) < self.min_valid_pixels:
+                if attempt == MAX_REDRAWS:
+                    raise ValueError(f"data set {source}: {MAX_REDRAWS} redraws from sample {first} all had fewer "
+                                     f"than {self.min_valid_pixels} valid pixels; check the data or use "
+                                     "data.low_valid=clear")
+                index = self.redraw_index(source, first, attempt)
+                attempt += 1
+                raw = self._read(source, index)
+            if index != first:
+                logger.debug("sample %d of data set %d has fewer than %d valid pixels; redrawn as %d", first, source,
+                             self.min_valid_pixels, index)
         rgb = raw["rgb"]
         if rgb.dtype != torch.uint8 or rgb.ndim != 3 or rgb.shape[0] != 3:
             raise ValueError(f"{raw.get('rgb_path', index)}: expected uint8 [3, H, W] RGB, got {rgb.dtype} "
@@ -111,6 +148,10 @@ class TrainingView(Dataset):
         rgb = rgb.float() / 255.0 * 2.0 - 1.0  # [3, H, W] in [-1, 1]
         if flip:
             rgb, depth_norm, valid = rgb.flip(-1), depth_norm.flip(-1), valid.flip(-1)
+        dataset = self.datasets[source]
+        if hasattr(dataset, "resize_sample"):  # after normalisation and flip, as Marigold's loader
+            resized = dataset.resize_sample({"rgb": rgb, "depth": depth_norm, "valid_mask": valid})
+            rgb, depth_norm, valid = resized["rgb"], resized["depth"], resized["valid_mask"]
         return {
             "rgb": rgb.contiguous(),
             "depth_norm": depth_norm.contiguous(),

@@ -49,7 +49,8 @@ class ResumeMismatchError(ValueError):
 class PipelinePredictor:
     """Runs an :class:`~apdepth.pipeline.ApDepthPipeline` (or anything called like one) on samples;
     returns depth at the processing resolution (the protocol resizes it to the ground truth's size,
-    as ``match_input_resolution`` would)."""
+    as ``match_input_resolution`` would; under the release's ``size_mode`` the VAE's size, multiples of 8, so
+    that this one resize is the release's)."""
 
     def __init__(self, pipe, processing_resolution: int, resample: str = "bilinear"):
         self.pipe = pipe

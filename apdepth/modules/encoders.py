@@ -6,8 +6,17 @@ in ``eval()``.
 
 - ``dinov2`` (default, the paper): transformers ``Dinov2Model`` patch tokens after the final
   LayerNorm; ImageNet-normalised input. :meth:`DINOv2Encoder.from_backbone` reuses the DINOv2 inside a
-  Depth Anything V2 model (the authors' release aligns with its prior's backbone) without copying
-  weights.
+  Depth Anything V2 model (the authors' release aligns with the DINOv2 of the DA2 ViT-G checkpoint)
+  without copying weights. Two input modes (``input_mode``):
+
+  * ``"paper"`` (default): RGB mapped to [0, 1], ImageNet-normalised, resized (bicubic, antialiased)
+    to the image's own size rounded to multiples of 14 (or ``resolution`` on the long edge);
+    transformers' position-embedding interpolation.
+  * ``"release"``: the authors' stage-1 input, exactly: the [-1, 1] RGB goes straight into the ImageNet
+    normalisation (``(x - mean) / std`` without mapping to [0, 1] first), then
+    ``F.interpolate(scale_factor=0.875, mode="bicubic", align_corners=False)`` (no antialias), so a
+    480x640 image becomes 420x560 and the patch grid 30x40 is half the 60x80 latent grid; the position
+    embeddings are interpolated as the original DINOv2 code does (:func:`original_position_embeddings`).
 - ``openclip``: the vision tower of a LAION OpenCLIP model in transformers format
   (``CLIPVisionModel``, e.g. ``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``, the model SD2's text encoder
   comes from); patch tokens after the post-LayerNorm; CLIP normalisation; position embeddings
@@ -36,6 +45,9 @@ DEFAULT_SOURCES = {
     "sam": "facebook/sam-vit-huge",
 }
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+INPUT_MODES = ("paper", "release")
+RELEASE_SCALE = 0.875  # the release's DINOv2 input scale: 14-pixel patches on a 16-pixel grid
+ORIGINAL_INTERPOLATE_OFFSET = 0.1  # DINOv2 / Depth Anything V2: added to the patch grid before interpolation
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
 
@@ -54,6 +66,30 @@ def tokens_to_grid(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     if count != grid[0] * grid[1]:
         raise ValueError(f"{count} tokens do not fill a {grid[0]}x{grid[1]} grid")
     return tokens.transpose(1, 2).reshape(batch, channels, *grid)
+
+
+def original_position_embeddings(position_embeddings: torch.Tensor, grid: tuple[int, int], square: bool,
+                                 offset: float = ORIGINAL_INTERPOLATE_OFFSET) -> torch.Tensor:
+    """Position embeddings ``[1, 1 + N, C]`` (class token first, ``N`` a square) for a ``grid = (gh, gw)``
+    patch grid, interpolated as the original DINOv2 code (``interpolate_pos_encoding``) does: bicubic,
+    no antialias, with ``scale_factor = ((gh + offset) / sqrt(N), (gw + offset) / sqrt(N))`` rather than a
+    target size (the sampling positions differ from a plain resize to ``grid``). As there, the embeddings
+    are returned unchanged only when the grid has ``N`` cells and the image is ``square`` (its height in
+    pixels equals its width). Returns ``[1, 1 + gh*gw, C]``."""
+    count = position_embeddings.shape[1] - 1
+    side = int(math.isqrt(count))
+    if side * side != count:
+        raise ValueError(f"{count} position embeddings do not form a square grid")
+    if grid[0] * grid[1] == count and square:
+        return position_embeddings
+    dtype, channels = position_embeddings.dtype, position_embeddings.shape[-1]
+    patch = position_embeddings[:, 1:].float().reshape(1, side, side, channels).permute(0, 3, 1, 2)
+    scale = ((grid[0] + offset) / side, (grid[1] + offset) / side)
+    patch = F.interpolate(patch, scale_factor=scale, mode="bicubic", antialias=False)  # [1, C, gh, gw]
+    if tuple(patch.shape[-2:]) != tuple(grid):
+        raise ValueError(f"position embeddings interpolated to {tuple(patch.shape[-2:])}, not the grid {grid}")
+    patch = patch.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], channels)
+    return torch.cat([position_embeddings[:, :1].float(), patch], dim=1).to(dtype)
 
 
 class ExternalEncoder(nn.Module):
@@ -89,21 +125,30 @@ class ExternalEncoder(nn.Module):
 
 
 class DINOv2Encoder(ExternalEncoder):
-    """DINOv2 patch tokens after the final LayerNorm. ``resolution``: 0 = the image's own size
-    (each side rounded to a multiple of 14), else the long edge in pixels."""
+    """DINOv2 patch tokens after the final LayerNorm. ``resolution`` (``input_mode="paper"``): 0 = the
+    image's own size (each side rounded to a multiple of 14), else the long edge in pixels.
+    ``input_mode``: ``"paper"`` or ``"release"`` (module docstring)."""
 
-    def __init__(self, model: nn.Module, resolution: int = 0):
+    def __init__(self, model: nn.Module, resolution: int = 0, input_mode: str = "paper"):
         super().__init__(IMAGENET_MEAN, IMAGENET_STD)
+        if input_mode not in INPUT_MODES:
+            raise ValueError(f"DINOv2Encoder: input_mode must be one of {INPUT_MODES}, got {input_mode!r}")
+        if input_mode == "release" and resolution:
+            raise ValueError("DINOv2Encoder: the release input mode has a fixed 0.875 scale; leave resolution at 0")
         self.model = model
         config = model.config
         self.patch_size = int(config.patch_size)
         self.out_channels = int(config.hidden_size)
         self.num_prefix_tokens = 1 + int(getattr(config, "num_register_tokens", 0) or 0)
         self.resolution = resolution
+        self.input_mode = input_mode
+        if input_mode == "release" and self.num_prefix_tokens != 1:
+            raise ValueError("DINOv2Encoder: the release input mode takes a DINOv2 without register tokens "
+                             "(as in Depth Anything V2)")
         self.freeze()
 
     @classmethod
-    def from_backbone(cls, backbone: nn.Module, resolution: int = 0) -> DINOv2Encoder:
+    def from_backbone(cls, backbone: nn.Module, resolution: int = 0, input_mode: str = "paper") -> DINOv2Encoder:
         """Wrap a transformers ``Dinov2Backbone`` (e.g. ``DepthAnythingForDepthEstimation.backbone``) as a
         ``Dinov2Model`` that shares its modules (no weight copy)."""
         from accelerate import init_empty_weights
@@ -115,11 +160,36 @@ class DINOv2Encoder(ExternalEncoder):
         with init_empty_weights():
             model = Dinov2Model(backbone.config)
         model.embeddings, model.encoder, model.layernorm = backbone.embeddings, backbone.encoder, backbone.layernorm
-        return cls(model.eval(), resolution)
+        return cls(model.eval(), resolution, input_mode)
+
+    def release_input(self, rgb: torch.Tensor) -> torch.Tensor:
+        """The release's DINOv2 input: ``(rgb - mean) / std`` on the [-1, 1] RGB, then 0.875x bicubic.
+        ``[B, 3, H, W]`` -> ``[B, 3, floor(0.875 H), floor(0.875 W)]``."""
+        if rgb.ndim != 4 or rgb.shape[1] != 3:
+            raise ValueError(f"DINOv2Encoder expects [B, 3, H, W] RGB, got {tuple(rgb.shape)}")
+        x = (rgb.float() - self.mean) / self.std
+        x = F.interpolate(x, scale_factor=RELEASE_SCALE, mode="bicubic", align_corners=False)
+        return x.to(next(self.parameters()).dtype)
+
+    def _release_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch tokens ``[B, gh*gw, C]`` with the original DINOv2 position-embedding interpolation."""
+        embeddings = self.model.embeddings
+        patches = embeddings.patch_embeddings(x)  # [B, gh*gw, C]
+        grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
+        cls_token = embeddings.cls_token.expand(x.shape[0], -1, -1)
+        tokens = torch.cat([cls_token, patches], dim=1)
+        square = x.shape[-2] == x.shape[-1]
+        tokens = tokens + original_position_embeddings(embeddings.position_embeddings, grid, square).to(tokens.dtype)
+        hidden = self.model.encoder(tokens).last_hidden_state
+        return self.model.layernorm(hidden)[:, 1:]
 
     @torch.no_grad()
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` in [-1, 1] -> ``[B, C, gh, gw]``."""
+        if self.input_mode == "release":
+            x = self.release_input(rgb)
+            grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
+            return tokens_to_grid(self._release_tokens(x), grid)
         size = patch_grid_size(*rgb.shape[-2:], self.patch_size, self.resolution)
         x = self.resize(self.normalize(rgb), size)
         tokens = self.model(pixel_values=x).last_hidden_state[:, self.num_prefix_tokens:]  # [B, gh*gw, C]
@@ -173,7 +243,8 @@ class SAMEncoder(ExternalEncoder):
 
 
 def load_external_encoder(kind: str, source: str | os.PathLike | None = None, resolution: int = 0,
-                          dtype: torch.dtype | None = None, local_files_only: bool = False) -> ExternalEncoder:
+                          dtype: torch.dtype | None = None, local_files_only: bool = False,
+                          input_mode: str = "paper") -> ExternalEncoder:
     """Build a frozen external encoder.
 
     Args:
@@ -182,11 +253,14 @@ def load_external_encoder(kind: str, source: str | os.PathLike | None = None, re
         source: hub id or local folder in transformers format; default :data:`DEFAULT_SOURCES`.
         resolution: input long edge (see each encoder); 0 = its default.
         dtype: weights dtype (default: as stored, normally fp32).
+        input_mode: ``"paper"`` or ``"release"`` (DINOv2 only; see :class:`DINOv2Encoder`).
     """
     from transformers import AutoModel, CLIPVisionModel, SamVisionModel
 
     if kind not in DEFAULT_SOURCES:
         raise ValueError(f"load_external_encoder: unknown encoder {kind!r}; expected one of {tuple(DEFAULT_SOURCES)}")
+    if input_mode != "paper" and kind != "dinov2":
+        raise ValueError(f"load_external_encoder: input_mode={input_mode!r} is a DINOv2 input; {kind} takes 'paper'")
     source = os.fspath(source) if source is not None else DEFAULT_SOURCES[kind]
     kwargs = {"local_files_only": local_files_only}
     try:
@@ -194,7 +268,7 @@ def load_external_encoder(kind: str, source: str | os.PathLike | None = None, re
             model = AutoModel.from_pretrained(source, **kwargs)
             if "dinov2" not in model.config.model_type:
                 raise ValueError(f"{source}: a {model.config.model_type!r} model, not DINOv2")
-            encoder = DINOv2Encoder(model, resolution)
+            encoder = DINOv2Encoder(model, resolution, input_mode)
         elif kind == "openclip":
             encoder = CLIPEncoder(CLIPVisionModel.from_pretrained(source, **kwargs), resolution)
         else:

@@ -10,7 +10,15 @@ import torch
 from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation
 
 from .._compat import diffusers_dtype, transformers_dtype
-from .depth_anything import PREPROCESSING_MODES, DepthAnythingPrior, check_preprocessing
+from .depth_anything import (
+    POSITION_EMBEDDINGS,
+    PREPROCESSING_MODES,
+    DepthAnythingPrior,
+    OriginalDinov2Embeddings,
+    check_position_embedding,
+    check_preprocessing,
+    set_position_embedding,
+)
 from .original_checkpoint import convert_original_state_dict, load_original_checkpoint
 from .variants import VARIANTS, DA2Variant, get_variant
 
@@ -18,15 +26,19 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DepthAnythingPrior",
+    "OriginalDinov2Embeddings",
+    "POSITION_EMBEDDINGS",
     "PREPROCESSING_MODES",
     "VARIANTS",
     "PriorSpec",
+    "check_position_embedding",
     "check_preprocessing",
     "DA2Variant",
     "convert_original_state_dict",
     "get_variant",
     "load_original_checkpoint",
     "load_prior",
+    "set_position_embedding",
 ]
 
 PriorSpec = str | os.PathLike | DepthAnythingPrior | DepthAnythingForDepthEstimation
@@ -56,6 +68,7 @@ def load_prior(
     dtype: torch.dtype | None = None,
     cache_dir: str | None = None,
     local_files_only: bool = False,
+    position_embedding: str | None = None,
 ) -> DepthAnythingPrior:
     """Build a frozen Depth Anything V2 prior from any of the forms users have.
 
@@ -69,9 +82,14 @@ def load_prior(
             (``"compat"`` otherwise). Pipelines pass the mode their UNet was trained with.
         config: architecture for an original ``.pth`` of non-standard size (tests, custom models).
         dtype: dtype of the loaded weights.
+        position_embedding: ``"original"`` (DINOv2's own interpolation, as Depth Anything V2 and the
+            authors' release run it) or ``"transformers"``; ``None`` keeps what a saved prior records
+            (``"original"`` otherwise).
     """
     if preprocessing is not None:
         check_preprocessing(preprocessing)
+    if position_embedding is not None:
+        check_position_embedding(position_embedding)
     mode = preprocessing or "compat"
 
     if isinstance(spec, DepthAnythingPrior):
@@ -82,6 +100,8 @@ def load_prior(
         prior = _load_from_string(os.fspath(spec), mode, config, dtype, cache_dir, local_files_only)
     if preprocessing is not None and prior.preprocessing != preprocessing:
         prior.register_to_config(preprocessing=preprocessing)
+    if position_embedding is not None and prior.position_embedding != position_embedding:
+        prior.set_position_embedding(position_embedding)
     if dtype is not None:
         prior.to(dtype=dtype)
     return prior.eval()

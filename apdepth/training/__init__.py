@@ -6,9 +6,11 @@
 - :mod:`.loop`: accelerate, accumulation, optimizer, EMA, logs, validation, checkpoints, export
 - :mod:`.checkpoint`: atomic safetensors checkpoints and exact resumption
 - :mod:`.cache`: the latent cache pre-pass
+- :mod:`.schedule`: the learning-rate schedule (warm-up, exponential or cosine decay)
 """
 
 from .config import STAGE_STEPS, TrainConfig, build_config
-from .loop import WarmupExponentialDecay, train, train_from_files
+from .loop import train, train_from_files
+from .schedule import LRSchedule
 
-__all__ = ["STAGE_STEPS", "TrainConfig", "WarmupExponentialDecay", "build_config", "train", "train_from_files"]
+__all__ = ["LRSchedule", "STAGE_STEPS", "TrainConfig", "build_config", "train", "train_from_files"]

@@ -6,6 +6,7 @@ does not fit the config stops the run within seconds with a message naming the c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,9 +18,11 @@ from ..data import get_dataset
 from ..data.training import TrainingView
 from ..modules import DINOv2Encoder, build_adapter, load_external_encoder
 from ..pipeline import ApDepthPipeline
-from .config import ConfigError, TrainConfig, config_differences
+from .config import ConfigError, FolderSourceConfig, LoraConfig, TrainConfig, config_differences
 from .stage1 import Stage1
 from .stage2 import Stage2
+
+EMBEDDED = "embedded"  # model.init_from: the demo model inside the package
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +41,19 @@ def _looks_local(spec: str) -> bool:
     return len(spec.split("/")) != 2
 
 
+def _is_prior_size(encoder: str, spec: str) -> bool:
+    """A Depth Anything V2 size name (``giant``, ``vitl`` ...) given to ``stage1.encoder=prior``."""
+    from ..priors.variants import get_variant
+
+    if encoder != "prior":
+        return False
+    try:
+        get_variant(spec)
+    except (KeyError, ValueError):
+        return False
+    return True
+
+
 def check_paths(cfg: TrainConfig, need_validation: bool = True) -> None:
     """Raise :class:`ConfigError` naming the config key of every missing input."""
     problems = []
@@ -45,12 +61,20 @@ def check_paths(cfg: TrainConfig, need_validation: bool = True) -> None:
         source = getattr(cfg.data, name)
         if not source.root or not os.path.exists(source.root):
             problems.append(f"data.{name}.root: {source.root!r} does not exist")
-        if (source.split or name != "folder") and not os.path.isfile(source.split):  # folder: may discover
+        if name == "folder" and not source.split:  # every image under rgb/ (the latent cache needs a list)
+            if cfg.data.cache_dir:
+                problems.append("data.folder.split: the latent cache (data.cache_dir) needs a split list "
+                                "(apdepth.data.folder.write_split)")
+        elif not source.split or not os.path.isfile(source.split):
             problems.append(f"data.{name}.split: {source.split!r} is not a file")
-        elif not source.split and cfg.data.cache_dir:
-            problems.append(f"data.{name}.split: the latent cache needs a split list (apdepth.data.folder.write_split)")
     base = cfg.model.base
-    if _looks_local(base) or cfg.model.local_files_only:
+    init = cfg.model.init_from
+    if init is not None:
+        if init != EMBEDDED and (_looks_local(init) or cfg.model.local_files_only):
+            if not (Path(init) / "model_index.json").is_file() or not (Path(init) / "unet" / "config.json").is_file():
+                problems.append(f"model.init_from: {init!r} is not an ApDepth pipeline folder (model_index.json, "
+                                "unet/)")
+    elif _looks_local(base) or cfg.model.local_files_only:
         if os.path.isdir(base):
             if not (Path(base) / "unet" / "config.json").is_file() or not (Path(base) / "vae").is_dir():
                 problems.append(f"model.base: {base} has no unet/config.json or vae/: not a Stable Diffusion "
@@ -60,9 +84,13 @@ def check_paths(cfg: TrainConfig, need_validation: bool = True) -> None:
     prior = cfg.model.prior
     if prior.endswith((".pth", ".pt")) and _looks_local(prior) and not os.path.isfile(prior):
         problems.append(f"model.prior: {prior!r} does not exist")
-    if cfg.stage == 1 and cfg.stage1.encoder_source and _looks_local(cfg.stage1.encoder_source) \
-            and not os.path.isdir(cfg.stage1.encoder_source):
-        problems.append(f"stage1.encoder_source: folder {cfg.stage1.encoder_source!r} does not exist")
+    source = cfg.stage1.encoder_source
+    if cfg.stage == 1 and source and _looks_local(source) and not _is_prior_size(cfg.stage1.encoder, source):
+        if source.endswith((".pth", ".pt")) and cfg.stage1.encoder == "prior":
+            if not os.path.isfile(source):
+                problems.append(f"stage1.encoder_source: {source!r} does not exist")
+        elif not os.path.isdir(source):
+            problems.append(f"stage1.encoder_source: folder {source!r} does not exist")
     v = cfg.validation
     if need_validation and v.every > 0:
         if not v.root or not os.path.exists(v.root):
@@ -73,12 +101,35 @@ def check_paths(cfg: TrainConfig, need_validation: bool = True) -> None:
         raise ConfigError("The config names inputs that are not there:\n  " + "\n  ".join(problems))
 
 
+# Keys added after checkpoints were first written, with the behaviour those checkpoints trained with.
+ADDED_KEYS = {
+    ("data", "low_valid"): "clear", ("data", "hypersim", "resize"): "native", ("data", "vkitti", "resize"): "native",
+    ("stage1", "encoder_input"): "paper", ("stage2", "freq_mean"): "valid", ("optim", "warmup_from_zero"): False,
+    ("model", "init_from"): None, ("lora",): dataclasses.asdict(LoraConfig()),
+    ("data", "folder"): dataclasses.asdict(FolderSourceConfig()),
+}
+
+
+def _with_added_keys(saved: dict) -> dict:
+    """A saved resolved config with the keys it predates filled in as the run behaved then."""
+    import copy
+
+    saved = copy.deepcopy(saved)
+    for path, value in ADDED_KEYS.items():
+        node = saved
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and path[-1] not in node:
+            node[path[-1]] = value
+    return saved
+
+
 def check_resume(cfg: TrainConfig, saved_config: dict, trainer_state: dict, folder) -> None:
     """The checkpoint must come from the same stage and an equivalent config."""
     if trainer_state.get("stage") != cfg.stage:
         raise ConfigError(f"{folder}: a stage-{trainer_state.get('stage')} checkpoint cannot resume a stage-"
                          f"{cfg.stage} run")
-    diff = [k for k in config_differences(saved_config, cfg.to_dict())
+    diff = [k for k in config_differences(_with_added_keys(saved_config), cfg.to_dict())
             if k not in RESUMABLE_KEYS and not k.startswith("validation.")]
     if diff:
         raise ConfigError(f"{folder}: the checkpoint was trained with other settings ({', '.join(diff)}); resume with "
@@ -93,14 +144,19 @@ def build_datasets(cfg: TrainConfig) -> tuple[list[str], list[float], TrainingVi
     names, probs, datasets = [], [], []
     for name, prob in cfg.active_sources().items():
         source = getattr(cfg.data, name)
+        extra = {"resize": source.resize} if name == "hypersim" else {}
+        if name == "folder":
+            extra = {"resize": source.resize, "depth_scale": source.depth_scale, "depth_kind": source.depth_kind,
+                     "min_depth": source.min_depth, "max_depth": source.max_depth}
         try:
-            datasets.append(get_dataset(name, source.root, source.split, missing=cfg.data.missing))
+            datasets.append(get_dataset(name, source.root, source.split, missing=cfg.data.missing, **extra))
         except (OSError, ValueError) as e:
             raise ConfigError(f"data.{name}: {e}") from e
         names.append(name)
         probs.append(prob)
         logger.info("Training set %s: %d samples, share %.3f", name, len(datasets[-1]), prob)
-    view = TrainingView(datasets, quantiles=tuple(cfg.data.quantiles), min_valid_pixels=cfg.data.min_valid_pixels)
+    view = TrainingView(datasets, quantiles=tuple(cfg.data.quantiles), min_valid_pixels=cfg.data.min_valid_pixels,
+                        low_valid=cfg.data.low_valid, seed=cfg.run.seed)
     return names, probs, view
 
 
@@ -112,10 +168,46 @@ def _base_prior(base: str) -> dict | None:
     return None
 
 
-def build_pipeline(cfg: TrainConfig) -> ApDepthPipeline:
-    """The model to train: SD2 (``conv_in`` widened) or a stage-1 output, with the configured prior; the VAE,
-    text encoder and prior frozen."""
+def _pipeline_index(spec: str, local_files_only: bool) -> dict | None:
+    """``model_index.json`` of a pipeline folder or hub id (None when it cannot be read)."""
+    if os.path.isdir(spec):
+        return _base_prior(spec)
+    try:
+        return dict(ApDepthPipeline.load_config(spec, local_files_only=local_files_only))
+    except (OSError, ValueError) as e:
+        logger.debug("model_index.json of %s not readable before loading (%s)", spec, e)
+        return None
+
+
+def init_pipeline(cfg: TrainConfig) -> ApDepthPipeline:
+    """``model.init_from``: a saved ApDepth pipeline (folder, hub id, or ``embedded``) with its own prior; the
+    prior from ``model.prior`` only where the checkpoint records none (the authors' release)."""
     m = cfg.model
+    spec = m.init_from
+    if spec == EMBEDDED:
+        from ..demo_model import embedded_model_path
+
+        spec = str(embedded_model_path())
+    index = _pipeline_index(spec, m.local_files_only)
+    saved_prior = (index or {}).get("prior")
+    records_prior = index is None or saved_prior not in (None, [None, None]) or index.get("prior_name") is not None
+    prior = None if records_prior or not index.get("use_prior", True) else m.prior
+    try:
+        pipe = ApDepthPipeline.from_pretrained(spec, prior=prior, local_files_only=m.local_files_only,
+                                               dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot load model.init_from={m.init_from!r}: {e}") from e
+    logger.info("Fine-tuning from %s (prior: %s, %s preprocessing); model.base is not used", m.init_from,
+                pipe.config.prior_name if pipe.prior is not None else "none", pipe.config.prior_preprocessing)
+    return pipe
+
+
+def build_pipeline(cfg: TrainConfig) -> ApDepthPipeline:
+    """The model to train: SD2 (``conv_in`` widened) or a stage-1 output, with the configured prior, or the
+    pipeline of ``model.init_from``; the VAE, text encoder and prior frozen; LoRA adapters with ``lora.rank``."""
+    m = cfg.model
+    if m.init_from is not None:
+        return _finish(cfg, init_pipeline(cfg))
     use_prior = m.prior.lower() != "none"
     saved = _base_prior(m.base)
     if saved is not None and saved.get("_class_name") == ApDepthPipeline.__name__:
@@ -131,11 +223,57 @@ def build_pipeline(cfg: TrainConfig) -> ApDepthPipeline:
         )
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot build the model from model.base={m.base!r}, model.prior={m.prior!r}: {e}") from e
+    return _finish(cfg, pipe)
+
+
+def _finish(cfg: TrainConfig, pipe: ApDepthPipeline) -> ApDepthPipeline:
     pipe.set_progress_bar_config(disable=True)
     for frozen in (pipe.vae, pipe.text_encoder, pipe.prior):  # only the UNet (and stage 1's adapter) train
         if frozen is not None:
             frozen.requires_grad_(False).eval()
+    if cfg.lora.rank > 0:
+        from .lora import apply_lora
+
+        apply_lora(pipe.unet, cfg.lora)
     return pipe
+
+
+def prior_encoder(cfg: TrainConfig, pipe: ApDepthPipeline) -> DINOv2Encoder:
+    """``stage1.encoder=prior``: the DINOv2 inside a Depth Anything V2 checkpoint, the release's encoder.
+
+    ``stage1.encoder_source`` names that checkpoint (a DA2 ``.pth``, folder or size name; the release
+    takes ``depth_anything_v2_vitg.pth``); without it the prior's own backbone is used. The log line
+    names the backbone, and says so when it is not the release's ViT-G.
+    """
+    from ..priors import load_prior
+    from ..priors.variants import variant_for_width
+
+    s1 = cfg.stage1
+    if s1.encoder_source and os.fspath(s1.encoder_source) == os.fspath(cfg.model.prior) and pipe.prior is not None:
+        prior, origin = pipe.prior, f"the Depth Anything V2 checkpoint {s1.encoder_source} (the prior's own)"
+    elif s1.encoder_source:
+        try:
+            prior = load_prior(s1.encoder_source, local_files_only=cfg.model.local_files_only)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"stage1.encoder_source={s1.encoder_source!r}: {e}") from e
+        origin = f"the Depth Anything V2 checkpoint {s1.encoder_source}"
+    else:
+        prior, origin = pipe.prior, f"the prior model.prior={cfg.model.prior!r} (no stage1.encoder_source given)"
+    backbone = prior.model.backbone
+    width = int(backbone.config.hidden_size)
+    try:
+        size = variant_for_width(width).encoder
+    except ValueError:
+        size = f"a custom ViT of width {width}"
+    encoder = DINOv2Encoder.from_backbone(backbone, s1.encoder_resolution, input_mode=s1.encoder_input)
+    if size == "vitg":
+        logger.info("Stage-1 external encoder: the DINOv2 ViT-G of %s (the release's encoder), %s input", origin,
+                    s1.encoder_input)
+    else:
+        logger.info("Stage-1 external encoder: the DINOv2 %s of %s, %s input. The release aligns with ViT-G "
+                    "(depth_anything_v2_vitg.pth, not public); this run falls back to %s. Give the ViT-G .pth as "
+                    "stage1.encoder_source to use it.", size, origin, s1.encoder_input, size)
+    return encoder
 
 
 def build_stage(cfg: TrainConfig, pipe: ApDepthPipeline) -> Stage1 | Stage2:
@@ -144,11 +282,12 @@ def build_stage(cfg: TrainConfig, pipe: ApDepthPipeline) -> Stage1 | Stage2:
     s1 = cfg.stage1
     encoder = adapter = None
     if s1.encoder == "prior":
-        encoder = DINOv2Encoder.from_backbone(pipe.prior.model.backbone, s1.encoder_resolution)
+        encoder = prior_encoder(cfg, pipe)
     elif s1.encoder != "none":
         try:
             encoder = load_external_encoder(s1.encoder, s1.encoder_source, s1.encoder_resolution,
-                                            local_files_only=cfg.model.local_files_only)
+                                            local_files_only=cfg.model.local_files_only,
+                                            input_mode=s1.encoder_input)
         except (OSError, ValueError) as e:
             raise ConfigError(f"stage1.encoder={s1.encoder!r}: {e}") from e
     if encoder is not None:

@@ -54,8 +54,13 @@ def _file_digest(path: str | Path) -> str:
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def cache_fingerprint(pipe: ApDepthPipeline, sources: dict[str, tuple[str, int]], quantiles, dtype: str) -> dict:
-    """What the cached latents depend on. ``sources``: name -> (split file, number of samples)."""
+def cache_fingerprint(pipe: ApDepthPipeline, sources: dict[str, tuple], quantiles, dtype: str) -> dict:
+    """What the cached latents depend on. ``sources``: name -> (split file, number of samples[, resize rule])."""
+    datasets = {}
+    for name, (split, n, *rest) in sources.items():
+        datasets[name] = {"split": _file_digest(split), "samples": n}
+        if rest and rest[0] != "native":  # frame size rule (Hypersim); absent for stored-size frames
+            datasets[name]["resize"] = rest[0]
     return {
         "version": CACHE_VERSION,
         "vae": _digest(pipe.vae.encoder),
@@ -63,7 +68,7 @@ def cache_fingerprint(pipe: ApDepthPipeline, sources: dict[str, tuple[str, int]]
         "prior_preprocessing": pipe.config.prior_preprocessing if pipe.config.use_prior else None,
         "quantiles": [float(q) for q in quantiles],
         "dtype": dtype,
-        "datasets": {name: {"split": _file_digest(split), "samples": n} for name, (split, n) in sources.items()},
+        "datasets": datasets,
     }
 
 
@@ -112,8 +117,9 @@ class CachedView(Dataset):
 
     def __getitem__(self, key):
         sample = self.view[key]
-        source, index, flip = key
-        sample.update(self.cache.load(self.cache.names[source], index, flip))
+        source, _, flip = key
+        # the sample's own index: a redrawn sample (data.low_valid=redraw) carries the index it was read from
+        sample.update(self.cache.load(self.cache.names[source], int(sample["index"]), flip))
         return sample
 
 

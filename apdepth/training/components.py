@@ -19,7 +19,6 @@ random to ``resolution x crop_width`` (both flips), so data sets of any size mix
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 
@@ -29,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data.training import DEFAULT_QUANTILES, MixedBatchSampler, normalize_depth
 from ..models import encode_latent
+from .schedule import LRSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -100,14 +100,8 @@ def _batches(samples: ComponentSamples, probs, cfg: ComponentTrainConfig):
 
 def _optimizer(params, cfg: ComponentTrainConfig):
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
-
-    def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return cfg.final_ratio + (1 - cfg.final_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    schedule = LRSchedule(cfg.warmup_steps, max(1, cfg.steps - cfg.warmup_steps), cfg.final_ratio, decay="cosine")
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
 def _log(name: str, step: int, cfg: ComponentTrainConfig, losses: list[float], start: float) -> None:

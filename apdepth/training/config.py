@@ -27,6 +27,9 @@ TRAIN_SETS = ("hypersim", "vkitti", "folder")  # folder: your own RGB-D (apdepth
 MIXED_PRECISION = ("no", "fp16", "bf16")
 CONDITION_ORDERS = ("prior_rgb", "rgb_prior")
 FREQ_SPACES = ("pixel", "latent")
+FREQ_MEANS = ("valid", "batch")
+ENCODER_INPUTS = ("paper", "release")
+LOW_VALID = ("clear", "redraw")
 CACHE_DTYPES = ("fp32", "fp16", "bf16")
 
 
@@ -39,6 +42,10 @@ class ModelConfig:
     """Where the model starts and what it is conditioned on."""
 
     base: str = "stabilityai/stable-diffusion-2"  # SD2 (hub id or folder), or a stage-1 output folder
+    # Fine-tuning: a saved ApDepth pipeline to start from (folder, hub id, or "embedded": the packaged demo
+    # model) instead of model.base; its prior and prior preprocessing come with it (model.prior only fills in
+    # for a checkpoint that records none, as the authors' release).
+    init_from: str | None = None
     # Depth Anything V2 prior: small|base|large|giant, hub id, folder, .pth, or "none" (Table 2 "base").
     # The paper uses ViT-G (depth_anything_v2_vitg.pth, never released); ViT-L is the largest public one.
     prior: str = "large"
@@ -51,21 +58,34 @@ class ModelConfig:
 class DataSourceConfig:
     root: str = ""  # data folder or .tar
     split: str = ""  # split list
+    # Hypersim only: "marigold" (768x1024 frames -> 480x640 as Marigold's loader), "native", or "HxW"
+    resize: str = "native"
+
+
+@dataclass
+class FolderSourceConfig(DataSourceConfig):
+    """Your own RGB-D folder (apdepth.data.folder): split "" uses every image under rgb/; resize native|HxW."""
+
+    depth_scale: float | None = None  # integer files (16-bit PNG ...): depth = value x depth_scale (required for them)
+    depth_kind: str = "depth"  # depth | disparity (proportional to 1/depth; 0 = invalid)
+    min_depth: float = 0.0  # valid range after conversion (exclusive); null max_depth: no upper bound
+    max_depth: float | None = None
 
 
 @dataclass
 class DataConfig:
     hypersim: DataSourceConfig = field(default_factory=lambda: DataSourceConfig(
-        "data/hypersim/train", "data_split/hypersim/filename_list_train_filtered.txt"))
+        "data/hypersim/train", "data_split/hypersim/filename_list_train_filtered.txt", "marigold"))
     vkitti: DataSourceConfig = field(default_factory=lambda: DataSourceConfig(
         "data/vkitti/vkitti.tar", "data_split/vkitti/vkitti_train.txt"))
-    folder: DataSourceConfig = field(default_factory=DataSourceConfig)  # your own RGB-D; split "": discovered
+    folder: FolderSourceConfig = field(default_factory=FolderSourceConfig)
     mix: dict = field(default_factory=lambda: {"hypersim": 0.9, "vkitti": 0.1})  # per micro-batch
     batch_size: int = 2  # micro-batch per process; accumulation makes up optim.effective_batch
     num_workers: int = 4
     flip_prob: float = 0.5
     quantiles: list = field(default_factory=lambda: [0.02, 0.98])
     min_valid_pixels: int = 10
+    low_valid: str = "clear"  # samples under min_valid_pixels: clear (mask emptied) | redraw (the release)
     missing: str = "error"  # split entries whose files are missing: error | skip
     cache_dir: str | None = None  # latent cache (apdepth train ... --build-cache fills it)
     cache_dtype: str = "fp32"
@@ -79,6 +99,8 @@ class Stage1Config:
     encoder: str = "dinov2"  # dinov2 | prior (the DINOv2 inside the DA2 prior) | openclip | sam | none
     encoder_source: str | None = None  # hub id or folder; None: the kind's default
     encoder_resolution: int = 0  # input long edge; 0: the encoder's default
+    # DINOv2 input: paper ([0,1] RGB, ImageNet norm, native size) | release ([-1,1] RGB, ImageNet norm, 0.875x)
+    encoder_input: str = "paper"
     adapter: str = "conv"  # conv (Eq. 7-9) | mlp (Table 3)
     adapter_hidden: int | None = None  # None: the encoder's width
     adapter_groups: int = 32
@@ -99,6 +121,7 @@ class Stage2Config:
     freq_p: int = 1
     freq_weight: float = 1.0  # lambda_freq (Eq. 13)
     freq_eps: float = 1e-8
+    freq_mean: str = "valid"  # valid: samples without a valid cell left out of the mean | batch: the release
 
 
 @dataclass
@@ -109,6 +132,7 @@ class OptimConfig:
     effective_batch: int = 32  # = batch_size x processes x accumulation
     max_steps: int | None = None  # None: 20,000 (stage 1) / 21,000 (stage 2)
     warmup_steps: int = 100
+    warmup_from_zero: bool = False  # True: step n of the warm-up uses n / warmup_steps (the release: starts at 0)
     decay_steps: int = 25_000  # exponential decay to final_ratio x lr over this many steps after warm-up
     final_ratio: float = 0.01
     max_grad_norm: float | None = None
@@ -139,6 +163,17 @@ class ValidationConfig:
 
 
 @dataclass
+class LoraConfig:
+    """LoRA on the UNet (through peft; stage 2): only the low-rank adapters train, merged into the UNet on export."""
+
+    rank: int = 0  # 0: off (every UNet weight trains)
+    alpha: float | None = None  # scaling alpha / rank; null: alpha = rank
+    dropout: float = 0.0
+    # module name suffixes (peft's target_modules): attention projections and ResNet convolutions
+    target_modules: list = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"])
+
+
+@dataclass
 class TrainConfig:
     stage: int = 2
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -148,6 +183,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
     @property
     def max_steps(self) -> int:
@@ -325,12 +361,41 @@ def validate(cfg: TrainConfig) -> None:
     if len(d.quantiles) != 2 or not 0 <= d.quantiles[0] < d.quantiles[1] <= 1:
         raise ConfigError(f"data.quantiles must be [low, high] with 0 <= low < high <= 1, got {d.quantiles}")
     _choice("data.missing", d.missing, ("error", "skip"))
+    _choice("data.low_valid", d.low_valid, LOW_VALID)
+    from ..data.hypersim import parse_resize
+
+    for name in TRAIN_SETS:
+        spec = getattr(d, name).resize
+        if name == "vkitti" and spec != "native":
+            raise ConfigError(f"data.{name}.resize must be 'native' (only Hypersim and folder frames are resized), "
+                              f"got {spec!r}")
+        if name == "folder" and spec == "marigold":
+            raise ConfigError("data.folder.resize must be 'native' or 'HxW' (e.g. '480x640'), got 'marigold'")
+        try:
+            parse_resize(spec)
+        except ValueError as e:
+            raise ConfigError(f"data.{name}.resize: {e}") from None
+    f = d.folder
+    _choice("data.folder.depth_kind", f.depth_kind, ("depth", "disparity"))
+    if f.depth_scale is not None:
+        _positive("data.folder.depth_scale", f.depth_scale)
+    _positive("data.folder.min_depth", f.min_depth, allow_zero=True)
+    if f.max_depth is not None and f.max_depth <= f.min_depth:
+        raise ConfigError(f"data.folder.max_depth must be > data.folder.min_depth, got {f.max_depth} <= {f.min_depth}")
     _choice("data.cache_dtype", d.cache_dtype, CACHE_DTYPES)
 
     s1 = cfg.stage1
     _choice("stage1.encoder", s1.encoder, ENCODER_KINDS)
     _choice("stage1.adapter", s1.adapter, ADAPTER_KINDS)
     _choice("stage1.condition_order", s1.condition_order, CONDITION_ORDERS)
+    _choice("stage1.encoder_input", s1.encoder_input, ENCODER_INPUTS)
+    if cfg.stage == 1 and s1.encoder_input == "release":
+        if s1.encoder not in ("dinov2", "prior"):
+            raise ConfigError(f"stage1.encoder_input=release is the release's DINOv2 input; stage1.encoder="
+                              f"{s1.encoder!r} is not a DINOv2")
+        if s1.encoder_resolution:
+            raise ConfigError("stage1.encoder_input=release fixes the DINOv2 input at 0.875x the image; leave "
+                              "stage1.encoder_resolution at 0")
     _positive("stage1.encoder_resolution", s1.encoder_resolution, allow_zero=True)
     _positive("stage1.align_weight", s1.align_weight, allow_zero=True)
     _positive("stage1.latent_mse_weight", s1.latent_mse_weight, allow_zero=True)
@@ -347,6 +412,7 @@ def validate(cfg: TrainConfig) -> None:
     s2 = cfg.stage2
     _choice("stage2.freq_space", s2.freq_space, FREQ_SPACES)
     _choice("stage2.freq_p", s2.freq_p, (1, 2))
+    _choice("stage2.freq_mean", s2.freq_mean, FREQ_MEANS)
     _positive("stage2.phase1_steps", s2.phase1_steps, allow_zero=True)
     for key in ("latent_mse_weight", "pixel_l1_weight", "freq_strength", "freq_weight"):
         _positive(f"stage2.{key}", getattr(s2, key), allow_zero=True)
@@ -373,6 +439,18 @@ def validate(cfg: TrainConfig) -> None:
     v = cfg.validation
     _positive("validation.every", v.every, allow_zero=True)
     _positive("validation.max_samples", v.max_samples)
+    lo = cfg.lora
+    _positive("lora.rank", lo.rank, allow_zero=True)
+    _positive("lora.dropout", lo.dropout, allow_zero=True)
+    if lo.alpha is not None:
+        _positive("lora.alpha", lo.alpha)
+    if lo.rank > 0:
+        if cfg.stage != 2:
+            raise ConfigError("lora.rank > 0 is for stage-2 fine-tuning; stage 1 trains the whole UNet (lora.rank=0)")
+        if not lo.target_modules or not all(isinstance(t, str) and t for t in lo.target_modules):
+            raise ConfigError(f"lora.target_modules must be a non-empty list of module names, got {lo.target_modules}")
+    if cfg.model.init_from is not None and not str(cfg.model.init_from).strip():
+        raise ConfigError("model.init_from is empty; give a folder, hub id or 'embedded' (or null for model.base)")
 
 
 def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:

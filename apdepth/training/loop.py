@@ -29,22 +29,9 @@ from .cache import CachedView, LatentCache, build_latent_cache, cache_fingerprin
 from .checkpoint import find_latest, load_checkpoint, read_trainer_state, resolve_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig, build_config
 from .inputs import TrainModule, encode_inputs
+from .schedule import LRSchedule
 
 logger = logging.getLogger(__name__)
-
-
-class WarmupExponentialDecay:
-    """Learning-rate factor after ``step`` optimizer steps: a linear warm-up over ``warmup_steps`` (the
-    first step uses ``1 / warmup_steps``), then ``final_ratio ** ((step - warmup) / decay_steps)``, never
-    below ``final_ratio``. (A plain class, so LambdaLR can save and restore it.)"""
-
-    def __init__(self, warmup_steps: int, decay_steps: int, final_ratio: float):
-        self.warmup_steps, self.decay_steps, self.final_ratio = warmup_steps, decay_steps, final_ratio
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        return max(self.final_ratio ** ((step - self.warmup_steps) / self.decay_steps), self.final_ratio)
 
 
 def accumulation_steps(effective_batch: int, batch_size: int, processes: int) -> int:
@@ -125,7 +112,7 @@ def train(cfg: TrainConfig, resume: str | os.PathLike | bool | None = None, *, b
 
     # ------------------------------------------------------------------ 3. latent cache
     if cfg.data.cache_dir:
-        sources = {n: (getattr(cfg.data, n).split, len(d)) for n, d in zip(names, view.datasets)}
+        sources = {n: (getattr(cfg.data, n).split, len(d), getattr(cfg.data, n).resize) for n, d in zip(names, view.datasets)}
         fingerprint = cache_fingerprint(pipe, sources, cfg.data.quantiles, cfg.data.cache_dtype)
         if build_cache:
             written = build_latent_cache(pipe, view, names, cfg.data.cache_dir, fingerprint, cfg.data.cache_dtype,
@@ -154,7 +141,7 @@ def train(cfg: TrainConfig, resume: str | os.PathLike | bool | None = None, *, b
     optimizer = torch.optim.Adam(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay,
                                  fused=o.fused or None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, WarmupExponentialDecay(o.warmup_steps, o.decay_steps, o.final_ratio))
+        optimizer, LRSchedule(o.warmup_steps, o.decay_steps, o.final_ratio, warmup_from_zero=o.warmup_from_zero))
     model, optimizer = accelerator.prepare(module, optimizer)
     ema = None
     if o.ema:
@@ -297,7 +284,8 @@ def _validate(validator, accelerator, module: TrainModule, ema, params, writer, 
 
 def export(accelerator, pipe: ApDepthPipeline, module: TrainModule, ema, params, folder: Path,
            config_yaml: str) -> Path:
-    """Save the trained model (EMA weights when EMA is on) as an ApDepth pipeline; stage 1 adds ``adapter/``."""
+    """Save the trained model (EMA weights when EMA is on) as an ApDepth pipeline; stage 1 adds ``adapter/``.
+    LoRA runs write the adapter alone to ``<output_dir>/lora`` and merge it into the exported UNet."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if ema is not None:
@@ -306,6 +294,11 @@ def export(accelerator, pipe: ApDepthPipeline, module: TrainModule, ema, params,
         try:
             unwrapped = accelerator.unwrap_model(module)
             unwrapped.remove_hook()
+            from .lora import has_lora, merge_lora, save_lora_adapter
+
+            if has_lora(pipe.unet):  # the adapter alone beside final/, then final/ with it merged (terminal)
+                save_lora_adapter(pipe.unet, folder.parent / "lora")
+                merge_lora(pipe.unet)
             pipe.save_pretrained(folder)
             if unwrapped.adapter is not None:
                 unwrapped.adapter.save_pretrained(folder / "adapter")

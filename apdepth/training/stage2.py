@@ -4,6 +4,12 @@ Phase 1 (optimizer steps ``1 .. phase1_steps``): ``MSE(z_pred, z_gt)`` over late
 is valid, plus ``L1(y_hat, y_gt)`` over valid pixels, ``y_hat`` decoded from ``z_pred`` by the frozen VAE
 decoder with the gradient flowing through it. Phase 2 (later steps): ``freq_weight * L_freq`` alone,
 on decoded depth (the paper) or on the latents (the release), invalid pixels / cells zeroed first.
+
+``freq_mean`` decides what a sample without a single valid pixel / cell adds: ``"valid"`` leaves it
+out of the mean; ``"batch"`` (the release) averages its spectra, all zeros on both sides (so a zero
+difference), into the mean like any other sample, which scales the batch's loss by
+``valid samples / batch size``. The release's phase boundary is ``effective_iter <= 20000`` with
+``effective_iter`` counting finished steps, so phase 1 runs 20,001 steps (``phase1_steps=20001``).
 """
 
 from __future__ import annotations
@@ -55,6 +61,10 @@ class Stage2:
                 pred, target, mask = decode_depth(self.vae, latent), inputs.depth_norm, inputs.valid_mask
             else:
                 pred, target, mask = latent, inputs.depth_latent, inputs.latent_mask
+            if cfg.freq_mean == "batch":  # zero the invalid elements here: every sample stays in the mean
+                zero = torch.zeros((), dtype=pred.dtype, device=pred.device)
+                mask = mask.expand_as(pred)
+                pred, target, mask = torch.where(mask, pred, zero), torch.where(mask, target, zero.to(target.dtype)), None
             terms["freq"] = frequency_loss(pred, target, mask, strength=cfg.freq_strength, p=cfg.freq_p,
                                            eps=cfg.freq_eps)
             loss = cfg.freq_weight * terms["freq"]
