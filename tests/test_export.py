@@ -109,19 +109,16 @@ def test_predict_backend_matches_torch(dynamic_export, tmp_path):
         assert np.abs(a - b).max() < 3e-4  # the torch command runs channels_last on CPUs: float rounding
 
 
-def test_predict_backend_errors(tmp_path):
+def test_predict_backend_errors(tmp_path, capsys):
     image = tmp_path / "img.png"
     random_image(32, 32).save(image)
-    with pytest.raises(SystemExit) as err:
-        main(["predict", str(image), "-o", str(tmp_path), "--backend", "onnxruntime"])
-    assert "--onnx DIR" in str(err.value)
-    with pytest.raises(SystemExit) as err:
-        main(["predict", str(image), "-o", str(tmp_path), "--backend", "onnxruntime", "--onnx", str(tmp_path)])
-    assert "apdepth_onnx.json" in str(err.value)
-    with pytest.raises(SystemExit) as err:
-        main(["predict", str(image), "-o", str(tmp_path), "--backend", "onnxruntime", "--onnx", str(tmp_path),
-              "--vae-tiling"])
-    assert "--vae-tiling" in str(err.value)
+    cases = [(["--backend", "onnxruntime"], "--onnx DIR"),
+             (["--backend", "onnxruntime", "--onnx", str(tmp_path)], "apdepth_onnx.json"),
+             (["--backend", "onnxruntime", "--onnx", str(tmp_path), "--vae-tiling"], "--vae-tiling"),
+             (["--onnx", str(tmp_path)], "--onnx needs --backend")]
+    for flags, message in cases:
+        assert main(["predict", str(image), "-o", str(tmp_path / "o"), *flags]) == 2  # a usage error
+        assert message in capsys.readouterr().err
 
 
 @pytest.mark.slow

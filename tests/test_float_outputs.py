@@ -126,9 +126,8 @@ def test_predict_writes_float_and_metric_formats(tiny_pipeline_dir, tmp_path):
     assert float(png_text_chunks(out2 / "img_depth_metric_mm.png")["depth_scale"]) == 0.001
 
 
-def test_png16mm_needs_sparse_depth(tmp_path):
+def test_png16mm_needs_sparse_depth(tmp_path, capsys):
     image = tmp_path / "img.png"
     random_image(16, 16).save(image)
-    with pytest.raises(SystemExit) as err:
-        main(["predict", str(image), "-o", str(tmp_path / "o"), "--formats", "png16mm"])
-    assert "--sparse-depth" in str(err.value)
+    assert main(["predict", str(image), "-o", str(tmp_path / "o"), "--formats", "png16mm"]) == 2  # a usage error
+    assert "--formats png16mm writes metric depth: it needs --sparse-depth" in capsys.readouterr().err

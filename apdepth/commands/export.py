@@ -87,20 +87,22 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_backend_pipeline(args: argparse.Namespace):
     """The pipeline ``--backend`` asks for, or ``None`` for torch (the caller loads it as usual)."""
+    from .common import UsageError
+
     backend = getattr(args, "backend", "torch")
     if backend == "torch":
         if getattr(args, "onnx", None) is not None:
-            raise SystemExit("--onnx needs --backend onnxruntime or openvino")
+            raise UsageError("--onnx needs --backend onnxruntime or openvino")
         return None
     if args.onnx is None:
-        raise SystemExit(f"--backend {backend} runs an exported model: pass --onnx DIR (made by `apdepth export`)")
+        raise UsageError(f"--backend {backend} runs an exported model: pass --onnx DIR (made by `apdepth export`)")
     clashes = [flag for flag, on in (("--vae-tiling", getattr(args, "vae_tiling", False)),
                                      ("--low-memory", getattr(args, "low_memory", False)),
                                      ("--compile", getattr(args, "compile", None)),
                                      ("--model", getattr(args, "model", None)),
                                      ("--prior", getattr(args, "prior", None))) if on]
     if clashes:
-        raise SystemExit(f"{', '.join(clashes)}: torch options; --backend {backend} runs the export in {args.onnx}")
+        raise UsageError(f"{', '.join(clashes)}: torch options; --backend {backend} runs the export in {args.onnx}")
     if getattr(args, "dtype", "fp32") != "fp32":
         logger.warning("--dtype is ignored with --backend %s: the export's dtype is used.", backend)
     from ..export import load_exported_pipeline
@@ -109,4 +111,4 @@ def load_backend_pipeline(args: argparse.Namespace):
     try:
         return load_exported_pipeline(args.onnx, backend=backend, **options)
     except (FileNotFoundError, ValueError, ImportError) as e:
-        raise SystemExit(f"--onnx {args.onnx}: {e}") from e
+        raise UsageError(f"--onnx {args.onnx}: {e}") from e
