@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("apdepth.commands.serve", "start the local web demo (needs apdepth[demo])"),
     "demo-model": ("apdepth.commands.demo_model", "make the embedded demo model (synthetic data, all training "
                    "stages, evaluation, model card)"),
+    "export": ("apdepth.commands.export", "export a checkpoint to ONNX (onnxruntime, OpenVINO, TensorRT)"),
     "synth": ("apdepth.commands.synth", "generate procedural RGB-D scenes in the training / evaluation layouts"),
 }
 

@@ -105,7 +105,7 @@ def test_same_stem_different_extensions_both_kept(tiny_pipeline_dir, tmp_path):
 
 def test_bad_formats_flag_is_explained(tiny_pipeline_dir, tmp_path, capsys):
     assert run_predict(tmp_path, "-o", tmp_path / "o", "--model", tiny_pipeline_dir, "--formats", "npy,bogus") == 2
-    assert "--formats: unknown 'bogus'; choose among npy, png16, color, ply" in capsys.readouterr().err
+    assert "--formats: unknown 'bogus'; choose among npy, png16, color, ply, exr, tiff32, png16mm" in capsys.readouterr().err
 
 
 def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch):

@@ -30,7 +30,7 @@ def test_import_and_parse_import_nothing_heavy():
 import apdepth
 from apdepth.cli import build_parser, main
 parser = build_parser()
-for command in ("predict", "evaluate", "video", "serve", "train", "bench", "demo-model", "synth"):
+for command in ("predict", "evaluate", "video", "serve", "train", "bench", "demo-model", "synth", "export"):
     try:
         parser.parse_args([command, "--help"])
     except SystemExit:
@@ -84,7 +84,7 @@ def image(tmp_path):
 
 @pytest.mark.parametrize("flags, message", [
     (["--colormap", "Spectrall"], "--colormap: unknown matplotlib colour map 'Spectrall'"),
-    (["--formats", "npy", "exr"], "--formats: unknown 'exr'; choose among npy, png16, color, ply"),
+    (["--formats", "npy", "bogus"], "--formats: unknown 'bogus'; choose among npy, png16, color, ply, exr, tiff32, png16mm"),
     (["--formats", ""], "--formats: nothing given"),
     (["--processing-res", "-5"], "--processing-res must be >= 0 (0 = native size), got -5"),
     (["--resample", "lanczos9"], "--resample 'lanczos9': choose among bilinear, bicubic, nearest"),

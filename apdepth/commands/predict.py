@@ -2,8 +2,10 @@
 
 Outputs mirror the input folders under OUTDIR: <name>_depth.npy (float32 in [0, 1], near small),
 <name>_depth.png (16-bit, depth * 65535), <name>_depth_color.png (colour map) and, on request,
-<name>_points.ply (coloured point cloud), <name>_depth_metric.npy (with --sparse-depth) and
-<name>_depth_std.npy (with --tta). Unreadable files are reported by name and skipped. Folders never
+<name>_depth.exr / <name>_depth.tif (float32 EXR / TIFF: --formats exr,tiff32), <name>_points.ply
+(coloured point cloud), <name>_depth_metric.npy (with --sparse-depth; also as .exr/.tif with those
+formats, and as millimetre 16-bit PNG <name>_depth_metric_mm.png with png16mm) and <name>_depth_std.npy
+(with --tta). Unreadable files are reported by name and skipped. Folders never
 yield apdepth's own outputs (OUTDIR, and any folder an earlier run wrote, are left out). Options and
 output folders are checked before the model loads. Ctrl-C stops after the current image and prints the
 summary; --skip-existing finishes the run later.
@@ -23,6 +25,7 @@ import signal
 import sys
 import threading
 from collections import deque
+from functools import partial
 from pathlib import Path
 
 from . import predict_extras
@@ -35,6 +38,7 @@ from .common import (
     check_model_arguments,
     split_list,
 )
+from .export import add_backend_arguments, load_backend_pipeline
 from .predict_inputs import LIST_EXTENSIONS, OUTPUT_MARKER, Report, WorkItem, check_outputs, collect_inputs
 
 logger = logging.getLogger(__name__)
@@ -42,9 +46,10 @@ logger = logging.getLogger(__name__)
 __all__ = ["FORMATS", "LIST_EXTENSIONS", "OUTPUT_MARKER", "SUFFIXES", "WRITERS", "Report", "WorkItem",
            "collect_inputs", "parse_formats", "run"]
 
-FORMATS = ("npy", "png16", "color", "ply")
+FORMATS = ("npy", "png16", "color", "ply", "exr", "tiff32", "png16mm")
 DEFAULT_FORMATS = "npy,png16,color"
-SUFFIXES = {"npy": "_depth.npy", "png16": "_depth.png", "color": "_depth_color.png", "ply": "_points.ply"}
+SUFFIXES = {"npy": "_depth.npy", "png16": "_depth.png", "color": "_depth_color.png", "ply": "_points.ply",
+            "exr": "_depth.exr", "tiff32": "_depth.tif"}  # png16mm (metric, --sparse-depth): predict_extras
 EXIT_INTERRUPTED = 130
 
 
@@ -69,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs all exist")
     predict_extras.add_arguments(parser)
     add_model_arguments(parser)
+    add_backend_arguments(parser)
 
 
 def check(args: argparse.Namespace) -> None:
@@ -108,7 +114,7 @@ def output_image_suffixes() -> tuple[str, ...]:
 
 def output_paths(outdir: Path, item: WorkItem, formats: list[str],
                  extras: predict_extras.Extras | None = None) -> dict[str, Path]:
-    paths = {fmt: outdir / (item.stem + SUFFIXES[fmt]) for fmt in formats}
+    paths = {fmt: outdir / (item.stem + SUFFIXES[fmt]) for fmt in formats if fmt in SUFFIXES}
     return {**paths, **extras.paths(outdir, item.stem)} if extras is not None else paths
 
 
@@ -133,7 +139,14 @@ def _write_color(path: Path, depth, colored) -> None:
 
 # format -> writer(path, depth [H, W] float in [0, 1], coloured PIL image or None). A new depth-map format is a
 # FORMATS entry, a SUFFIXES entry and a writer here (ply and the extras are written by predict_extras).
-WRITERS = {"npy": _write_npy, "png16": _write_png16, "color": _write_color}
+def _write_float(fmt: str, path: Path, depth, colored) -> None:
+    from ..depth_io import save_float_depth
+
+    save_float_depth(fmt, path, depth, "affine-invariant depth in [0, 1], near small (apdepth)")
+
+
+WRITERS = {"npy": _write_npy, "png16": _write_png16, "color": _write_color,
+           "exr": partial(_write_float, "exr"), "tiff32": partial(_write_float, "tiff32")}
 
 
 def write_outputs(paths: dict[str, Path], depth, colored) -> None:
@@ -222,7 +235,9 @@ def run(args: argparse.Namespace) -> int:
 
     interrupted = False
     if todo:
-        pipe = load_pipeline(args, device=state.device if state is not None else None)
+        pipe = load_backend_pipeline(args)  # None: torch
+        if pipe is None:
+            pipe = load_pipeline(args, device=state.device if state is not None else None)
         colormap = args.colormap if "color" in formats else None
         call = dict(processing_resolution=args.processing_res, match_input_resolution=not args.no_match_input_res,
                     resample=args.resample, colormap=colormap, output_type="np")

@@ -12,7 +12,10 @@ from .common import MAX_PROCESSING_RES, UsageError, check_processing_res
 
 logger = logging.getLogger(__name__)
 
-EXTRA_SUFFIXES = {"metric": "_depth_metric.npy", "metric_json": "_depth_metric.json", "std": "_depth_std.npy"}
+EXTRA_SUFFIXES = {"metric": "_depth_metric.npy", "metric_json": "_depth_metric.json", "std": "_depth_std.npy",
+                  "metric_exr": "_depth_metric.exr", "metric_tiff32": "_depth_metric.tif",
+                  "metric_png16mm": "_depth_metric_mm.png"}
+METRIC_FORMATS = ("exr", "tiff32", "png16mm")  # --formats that also write the metric depth
 SPARSE_NAME_SUFFIXES = ("", "_sparse", "_lidar", "_depth")
 DEFAULT_FOV = 60.0
 
@@ -66,6 +69,14 @@ def check_arguments(args: argparse.Namespace) -> None:
     check_processing_res(args.tta_res, getattr(args, "max_processing_res", MAX_PROCESSING_RES), "--tta-res")
     if args.sparse_depth is not None and not args.sparse_depth.exists():
         raise UsageError(f"--sparse-depth: {args.sparse_depth}: no such file or folder")
+    formats = getattr(args, "formats", None) or []
+    if "exr" in formats:
+        import importlib.util
+
+        if importlib.util.find_spec("OpenEXR") is None:
+            raise UsageError("--formats exr needs the OpenEXR package: pip install 'apdepth[exr]'")
+    if "png16mm" in formats and args.sparse_depth is None:
+        raise UsageError("--formats png16mm writes metric depth: it needs --sparse-depth")
 
 
 @dataclass
@@ -101,6 +112,8 @@ class Extras:
 
     def paths(self, outdir: Path, stem: str) -> dict[str, Path]:
         keys = (["metric", "metric_json"] if self.sparse is not None else []) + (["std"] if self.tta else [])
+        if self.sparse is not None:
+            keys += [f"metric_{fmt}" for fmt in METRIC_FORMATS if fmt in self.formats]
         return {key: outdir / (stem + EXTRA_SUFFIXES[key]) for key in keys}
 
     # ---------------------------------------------------------------- prediction
@@ -157,7 +170,9 @@ class Extras:
             try:
                 sparse_file, alignment = self._align(source, stem, image, depth, result["prior"])
                 save_npy(paths["metric"], alignment.depth_metric)
-                save_json(paths["metric_json"], {"sparse_depth": str(sparse_file), **alignment.to_dict()})
+                record = {"sparse_depth": str(sparse_file), **alignment.to_dict()}
+                record.update(self._write_metric_formats(paths, alignment.depth_metric))
+                save_json(paths["metric_json"], record)
                 logger.info("%s: metric scale %.6g, shift %.6g (%s space), %d/%d sparse points inliers", source,
                             alignment.scale, alignment.shift, alignment.space, alignment.num_inliers,
                             alignment.num_points)
@@ -168,6 +183,23 @@ class Extras:
         if "ply" in paths:
             self._write_ply(paths["ply"], source, image, depth, alignment)
         return problems
+
+    def _write_metric_formats(self, paths: dict[str, Path], depth_metric) -> dict:
+        """The metric depth as EXR / float TIFF / millimetre PNG when asked for; what to add to the JSON."""
+        from ..depth_io import save_float_depth, save_png16_mm
+
+        record = {}
+        for fmt in ("exr", "tiff32"):
+            if f"metric_{fmt}" in paths:
+                save_float_depth(fmt, paths[f"metric_{fmt}"], depth_metric,
+                                 "metric depth in the units of the sparse depths (apdepth)")
+        if "metric_png16mm" in paths:
+            png = save_png16_mm(paths["metric_png16mm"], depth_metric, unit="the sparse depths' units")
+            record["png16mm"] = {"file": paths["metric_png16mm"].name, **png}
+            if png["clipped"]:
+                logger.warning("%s: %d pixels beyond 65535 x %g clipped", paths["metric_png16mm"], png["clipped"],
+                               png["depth_scale"])
+        return record
 
     def _align(self, source: Path, stem: str, image, depth, prior):
         import numpy as np
