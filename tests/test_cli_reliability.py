@@ -96,8 +96,7 @@ def test_release_layout_needs_its_prior_cached_too(tiny_pipeline_dir, tmp_path, 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     large = "depth-anything/Depth-Anything-V2-Large-hf"
     assert common.cached_snapshot_missing(common.DEFAULT_MODEL) == [f"{large}: not cached"]
-    prior = _hub_cache(cache, large, tiny_pipeline_dir + "/prior")
-    (prior / "diffusion_pytorch_model.safetensors").rename(prior / "model.safetensors")
+    _hub_cache(cache, large, tiny_pipeline_dir + "/prior/depth_anything")  # the transformers model inside
     assert common.cached_snapshot_missing(common.DEFAULT_MODEL) == []
 
 

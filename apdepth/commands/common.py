@@ -229,7 +229,10 @@ def _component_missing(folder: Path, class_name: str) -> list[str]:
             except (OSError, ValueError, KeyError):
                 return [*missing, f"{name}/{indexes[0].name} (unreadable)"]
             missing += [f"{name}/{s}" for s in sorted(shards) if not (folder / s).is_file()]
-        elif not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        # weights may sit one level down (an apdepth prior keeps its network in prior/depth_anything/)
+        elif not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")) and not any(
+                (sub / "config.json").is_file() and any(sub.glob("*.safetensors")) for sub in folder.iterdir()
+                if sub.is_dir()):
             missing.append(f"{name}/ weights (*.safetensors)")
         return missing
     return [f"{name}/{f}" for f in need if not (folder / f).is_file()]
