@@ -17,11 +17,13 @@ _LAZY = {
     "ApDepthPipeline": ".pipeline",
     "DepthAnythingPrior": ".priors",
     "load_prior": ".priors",
+    "depth_pipeline": ".hf_pipeline",
 }
 
-__all__ = ["ApDepthOutput", "ApDepthPipeline", "DepthAnythingPrior", "load_prior", "__version__"]
+__all__ = ["ApDepthOutput", "ApDepthPipeline", "DepthAnythingPrior", "depth_pipeline", "load_prior", "__version__"]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; never executed
+    from .hf_pipeline import depth_pipeline
     from .pipeline import ApDepthOutput, ApDepthPipeline
     from .priors import DepthAnythingPrior, load_prior
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
+from diffusers.pipelines.marigold.marigold_image_processing import MarigoldImageProcessor
 from diffusers.utils import BaseOutput
 from PIL import Image
 from transformers import CLIPTextModel, CLIPTokenizer
@@ -66,11 +67,18 @@ class ApDepthOutput(BaseOutput):
             in size.
         depth_colored: the depth maps coloured with ``colormap`` (PIL RGB), or ``None``.
         prior: the prior's disparity at the same resolution as ``depth`` (only with ``output_prior``).
+        prediction: the same depth in ``MarigoldDepthOutput``'s layout: ``np`` ``[N, H, W, 1]``, ``pt``
+            ``[N, 1, H, W]`` (a view of ``depth``, no copy). When the inputs differ in size, a list of
+            ``[H, W]`` maps, the form diffusers' ``MarigoldImageProcessor`` helpers take in lists.
+        uncertainty: per-pixel standard deviation over the test-time augmentation members (only with
+            ``output_uncertainty``), in ``prediction``'s layout.
     """
 
     depth: np.ndarray | torch.Tensor | list
     depth_colored: list[Image.Image] | None = None
     prior: np.ndarray | torch.Tensor | list | None = None
+    prediction: np.ndarray | torch.Tensor | list | None = None
+    uncertainty: np.ndarray | torch.Tensor | list | None = None
 
 
 class ApDepthPipeline(DiffusionPipeline):
@@ -146,6 +154,8 @@ class ApDepthPipeline(DiffusionPipeline):
             resize_mode=resize_mode,
         )
         self._empty_text_embedding: torch.Tensor | None = None
+        # the helpers code written for MarigoldDepthPipeline calls (visualize_depth, export_depth_to_16bit_png, ...)
+        self.image_processor = MarigoldImageProcessor(vae_scale_factor=self.pad_multiple)
 
     # ------------------------------------------------------------------ loading
 
@@ -413,10 +423,13 @@ class ApDepthPipeline(DiffusionPipeline):
         output_type: str = "np",
         output_prior: bool = False,
         generator: torch.Generator | None = None,
-        show_progress_bar: bool = False,
+        show_progress_bar: bool | None = None,
         size_mode: str | None = None,
         resize_mode: str | None = None,
-    ) -> ApDepthOutput:
+        output_uncertainty: bool = False,
+        tta_kwargs: dict | None = None,
+        return_dict: bool = True,
+    ) -> ApDepthOutput | tuple:
         """Predict affine-invariant depth.
 
         Args:
@@ -432,13 +445,23 @@ class ApDepthPipeline(DiffusionPipeline):
             output_prior: also return the prior's disparity.
             generator: accepted for API compatibility. ApDepth draws no random numbers, so the output is
                 a deterministic function of the input, device and dtype.
-            show_progress_bar: show a bar over batches.
+            show_progress_bar: show a bar over batches. ``None`` (default): as ``MarigoldDepthPipeline``, shown
+                unless turned off with ``set_progress_bar_config(disable=True)``.
             size_mode: how sizes that are not multiples of 8 reach the VAE. ``"release"``: as they are, as the
                 authors' code does (the VAE drops the remainder; the depth is stretched back to the output
                 size); ``"pad"``: edge-padded to multiples of 8 and cropped after (geometrically exact).
             resize_mode: how 8-bit images are resized. ``"uint8"``: the uint8 image is resized as torchvision
                 resizes tensors (float interpolation rounded back to uint8) and then normalised, as the
                 authors' code does; ``"float"``: the [0, 1] image is interpolated, then rounded to 8-bit levels.
+            output_uncertainty: also return ``uncertainty``, the per-pixel standard deviation over test-time
+                augmentations (:func:`apdepth.tta.predict_tta`; by default the image and its mirror image at
+                ``processing_resolution``). ``depth`` / ``prediction`` are then the members' aligned mean,
+                as Marigold returns the ensemble's mean with its uncertainty.
+            tta_kwargs: arguments for :func:`apdepth.tta.predict_tta` under ``output_uncertainty``
+                (``flip``, ``processing_resolutions``, ``align``), e.g. ``{"processing_resolutions": (None, 512)}``.
+            return_dict: ``False``: the tuple ``(prediction, uncertainty, latent)`` in the order
+                ``MarigoldDepthPipeline`` returns it; ``latent`` is always ``None`` (one deterministic step
+                leaves no latent to resume from).
 
         ``size_mode`` / ``resize_mode`` ``None`` take the config's values, else the release's behaviour for
         ``prior_preprocessing="compat"`` checkpoints (the authors' release and everything trained like it)
@@ -454,6 +477,13 @@ class ApDepthPipeline(DiffusionPipeline):
             resample = "nearest-exact"  # torchvision's meaning of the release's "nearest"
         if output_prior and not self.config.use_prior:
             raise ValueError("output_prior=True, but this pipeline was trained without a prior (use_prior=False).")
+        if output_uncertainty:
+            out = self._call_tta(image, processing_resolution, match_input_resolution, resample, batch_size,
+                                 colormap, output_type, output_prior, show_progress_bar, size_mode, resize_mode,
+                                 tta_kwargs)
+            return out if return_dict else (out.prediction, out.uncertainty, None)
+        if tta_kwargs is not None:
+            raise ValueError("tta_kwargs only applies with output_uncertainty=True.")
         images = to_rgb_images(image)
         device = self._execution_device
 
@@ -464,7 +494,8 @@ class ApDepthPipeline(DiffusionPipeline):
         depths: list[torch.Tensor] = [None] * len(images)  # each [1, h, w]
         priors: list[torch.Tensor] = [None] * len(images)
         batches = self._batches([x.shape for x in prepared], batch_size)
-        for idx in self.progress_bar(batches) if show_progress_bar else batches:
+        show = show_progress_bar if show_progress_bar is not None else not self._progress_bar_disabled()
+        for idx in self.progress_bar(batches) if show else batches:
             rgb = torch.stack([prepared[i] for i in idx]).to(device)  # [B, 3, h, w]
             prior_disp = self.run_prior(rgb) if self.config.use_prior else None  # [B, 1, h, w]
             depth = self._predict_raw(rgb, prior_disp, size_mode)  # [B, 1, h', w'] (h' = 8 * (h // 8): release)
@@ -484,11 +515,44 @@ class ApDepthPipeline(DiffusionPipeline):
         colored = None
         if colormap is not None:
             colored = [colorize_depth(d[0].numpy(), colormap) for d in out_depth]
-        return ApDepthOutput(
-            depth=self._format(out_depth, output_type),
+        depth = self._format(out_depth, output_type)
+        self.maybe_free_model_hooks()
+        out = ApDepthOutput(
+            depth=depth,
             depth_colored=colored,
             prior=self._format(out_prior, output_type) if output_prior else None,
+            prediction=_marigold_layout(depth),
         )
+        return out if return_dict else (out.prediction, None, None)
+
+    def _progress_bar_disabled(self) -> bool:
+        return bool(getattr(self, "_progress_bar_config", {}).get("disable", False))
+
+    def _call_tta(self, image, processing_resolution, match_input_resolution, resample, batch_size, colormap,
+                  output_type, output_prior, show_progress_bar, size_mode, resize_mode, tta_kwargs) -> ApDepthOutput:
+        """``output_uncertainty=True``: the mean and spread over test-time augmentations, as :class:`ApDepthOutput`."""
+        from .tta import predict_tta
+
+        if output_prior or not match_input_resolution:
+            raise ValueError("output_uncertainty=True needs output_prior=False and match_input_resolution=True "
+                             "(the augmentation members are compared at the input's size).")
+        options = {"flip": True, "processing_resolutions": (processing_resolution,), "align": True}
+        unknown = set(tta_kwargs or {}) - set(options)
+        if unknown:
+            raise ValueError(f"tta_kwargs takes {sorted(options)}; got {sorted(unknown)}")
+        options.update(tta_kwargs or {})
+        if not options["flip"] and len(options["processing_resolutions"]) < 2:
+            raise ValueError("output_uncertainty=True needs at least two augmentation members: flip=True or "
+                             "several processing_resolutions in tta_kwargs.")
+        tta = predict_tta(self, image, batch_size=batch_size, colormap=colormap, resample=resample,
+                          show_progress_bar=show_progress_bar, size_mode=size_mode, resize_mode=resize_mode,
+                          **options)
+        maps = [torch.from_numpy(np.asarray(m))[None] for m in tta.depth]  # each [1, H, W]
+        spreads = [torch.from_numpy(np.asarray(m))[None] for m in tta.depth_std]
+        depth = self._format(maps, output_type)
+        uncertainty = self._format(spreads, output_type)
+        return ApDepthOutput(depth=depth, depth_colored=tta.depth_colored, prediction=_marigold_layout(depth),
+                             uncertainty=_marigold_layout(uncertainty))
 
     @staticmethod
     def _preprocess(img: RGBImage, resolution: int, resample: str, resize_mode: str = "uint8") -> torch.Tensor:
@@ -522,6 +586,15 @@ class ApDepthPipeline(DiffusionPipeline):
             return torch.stack(maps) if same else [m[None] for m in maps]
         arrays = [m[0].float().numpy().astype(np.float32) for m in maps]
         return np.stack(arrays) if same else arrays
+
+
+def _marigold_layout(maps):
+    """:meth:`ApDepthPipeline._format`'s output in ``MarigoldDepthOutput``'s layout, without copying: numpy
+    ``[N, H, W]`` -> ``[N, H, W, 1]``, tensors ``[N, 1, H, W]`` as they are; lists (inputs of different sizes)
+    -> ``[H, W]`` maps."""
+    if isinstance(maps, list):
+        return [m if isinstance(m, np.ndarray) else m[0, 0] for m in maps]
+    return maps[..., None] if isinstance(maps, np.ndarray) else maps
 
 
 def _check_choice(name: str, value, allowed: tuple[str, ...], allow_none: bool = False) -> None:
