@@ -13,8 +13,8 @@ seconds of kernel time on two cores). Three ways to keep the pages, from most to
 * **glibc, retained** (:func:`retain_glibc_memory`, in process, no extra library): ``mallopt`` turns off
   mmap for large blocks and raises the trim threshold, so freed blocks stay in the heap for the next pass.
 
-``auto`` picks jemalloc, then tcmalloc, when installed and the run is on the CPU; otherwise it changes
-nothing. None of this changes results: only where memory comes from. Measure with ``apdepth bench``
+``auto`` picks jemalloc, then tcmalloc, when installed and the run is on the CPU, else glibc retained; on
+a GPU it changes nothing. None of this changes results: only where memory comes from. Measure with ``apdepth bench``
 (the ``allocator`` rows: minor page faults and time of a VAE encode).
 """
 
@@ -33,8 +33,11 @@ ENV_CHOICE = "APDEPTH_ALLOCATOR"  # the command line's default for --allocator
 _ENV_DONE = "_APDEPTH_ALLOCATOR_EXEC"  # set on re-exec, so a missing library cannot loop
 
 # Keep freed extents mapped (retain), purge dirty pages only after 30 s without reuse (longer than a pass
-# on two cores), and do the purging on a background thread instead of inside malloc/free.
-JEMALLOC_CONF = "retain:true,background_thread:true,dirty_decay_ms:30000,muzzy_decay_ms:30000"
+# on two cores), do the purging on a background thread instead of inside malloc/free, and serve large
+# blocks from the ordinary arenas: jemalloc >= 5.2 otherwise sends blocks over 8 MiB (every activation) to
+# an arena that gives their pages back at once (oversize_threshold), which faults them in again each pass.
+JEMALLOC_CONF = ("retain:true,background_thread:true,dirty_decay_ms:30000,muzzy_decay_ms:30000,"
+                 "oversize_threshold:0")
 # gperftools: never give free pages back to the kernel (release rate 0).
 TCMALLOC_ENV = {"TCMALLOC_RELEASE_RATE": "0"}
 
@@ -75,8 +78,9 @@ def active_allocator(maps: str = "/proc/self/maps") -> str:
 
 
 def resolve(choice: str, device: str | None = None) -> str:
-    """The allocator ``choice`` means here: ``auto`` becomes jemalloc or tcmalloc when one is installed
-    and ``device`` is the CPU (``None``: the CPU unless an NVIDIA GPU is visible), else ``system``."""
+    """The allocator ``choice`` means here. ``auto`` on the CPU (``device`` ``None``: the CPU unless an
+    NVIDIA GPU is visible): jemalloc, else tcmalloc when installed, else ``glibc-retain``; ``system`` on GPUs
+    (their activations live in the CUDA caching allocator)."""
     if choice not in CHOICES:
         raise ValueError(f"unknown allocator {choice!r}; choose one of {', '.join(CHOICES)}")
     if choice != "auto":
@@ -84,7 +88,7 @@ def resolve(choice: str, device: str | None = None) -> str:
     on_cpu = device.startswith("cpu") if device else not _nvidia_visible()
     if not on_cpu:
         return "system"
-    return next((name for name in ("jemalloc", "tcmalloc") if find_library(name)), "system")
+    return next((name for name in ("jemalloc", "tcmalloc") if find_library(name)), "glibc-retain")
 
 
 def _nvidia_visible() -> bool:
@@ -128,6 +132,16 @@ def retain_glibc_memory(enable: bool = True) -> bool:
     return bool(ok)
 
 
+def add_argument(parser) -> None:
+    """The command line's ``--allocator`` option (default: ``$APDEPTH_ALLOCATOR`` or ``system``)."""
+    default = os.environ.get(ENV_CHOICE, "system")
+    parser.add_argument("--allocator", choices=CHOICES, default=default if default in CHOICES else "system",
+                        help="CPU memory allocator: auto (on CPU: jemalloc or tcmalloc if installed, else glibc-retain), jemalloc, "
+                             "tcmalloc (re-executes with LD_PRELOAD, memory retained), glibc-retain (glibc keeps "
+                             "freed memory), system (default; or set $APDEPTH_ALLOCATOR). Same results, fewer "
+                             "page faults")
+
+
 def apply(choice: str, device: str | None = None, argv: list[str] | None = None) -> str:
     """Put allocator ``choice`` into effect for the command line; returns the allocator in use.
 
@@ -140,12 +154,17 @@ def apply(choice: str, device: str | None = None, argv: list[str] | None = None)
         return active_allocator()
     if name == "glibc-retain":
         if not retain_glibc_memory():
-            logger.warning("--allocator glibc-retain: this C library has no glibc mallopt; nothing changed")
+            if choice != "auto":
+                logger.warning("--allocator glibc-retain: this C library has no glibc mallopt; nothing changed")
             return active_allocator()
         return name
     if active_allocator() == name:
+        logger.info("memory allocator: %s (%s)", name, os.environ.get("MALLOC_CONF") or
+                    " ".join(f"{k}={os.environ.get(k)}" for k in TCMALLOC_ENV))
         return name
     if argv is None or os.environ.get(_ENV_DONE):
+        if choice == "auto":  # no re-exec possible: keep glibc's memory instead
+            return apply("glibc-retain")
         logger.warning("allocator %s is not loaded and cannot be switched inside a running process; start "
                        "Python with: %s", name, " ".join(f"{k}={v!r}" for k, v in preload_env(name).items()))
         return active_allocator()
@@ -153,7 +172,7 @@ def apply(choice: str, device: str | None = None, argv: list[str] | None = None)
         env = {**os.environ, **preload_env(name), _ENV_DONE: "1"}
     except FileNotFoundError as e:
         if choice == "auto":
-            return active_allocator()
+            return apply("glibc-retain")
         raise SystemExit(f"--allocator {choice}: {e}") from None
     logger.debug("re-executing with %s", env["LD_PRELOAD"])
     sys.stdout.flush()

@@ -82,7 +82,9 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def hardware_info(device: torch.device) -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
+    from ..allocator import active_allocator
+
+    info = {"allocator": active_allocator(), "platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "cpu": platform.processor()}
     with contextlib.suppress(OSError):
         with open("/proc/cpuinfo") as f:

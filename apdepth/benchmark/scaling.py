@@ -34,13 +34,27 @@ def meta_components(arch: str, prior: str, components: dict | None = None) -> di
     return {k: copy.deepcopy(m).to("meta") for k, m in components.items() if k != "text_encoder"}
 
 
-def _bmm(counts: dict, module_filter) -> int:
-    return sum(ops.get(torch.ops.aten.bmm, 0) + ops.get(torch.ops.aten.baddbmm, 0)
-               for name, ops in counts.items() if module_filter(name))
+def _bmm(ops: dict) -> int:
+    return ops.get(torch.ops.aten.bmm, 0) + ops.get(torch.ops.aten.baddbmm, 0)
 
 
-def _total(counts: dict, top: str) -> int:
-    return sum(counts.get(top, {}).values())
+def attention_products(counts: dict, model: torch.nn.Module, scope: str | None = None) -> int:
+    """Batched-matmul FLOPs of attention (``QK^T``, ``AV``) in ``counts`` (FlopCounterMode's per-module
+    counts): all of them, or only in modules whose name ends with ``scope``. Linear layers on 3-D inputs
+    also run as ``bmm`` in some memory layouts; their share is taken out."""
+    linear = set()
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            parts = name.split(".")
+            linear.update(".".join(parts[i:]) for i in range(len(parts)))  # the counter drops the root's name
+    if scope is None:
+        tops = ["Global"]
+        inside = [k for k in counts if k != "Global"]
+    else:
+        tops = [k for k in counts if k.endswith(scope)]
+        inside = [k for k in counts if any(k.startswith(t + ".") for t in tops)]
+    total = sum(_bmm(counts[k]) for k in tops)
+    return total - sum(_bmm(counts[k]) for k in inside if "." in k and k.split(".", 1)[1] in linear)
 
 
 def stage_flops(meta: dict, height: int, width: int, batch: int = 1) -> dict[str, float]:
@@ -66,9 +80,9 @@ def stage_flops(meta: dict, height: int, width: int, batch: int = 1) -> dict[str
         counts = counter.get_flop_counts()
         out[stage] = float(counter.get_total_flops())
         if stage == "UNet":  # self-attention only; cross-attention to 2 text tokens is linear
-            out["UNet self-attention"] = float(_bmm(counts, lambda n: n.endswith("attn1")))
+            out["UNet self-attention"] = float(attention_products(counts, unet, "attn1"))
         else:
-            out[f"{stage} attention"] = float(_bmm(counts, lambda n: "." not in n))  # top level: all of the stage
+            out[f"{stage} attention"] = float(attention_products(counts, prior if stage == "prior" else vae))
     out["total"] = out["prior"] + out["encode x2"] + out["UNet"] + out["decode"]
     return out
 
