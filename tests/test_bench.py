@@ -81,7 +81,7 @@ def test_bench_command_on_tiny_models(tmp_path, capsys):
                      ("fast path", "classic attention", 1), ("fast path", "VAE tiling on", 1),
                      ("marigold", "Marigold 50 step(s) x 10", 1), ("train", "step: raw inputs (encode every step)", 2),
                      ("train", "step: latent cache", 2), ("train", "step: cache + gradient checkpointing", 2),
-                     ("train", "step: cache + fused Adam", 2),
+                     ("train", "step: cache + fused Adam", 2), ("train", "step: cache + L1 on a 1/4-area crop", 2),
                      ("apdepth", "end-to-end, release default (64 long edge)", 1),
                      ("apdepth", "bare diffusers: encode x2 + UNet + decode", 1), ("apdepth", "bare diffusers + prior", 1),
                      ("marigold", "VAE encode (1 image, once per ensemble)", 1),
