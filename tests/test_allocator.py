@@ -54,8 +54,8 @@ def test_glibc_retain_stops_refaulting_large_blocks():
 def test_resolve():
     assert allocator.resolve("system", "cpu") == "system"
     assert allocator.resolve("auto", "cuda:0") == "system"
-    expected = next((n for n in ("jemalloc", "tcmalloc") if allocator.find_library(n)), "glibc-retain")
-    assert allocator.resolve("auto", "cpu") == expected
+    if sys.platform.startswith("linux"):
+        assert allocator.resolve("auto", "cpu") == "glibc-retain"
     with pytest.raises(ValueError, match="unknown allocator 'mimalloc'"):
         allocator.resolve("mimalloc")
 

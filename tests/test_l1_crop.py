@@ -10,7 +10,7 @@ from apdepth.benchmark.training import training_batch
 from apdepth.testing import tiny_pipeline
 from apdepth.training.config import ConfigError, Stage2Config, build_config
 from apdepth.training.inputs import TrainModule, encode_inputs
-from apdepth.training.stage2 import Stage2, random_crops
+from apdepth.training.stage2 import Stage2, coverage_weights, random_crops
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +49,8 @@ def test_crops_take_the_matching_pixels():
     mask = target.remainder(2) == 0
     seen = set()
     for seed in range(30):
-        lat, tgt, msk = random_crops(latent, target, mask, (16, 24), torch.Generator().manual_seed(seed))
-        assert lat.shape == (b, 4, 2, 3) and tgt.shape == msk.shape == (b, 1, 16, 24)
+        lat, tgt, msk, weight = random_crops(latent, target, mask, (16, 24), torch.Generator().manual_seed(seed))
+        assert lat.shape == (b, 4, 2, 3) and tgt.shape == msk.shape == weight.shape == (b, 1, 16, 24)
         for i in range(b):
             y, x = divmod(int(lat[i, 0, 0, 0]), 100)
             seen.add((y, x))
@@ -58,6 +58,29 @@ def test_crops_take_the_matching_pixels():
             assert torch.equal(msk[i], tgt[i].remainder(2) == 0)
             assert torch.equal(tgt[i, 0], target[i, 0, 8 * y:8 * y + 16, 8 * x:8 * x + 24])
     assert seen == {(y, x) for y in range(h - 1) for x in range(w - 2)}  # every position occurs
+
+
+def test_coverage_weights_make_the_crop_sums_unbiased():
+    """Averaged over every crop position, the weighted sums over the crop equal the sums over the image,
+    whatever the values (here: large at the border, where uniform crops look least often)."""
+    h, w, hc, wc = 5, 7, 2, 3
+    gen = torch.Generator().manual_seed(0)
+    values = torch.rand(8 * h, 8 * w, generator=gen)
+    values[:8] += 5  # a top border row of cells with large errors
+    mask = torch.rand(8 * h, 8 * w, generator=gen) > 0.3
+    wy = coverage_weights(h, hc).repeat_interleave(8)
+    wx = coverage_weights(w, wc).repeat_interleave(8)
+    num = den = 0.0
+    positions = [(y, x) for y in range(h - hc + 1) for x in range(w - wc + 1)]
+    for y, x in positions:
+        sl = (slice(8 * y, 8 * (y + hc)), slice(8 * x, 8 * (x + wc)))
+        wgt = wy[sl[0], None] * wx[None, sl[1]]
+        num += float((wgt * values[sl] * mask[sl]).sum()) / len(positions)
+        den += float((wgt * mask[sl]).sum()) / len(positions)
+    assert num == pytest.approx(float((values * mask).sum()), rel=1e-6)
+    assert den == pytest.approx(float(mask.sum()), rel=1e-6)
+    assert coverage_weights(6, 6).tolist() == [1.0] * 6
+    assert coverage_weights(3, 2).tolist() == [2.0, 1.0, 2.0]  # the middle cell is in both positions
 
 
 def test_crop_l1_centres_on_the_full_l1(setup):
