@@ -32,12 +32,10 @@ CHOICES = ("system", "auto", "jemalloc", "tcmalloc", "glibc-retain")
 ENV_CHOICE = "APDEPTH_ALLOCATOR"  # the command line's default for --allocator
 _ENV_DONE = "_APDEPTH_ALLOCATOR_EXEC"  # set on re-exec, so a missing library cannot loop
 
-# Keep freed extents mapped (retain), purge dirty pages only after 30 s without reuse (longer than a pass
-# on two cores), do the purging on a background thread instead of inside malloc/free, and serve large
-# blocks from the ordinary arenas: jemalloc >= 5.2 otherwise sends blocks over 8 MiB (every activation) to
-# an arena that gives their pages back at once (oversize_threshold), which faults them in again each pass.
-JEMALLOC_CONF = ("retain:true,background_thread:true,dirty_decay_ms:30000,muzzy_decay_ms:30000,"
-                 "oversize_threshold:0")
+# Keep freed extents mapped (retain) and never purge their pages (decay -1), purging aside on a background
+# thread. With a finite decay (even 30 s) jemalloc 5.3 still gave a freed 64 MB block's pages back before
+# the next allocation of it (16k faults each time, measured); with -1 none.
+JEMALLOC_CONF = "retain:true,background_thread:true,dirty_decay_ms:-1,muzzy_decay_ms:-1"
 # gperftools: never give free pages back to the kernel (release rate 0).
 TCMALLOC_ENV = {"TCMALLOC_RELEASE_RATE": "0"}
 

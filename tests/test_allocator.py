@@ -21,7 +21,7 @@ import ctypes, json, resource, sys
 from apdepth.allocator import retain_glibc_memory
 if sys.argv[1] == "retain":
     assert retain_glibc_memory()
-libc = ctypes.CDLL("libc.so.6")
+libc = ctypes.CDLL(None)  # the process's malloc: a preloaded allocator's when there is one
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
 libc.free.argtypes = (ctypes.c_void_p,)
 size, counts = 64 * 2**20, []
@@ -49,6 +49,10 @@ def test_glibc_retain_stops_refaulting_large_blocks():
     # glibc maps a 64 MB block afresh each time (with transparent huge pages, fewer faults per MB)
     assert min(default) > pages // 600
     assert max(retained) < min(default) // 10 and max(retained) < 100
+    for name in ("jemalloc", "tcmalloc"):
+        if allocator.find_library(name):
+            preloaded = json.loads(_child(FAULTS, "default", env=allocator.preload_env(name, environ={})).stdout)
+            assert max(preloaded) < 100, name
 
 
 def test_resolve():
