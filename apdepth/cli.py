@@ -14,6 +14,8 @@ import importlib
 import logging
 import sys
 
+from . import allocator
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("apdepth.commands.predict", "predict depth maps for images, folders or lists of paths"),
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip(),
                              formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(cmd)
+        allocator.add_argument(cmd)
         cmd.set_defaults(_module=module, _parser=cmd)
     return parser
 
@@ -61,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub", "PIL", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # jemalloc/tcmalloc re-execute the real command line (argv None) with LD_PRELOAD; never a library call
+    allocator.apply(args.allocator, getattr(args, "device", None), sys.argv[1:] if argv is None else None)
     name = f"{parser.prog} {args.command}"
     try:
         check = getattr(args._module, "check", None)

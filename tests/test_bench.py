@@ -59,6 +59,10 @@ def test_marigold_50x10_extrapolation_formula():
     assert row.timing.median_ms == pytest.approx(10 * (100 + 49 * 20))  # 20 ms per extra step
     assert "extrapolated" in row.note
     assert saved == [1] and bench.rows == [row]
+    # diffusers encodes the image once for the whole ensemble: 30 ms of the 1x1 run is not repeated
+    once = bench._extrapolate_marigold("50x10", "fp32", 50, 10, {(1, 1): one, (4, 1): four}, encode_ms=30.0)
+    assert once.timing.median_ms == pytest.approx(30 + 10 * (100 - 30 + 49 * 20))
+    assert "one encode" in once.note and once.extra["t_step_ms"] == pytest.approx(20)
 
 
 def test_bench_command_on_tiny_models(tmp_path, capsys):
@@ -66,7 +70,8 @@ def test_bench_command_on_tiny_models(tmp_path, capsys):
     rc = main(["bench", "--arch", "tiny", "--device", "cpu", "--res", "48x32", "--large-res", "96x64",
                "--dtypes", "fp32", "--batch-sizes", "1,2", "--repeats", "1", "--warmup", "0",
                "--marigold", "1x1,4x1,50x10", "--train-batch", "2", "--train-res", "48x32", "-o", str(out),
-               "--markdown", str(tmp_path / "bench.md")])
+               "--markdown", str(tmp_path / "bench.md"), "--release-res", "64", "--scale-res", "32x24,64x48",
+               "--scale-batches", "1,2", "--flop-res", "64x48,128x96"])
     assert rc == 0
     report = json.loads(out.read_text())
     assert {"hardware", "versions", "settings", "rows"} <= report.keys()
@@ -76,9 +81,32 @@ def test_bench_command_on_tiny_models(tmp_path, capsys):
                      ("fast path", "classic attention", 1), ("fast path", "VAE tiling on", 1),
                      ("marigold", "Marigold 50 step(s) x 10", 1), ("train", "step: raw inputs (encode every step)", 2),
                      ("train", "step: latent cache", 2), ("train", "step: cache + gradient checkpointing", 2),
-                     ("train", "step: cache + fused Adam", 2)]:
+                     ("train", "step: cache + fused Adam", 2), ("train", "step: cache + L1 on a 1/4-area crop", 2),
+                     ("apdepth", "end-to-end, release default (64 long edge)", 1),
+                     ("apdepth", "bare diffusers: encode x2 + UNet + decode", 1), ("apdepth", "bare diffusers + prior", 1),
+                     ("marigold", "VAE encode (1 image, once per ensemble)", 1),
+                     ("scaling", "end-to-end by resolution", 1), ("scaling", "end-to-end by batch", 2)]:
         assert expected in settings
-    marigold = [r for r in report["rows"] if r["scenario"] == "marigold"]
+    rows = {(r["setting"], r["resolution"], r["batch"]): r for r in report["rows"]}
+    release = rows[("end-to-end, release default (64 long edge)", "48x32", 1)]
+    assert "processed at 64x42" in release["note"]  # 48x32 -> long edge 64 (processing_size)
+    bare = rows[("bare diffusers + prior", "48x32", 1)]
+    e2e = rows[("end-to-end", "48x32", 1)]["timing"]["median_ms"]
+    assert bare["extra"]["e2e_over_bare"] == pytest.approx(e2e / bare["timing"]["median_ms"])
+    assert bare["extra"]["glue_ms"] == pytest.approx(e2e - bare["timing"]["median_ms"])
+    by_res = [r for r in report["rows"] if r["setting"] == "end-to-end by resolution"]
+    assert [r["resolution"] for r in by_res] == ["32x24", "64x48"]
+    for r in by_res:
+        assert r["extra"]["ms_per_megapixel"] == pytest.approx(r["timing"]["median_ms"] / (r["batch"] * 0 + int(
+            r["resolution"].split("x")[0]) * int(r["resolution"].split("x")[1]) / 1e6))
+        assert r["peak_mb"] > 0 and "peak_rise_mb" in r["extra"]
+    by_batch = [r for r in report["rows"] if r["setting"] == "end-to-end by batch"]
+    assert [r["batch"] for r in by_batch] == [1, 2]
+    assert by_batch[1]["extra"]["ms_per_image"] == pytest.approx(by_batch[1]["timing"]["median_ms"] / 2)
+    assert list(report["flops"]["tflop"]) == ["64x48", "128x96"]
+    assert report["flops"]["growth_exponent"]["UNet self-attention"] == pytest.approx(2.0, abs=0.01)
+    assert "UNet self-attention" in {t["term"] for t in report["flops"]["superlinear"]}
+    marigold = [r for r in report["rows"] if r["setting"].startswith("Marigold")]
     assert all(r["extra"]["times_apdepth"] > 0 for r in marigold)
     table = capsys.readouterr().out
     assert "end-to-end" in table and "x ApDepth" in table
@@ -89,7 +117,9 @@ def test_bench_command_on_tiny_models(tmp_path, capsys):
     assert isinstance(goals["faster than Marigold 50x10 (fp32)"]["met"], bool)
     assert "goal: CPU end-to-end" in table
     markdown = (tmp_path / "bench.md").read_text()
-    assert markdown.count("\n| ") == len(report["rows"]) + 1  # header + one line per row
+    assert "| TFLOP per image | 64x48 | 128x96 |" in markdown and "UNet self-attention grows as pixels^2.00" in markdown
+    markdown_rows = markdown.split("| TFLOP per image")[0]
+    assert markdown_rows.count("\n| ") == len(report["rows"]) + 1  # header + one line per row
     assert "| apdepth | end-to-end | fp32 | 48x32 | 2 |" in markdown
     # --from renders the saved report again without measuring anything
     assert main(["bench", "--from", str(out), "--markdown", str(tmp_path / "again.md")]) == 0
@@ -171,3 +201,25 @@ def test_bf16_autocast_training_step_follows_fp32(tmp_path):
     assert loss16 == pytest.approx(loss32, rel=0.02)
     assert grad16.shape == grad32.shape
     assert float(torch.nn.functional.cosine_similarity(grad16, grad32, dim=0)) > 0.98
+
+
+def test_counted_flops_match_hand_counts():
+    """Attention products counted on the meta device equal 4 N^2 C (QK^T and AV) for the VAE decoder's single-head
+    mid-block attention; the UNet's self-attention grows with the square of the pixel count, convolutions linearly."""
+    from apdepth.benchmark.scaling import growth_exponents, meta_components, stage_flops
+
+    meta = meta_components("full", "small")
+    h, w = 480, 640
+    f = stage_flops(meta, h, w)
+    n, c = (h // 8) * (w // 8), 512
+    assert f["decode attention"] == 4 * n * n * c
+    assert f["encode x2 attention"] == 2 * 4 * n * n * c  # two images
+    # UNet self-attention at 1/8, 1/16, 1/32: 2 down + 3 up transformer blocks per level, channels 320/640/1280;
+    # the mid block's one at 1/64 (60x80 latent -> 8x10 cells)
+    unet_attn = sum(k * 4 * (n // 4**i) ** 2 * ch for i, (k, ch) in enumerate(((5, 320), (5, 640), (5, 1280))))
+    unet_attn += 4 * (8 * 10) ** 2 * 1280
+    assert f["UNet self-attention"] == unet_attn
+    assert 0.9e12 < f["UNet"] < 1.05e12 and 2.9e12 < f["decode"] < 3.0e12  # ~0.97 and ~2.95 TFLOP
+    g = growth_exponents({h * w: f, 4 * h * w: stage_flops(meta, 2 * h, 2 * w)})
+    assert g["UNet self-attention"] == pytest.approx(2.0, abs=1e-3) and g["decode attention"] == pytest.approx(2.0)
+    assert 1.0 < g["UNet"] < 1.5 and g["prior attention"] > 1.8

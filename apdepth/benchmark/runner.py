@@ -23,6 +23,7 @@ from .architectures import (
     marigold_pipeline,
     tiny_components,
 )
+from .scaling import SCALE_RESOLUTIONS, describe_superlinear, flop_table
 from .timing import PeakMemory, Timing, measure
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,12 @@ class BenchConfig:
     train: bool = True  # time a stage-2 training step (benchmark/training.py)
     train_batch: int = 1  # 32 on GPU (the paper's batch without accumulation)
     train_resolution: tuple[int, int] = (240, 320)  # H, W; 480x640 on GPU
+    release_resolution: int = 768  # also time end to end at the release's default processing resolution (0: no)
+    components: bool = True  # also time the bare diffusers components (end to end vs components, same run)
+    scale_resolutions: tuple[tuple[int, int], ...] = ()  # (H, W) each: end to end at batch 1 (scaling.py)
+    scale_batches: tuple[int, ...] = ()  # end to end at the bench resolution
+    flop_resolutions: tuple[tuple[int, int], ...] = SCALE_RESOLUTIONS  # counted FLOPs per stage (meta device)
+    allocators: bool = False  # CPU: a VAE encode under each installed allocator, each in a fresh process
 
 
 @dataclass
@@ -75,7 +82,9 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def hardware_info(device: torch.device) -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
+    from ..allocator import active_allocator
+
+    info = {"allocator": active_allocator(), "platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "cpu": platform.processor()}
     with contextlib.suppress(OSError):
         with open("/proc/cpuinfo") as f:
@@ -128,6 +137,7 @@ class Benchmark:
             repeats, warmup = min(repeats, 3), min(warmup, 1)
         with PeakMemory(self.device) as mem:
             timing = measure(fn, self.device, repeats=repeats, warmup=warmup)
+        extra = {"peak_rise_mb": mem.delta_mb, **extra}
         row = self.add(Row(scenario, setting, dtype, f"{w}x{h}", batch, timing, mem.peak_mb, note, extra))
         logger.info("%-10s %-28s %-5s %4d  %9.1f ms", scenario, setting, dtype, batch, timing.median_ms)
         return row
@@ -151,7 +161,7 @@ class Benchmark:
 
     # -------------------------------------------------------------- scenarios
 
-    def stages(self, dtype: str) -> None:
+    def stages(self, dtype: str) -> dict[str, Row]:
         h, w = self.cfg.resolution
         pipe = self.pipe
         rgb = torch.rand(1, 3, h, w, device=self.device) * 2 - 1
@@ -160,10 +170,13 @@ class Benchmark:
         latent = pipe.predict_latent(cond)
         with torch.no_grad():
             prior_name = f"DA2-{self.cfg.prior}" if self.cfg.arch == "full" else "tiny"
-            self._record("stage", f"prior ({prior_name})", dtype, 1, lambda: pipe.run_prior(rgb))
-            self._record("stage", "encode (RGB + prior)", dtype, 1, lambda: pipe.encode_condition(rgb, prior))
-            self._record("stage", "UNet (1 step)", dtype, 1, lambda: pipe.predict_latent(cond))
-            self._record("stage", "decode", dtype, 1, lambda: decode_depth(pipe.vae, latent))
+            return {
+                "prior": self._record("stage", f"prior ({prior_name})", dtype, 1, lambda: pipe.run_prior(rgb)),
+                "encode": self._record("stage", "encode (RGB + prior)", dtype, 1,
+                                       lambda: pipe.encode_condition(rgb, prior)),
+                "UNet": self._record("stage", "UNet (1 step)", dtype, 1, lambda: pipe.predict_latent(cond)),
+                "decode": self._record("stage", "decode", dtype, 1, lambda: decode_depth(pipe.vae, latent)),
+            }
 
     def end_to_end(self, dtype: str) -> dict[int, Row]:
         rows = {}
@@ -277,10 +290,14 @@ class Benchmark:
         mpipe = marigold_pipeline(self.components)
         mpipe.empty_text_embedding = empty_prompt_embedding(self.components["text_encoder"])
         measured: dict[tuple[int, int], Row] = {}
+        encode_ms = None
         for steps, ensemble in self.cfg.marigold:
             setting = f"Marigold {steps} step(s) x {ensemble}"
             if steps * ensemble > 8 and self.device.type == "cpu" and not self.cfg.marigold_full:
-                measured[(steps, ensemble)] = self._extrapolate_marigold(setting, dtype, steps, ensemble, measured)
+                if encode_ms is None and ensemble > 1:
+                    encode_ms = self._marigold_encode(dtype)
+                measured[(steps, ensemble)] = self._extrapolate_marigold(setting, dtype, steps, ensemble, measured,
+                                                                         encode_ms or 0.0)
                 continue
 
             def run(s=steps, e=ensemble):
@@ -292,28 +309,60 @@ class Benchmark:
             row.extra["times_apdepth"] = row.timing.median_ms / apdepth_ms
         self._changed()  # the ratios are known only now
 
-    def _extrapolate_marigold(self, setting, dtype, steps, ensemble, measured) -> Row:
-        """T(s x e) = e * (T(1x1) + (s - 1) * t_step), t_step from the measured 1- and 4-step runs."""
+    def _marigold_encode(self, dtype: str) -> float:
+        """One VAE encode of the image: diffusers' Marigold encodes once and repeats the latent per member."""
+        from ..models import encode_latent
+
+        h, w = self.cfg.resolution
+        rgb = torch.rand(1, 3, h, w, device=self.device) * 2 - 1
+        with torch.no_grad():
+            row = self._record("marigold", "VAE encode (1 image, once per ensemble)", dtype, 1,
+                               lambda: encode_latent(self.pipe.vae, rgb), note="input to the extrapolation")
+        return row.timing.median_ms
+
+    def _extrapolate_marigold(self, setting, dtype, steps, ensemble, measured, encode_ms: float = 0.0) -> Row:
+        """``T(s x e) = T_enc + e * (T(1x1) - T_enc + (s - 1) * t_step)``: ``t_step`` from the measured 1- and
+        4-step runs, the image encoded once (diffusers repeats its latent for every ensemble member); each
+        member adds its steps, its decode and its share of the overhead. The final ensembling (alignment
+        and median of the members) is not counted."""
         one, four = measured.get((1, 1)), measured.get((4, 1))
         if one is None or four is None:
             raise ValueError("extrapolating Marigold needs the (1, 1) and (4, 1) runs")
         t_step = (four.timing.median_ms - one.timing.median_ms) / 3
-        ms = ensemble * (one.timing.median_ms + (steps - 1) * t_step)
+        ms = encode_ms + ensemble * (one.timing.median_ms - encode_ms + (steps - 1) * t_step)
         timing = Timing(ms, ms, ms, ms, 0, 0)
-        return self.add(Row("marigold", setting, dtype, one.resolution, 1, timing, note="extrapolated (CPU)"))
+        note = "extrapolated (CPU), one encode" if encode_ms else "extrapolated (CPU)"
+        return self.add(Row("marigold", setting, dtype, one.resolution, 1, timing, note=note,
+                            extra={"t_step_ms": t_step, "encode_ms": encode_ms}))
 
     # -------------------------------------------------------------- all
 
     def run(self) -> list[Row]:
         cfg = self.cfg
+        from . import scaling
+
+        if cfg.flop_resolutions:
+            self.flops = scaling.flop_report(self, cfg.flop_resolutions)
         for i, dtype in enumerate(cfg.dtypes):
             self._set_dtype(dtype)
-            self.stages(dtype)
+            stage_rows = self.stages(dtype)
             e2e = self.end_to_end(dtype)
+            if cfg.release_resolution:
+                scaling.release_default_row(self, dtype)
+            if cfg.components and 1 in e2e:
+                scaling.bare_components_row(self, dtype, e2e[1].timing.median_ms, stage_rows)
             if i == 0 and cfg.fast_paths:
                 self.fast_paths(dtype)
             if cfg.marigold:
                 self.marigold(dtype, e2e[1].timing.median_ms)
+        last = cfg.dtypes[-1]  # the fastest on machines with native bf16 / fp16; scaling rows in it
+        if cfg.scale_resolutions or cfg.scale_batches:
+            self._set_dtype(last)
+            scaling.scaling_rows(self, last)
+        if cfg.allocators and self.device.type == "cpu":
+            from .allocation import allocator_rows
+
+            allocator_rows(self, cfg.dtypes[0])
         if cfg.compile:
             self.compiled(cfg.dtypes[-1], cfg.compile)
         if cfg.train:
@@ -327,7 +376,7 @@ class Benchmark:
         rows = [r.as_dict() for r in self.rows]
         return {"hardware": hardware_info(self.device), "versions": library_versions(),
                 "settings": {k: v for k, v in self.cfg.__dict__.items()},
-                "rows": rows, "goals": goals(rows, self.device.type, self.cfg)}
+                "rows": rows, "goals": goals(rows, self.device.type, self.cfg), "flops": getattr(self, "flops", None)}
 
 
 # The issue's speed goals. Reported, never asserted: they depend on the machine.
@@ -344,7 +393,7 @@ def goals(rows: list[dict], device_type: str, cfg: BenchConfig) -> list[dict]:
     device) is reported with ``met: None`` and the reason.
     """
     out = []
-    e2e = [r for r in rows if r["scenario"] == "apdepth" and r["timing"]]
+    e2e = [r for r in rows if r["scenario"] == "apdepth" and r["setting"] == "end-to-end" and r["timing"]]
     standard = cfg.arch == "full" and tuple(cfg.resolution) == (480, 640)
     if e2e:
         one = min((r for r in e2e if r["batch"] == 1), key=lambda r: r["timing"]["median_ms"], default=None)
@@ -406,7 +455,10 @@ def markdown_table(report: dict) -> str:
                      f"| {t['median_ms']:.0f} | {spread} | {r['images_per_s']:.2f} | {peak} | {note} |")
     if report.get("goals"):
         lines += ["", *(f"- {line}" for line in format_goals(report["goals"]).splitlines())]
+    if report.get("flops"):
+        lines += ["", flop_table(report["flops"]), *(f"- {line}" for line in describe_superlinear(report["flops"]))]
     return "\n".join(lines)
+
 
 
 def format_table(rows: list[Row]) -> str:

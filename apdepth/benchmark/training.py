@@ -21,14 +21,20 @@ from .runner import Row
 
 logger = logging.getLogger(__name__)
 
-# (setting, latent cache, gradient checkpointing, fused Adam, autocast dtype)
+# (setting, latent cache, gradient checkpointing, fused Adam, autocast dtype, pixel L1 on a half-size crop)
 VARIANTS = (
-    ("step: raw inputs (encode every step)", False, False, False, None),
-    ("step: latent cache", True, False, False, None),
-    ("step: cache + gradient checkpointing", True, True, False, None),
-    ("step: cache + fused Adam", True, False, True, None),
-    ("step: cache + checkpointing + fused + bf16", True, True, True, torch.bfloat16),
+    ("step: raw inputs (encode every step)", False, False, False, None, False),
+    ("step: latent cache", True, False, False, None, False),
+    ("step: cache + gradient checkpointing", True, True, False, None, False),
+    ("step: cache + fused Adam", True, False, True, None, False),
+    ("step: cache + L1 on a 1/4-area crop", True, False, False, None, True),
+    ("step: cache + checkpointing + fused + bf16", True, True, True, torch.bfloat16, False),
 )
+
+
+def half_crop(height: int, width: int) -> str:
+    """``stage2.l1_crop`` of half the height and width (1/4 of the area), in multiples of 8."""
+    return f"{max(8, height // 16 * 8)}x{max(8, width // 16 * 8)}"
 
 
 def training_batch(batch: int, height: int, width: int, device: torch.device, seed: int = 0) -> dict:
@@ -49,11 +55,12 @@ def training_step_rows(bench, batch: int, resolution: tuple[int, int], bf16: boo
     data = training_batch(batch, height, width, device)
     cached = encode_inputs(pipe, data)  # what the latent cache holds
     stage = Stage2(Stage2Config(), pipe.vae)
+    crop_stage = Stage2(Stage2Config(l1_crop=half_crop(height, width)), pipe.vae, torch.Generator().manual_seed(0))
     module = TrainModule(pipe)
     unet = pipe.unet
     unet.requires_grad_(True).train()
     try:
-        for setting, use_cache, checkpointing, fused, autocast in VARIANTS:
+        for setting, use_cache, checkpointing, fused, autocast, crop in VARIANTS:
             if autocast is not None and not bf16:
                 continue
             if checkpointing:
@@ -61,11 +68,11 @@ def training_step_rows(bench, batch: int, resolution: tuple[int, int], bf16: boo
                 pipe.vae.enable_gradient_checkpointing()
             optimizer = torch.optim.Adam(unet.parameters(), lr=1e-9, fused=fused or None)
 
-            def step(use_cache=use_cache, autocast=autocast, optimizer=optimizer):
+            def step(use_cache=use_cache, autocast=autocast, optimizer=optimizer, crop=crop):
                 inputs = cached if use_cache else encode_inputs(pipe, data)
                 ctx = torch.autocast(device.type, dtype=autocast) if autocast else contextlib.nullcontext()
                 with ctx:
-                    loss = stage.losses(module, inputs, step=1)["loss"]
+                    loss = (crop_stage if crop else stage).losses(module, inputs, step=1)["loss"]
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -73,7 +80,8 @@ def training_step_rows(bench, batch: int, resolution: tuple[int, int], bf16: boo
             label, oom = ("bf16" if autocast else "fp32"), False
             try:
                 bench._record("train", setting, label, batch, step, resolution=resolution,
-                              note="stage 2, phase 1", long=True)
+                              note=f"stage 2, phase 1{', stage2.l1_crop=' + half_crop(height, width) if crop else ''}",
+                              long=True)
             except torch.OutOfMemoryError:
                 oom = True
             finally:

@@ -24,6 +24,15 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v)
 
 
+def _sizes(text: str) -> tuple[tuple[int, int], ...]:
+    """'320x240,640x480' -> ((240, 320), (480, 640)); 'none' -> ()."""
+    return () if text == "none" else tuple(_size(v) for v in text.split(",") if v)
+
+
+ISSUE_SCALE_RES = "320x240,640x480,1280x960,2048x1536"
+ISSUE_SCALE_BATCHES = "1,2,4,8"
+
+
 def _marigold(text: str) -> tuple[tuple[int, int], ...]:
     if text == "none":
         return ()
@@ -59,6 +68,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-batch", type=int, default=None, help="training micro-batch (default: 32 GPU, 1 CPU)")
     parser.add_argument("--train-res", type=_size, default=None, metavar="WxH",
                         help="training crop (default: 640x480 GPU, 320x240 CPU)")
+    parser.add_argument("--release-res", type=int, default=768, metavar="PIXELS",
+                        help="also time end to end at this long edge (the release's default processing "
+                             "resolution, 768); 0: skip")
+    parser.add_argument("--no-components", action="store_true",
+                        help="skip the bare diffusers components rows (end to end vs components)")
+    parser.add_argument("--scale-res", type=_sizes, default=None, metavar="WxH,...",
+                        help=f"time end to end at each size (batch 1), e.g. {ISSUE_SCALE_RES}; default none")
+    parser.add_argument("--scale-batches", type=_ints, default=None, metavar="B,...",
+                        help=f"time end to end at each batch size (at --res), e.g. {ISSUE_SCALE_BATCHES}; default none")
+    parser.add_argument("--scaling", action="store_true",
+                        help=f"shorthand for --scale-res {ISSUE_SCALE_RES} --scale-batches {ISSUE_SCALE_BATCHES}")
+    parser.add_argument("--flop-res", type=_sizes, default=None, metavar="WxH,...",
+                        help=f"count FLOPs per stage at these sizes (default {ISSUE_SCALE_RES}; 'none' skips)")
+    parser.add_argument("--allocators", action="store_true",
+                        help="CPU: time a VAE encode and count its page faults under each installed allocator "
+                             "(glibc, glibc retained, jemalloc, tcmalloc), each in a fresh process")
     parser.add_argument("-o", "--output", type=Path, default=Path("bench.json"), help="JSON report (default bench.json)")
     parser.add_argument("--markdown", type=Path, default=None, metavar="PATH",
                         help="also write the report as the README's Markdown table; with --from, no benchmark runs")
@@ -107,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..benchmark import BenchConfig, Benchmark, format_goals, format_table, markdown_table
+    from ..benchmark.scaling import describe_superlinear, flop_table
     from ..io import atomic_open, save_json
     from .common import resolve_device
 
@@ -143,6 +169,12 @@ def run(args: argparse.Namespace) -> int:
         train_batch=args.train_batch or (32 if gpu else 1),
         train_resolution=args.train_res or ((480, 640) if gpu else (240, 320)),
         marigold_full=args.marigold_full,
+        release_resolution=args.release_res,
+        components=not args.no_components,
+        scale_resolutions=args.scale_res or (_sizes(ISSUE_SCALE_RES) if args.scaling else ()),
+        scale_batches=args.scale_batches or (_ints(ISSUE_SCALE_BATCHES) if args.scaling else ()),
+        flop_resolutions=args.flop_res if args.flop_res is not None else _sizes(ISSUE_SCALE_RES),
+        allocators=args.allocators,
     )
     bad = [d for d in config.dtypes if d not in ("fp32", "bf16", "fp16")]
     if bad:
@@ -159,6 +191,9 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(rows))
     if report["goals"]:
         print("\n" + format_goals(report["goals"]))
+    if report["flops"]:
+        print("\nCounted FLOPs (meta device, batch 1):\n" + flop_table(report["flops"]))
+        print("\n".join(f"faster than the pixel count: {line}" for line in describe_superlinear(report["flops"])))
     if args.markdown is not None:
         with atomic_open(args.markdown, "w") as f:
             f.write(markdown_table(report) + "\n")

@@ -124,6 +124,23 @@ class Stage2Config:
     freq_weight: float = 1.0  # lambda_freq (Eq. 13)
     freq_eps: float = 1e-8
     freq_mean: str = "valid"  # valid: samples without a valid cell left out of the mean | batch: the release
+    # Phase 1's pixel L1 on a random crop of the predicted latent, "HxW" in pixels (multiples of 8), decoded
+    # alone: the VAE decode (most of a step's cost) shrinks with the crop's area. null: the whole image (exact).
+    l1_crop: str | None = None
+
+    def l1_crop_size(self) -> tuple[int, int] | None:
+        """``l1_crop`` as ``(H, W)`` in pixels, or ``None``; a malformed value raises :class:`ConfigError`."""
+        if self.l1_crop is None:
+            return None
+        try:
+            h, w = (int(v) for v in str(self.l1_crop).lower().split("x"))
+        except ValueError:
+            raise ConfigError(f"stage2.l1_crop must be 'HxW' in pixels such as 240x320, or null; "
+                              f"got {self.l1_crop!r}") from None
+        if h <= 0 or w <= 0 or h % 8 or w % 8:
+            raise ConfigError(f"stage2.l1_crop {self.l1_crop!r}: height and width must be positive multiples of 8 "
+                              "(the crop is taken from the latent, 1/8 of the image)")
+        return h, w
 
 
 @dataclass
@@ -439,6 +456,7 @@ def validate(cfg: TrainConfig) -> None:
     _positive("stage2.phase1_steps", s2.phase1_steps, allow_zero=True)
     for key in ("latent_mse_weight", "pixel_l1_weight", "freq_strength", "freq_weight"):
         _positive(f"stage2.{key}", getattr(s2, key), allow_zero=True)
+    s2.l1_crop_size()
 
     o = cfg.optim
     _positive("optim.lr", o.lr)
