@@ -1,6 +1,6 @@
 """ApDepth inference: one deterministic UNet step from ``cat([prior_latent, rgb_latent])`` to depth.
 
-See ``SPEC.md`` section 1. The pipeline loads the authors' released checkpoint layout
+See docs/reference.md section 1 and docs/fidelity.md. The pipeline loads the authors' released checkpoint layout
 (``model_index.json``, ``unet/``, ``vae/``, ``scheduler/``, ``text_encoder/``, ``tokenizer/``) as well
 as pipelines saved by this package, which add a ``prior/`` folder and record the prior's
 preprocessing in ``model_index.json``.
