@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..priors.depth_anything import original_position_embeddings
+
 logger = logging.getLogger(__name__)
 
 ENCODER_KINDS = ("dinov2", "prior", "openclip", "sam", "none")
@@ -47,7 +49,6 @@ DEFAULT_SOURCES = {
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 INPUT_MODES = ("paper", "release")
 RELEASE_SCALE = 0.875  # the release's DINOv2 input scale: 14-pixel patches on a 16-pixel grid
-ORIGINAL_INTERPOLATE_OFFSET = 0.1  # DINOv2 / Depth Anything V2: added to the patch grid before interpolation
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
 
@@ -66,30 +67,6 @@ def tokens_to_grid(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     if count != grid[0] * grid[1]:
         raise ValueError(f"{count} tokens do not fill a {grid[0]}x{grid[1]} grid")
     return tokens.transpose(1, 2).reshape(batch, channels, *grid)
-
-
-def original_position_embeddings(position_embeddings: torch.Tensor, grid: tuple[int, int], square: bool,
-                                 offset: float = ORIGINAL_INTERPOLATE_OFFSET) -> torch.Tensor:
-    """Position embeddings ``[1, 1 + N, C]`` (class token first, ``N`` a square) for a ``grid = (gh, gw)``
-    patch grid, interpolated as the original DINOv2 code (``interpolate_pos_encoding``) does: bicubic,
-    no antialias, with ``scale_factor = ((gh + offset) / sqrt(N), (gw + offset) / sqrt(N))`` rather than a
-    target size (the sampling positions differ from a plain resize to ``grid``). As there, the embeddings
-    are returned unchanged only when the grid has ``N`` cells and the image is ``square`` (its height in
-    pixels equals its width). Returns ``[1, 1 + gh*gw, C]``."""
-    count = position_embeddings.shape[1] - 1
-    side = int(math.isqrt(count))
-    if side * side != count:
-        raise ValueError(f"{count} position embeddings do not form a square grid")
-    if grid[0] * grid[1] == count and square:
-        return position_embeddings
-    dtype, channels = position_embeddings.dtype, position_embeddings.shape[-1]
-    patch = position_embeddings[:, 1:].float().reshape(1, side, side, channels).permute(0, 3, 1, 2)
-    scale = ((grid[0] + offset) / side, (grid[1] + offset) / side)
-    patch = F.interpolate(patch, scale_factor=scale, mode="bicubic", antialias=False)  # [1, C, gh, gw]
-    if tuple(patch.shape[-2:]) != tuple(grid):
-        raise ValueError(f"position embeddings interpolated to {tuple(patch.shape[-2:])}, not the grid {grid}")
-    patch = patch.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], channels)
-    return torch.cat([position_embeddings[:, :1].float(), patch], dim=1).to(dtype)
 
 
 class ExternalEncoder(nn.Module):

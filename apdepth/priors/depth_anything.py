@@ -67,6 +67,30 @@ def check_position_embedding(mode: str) -> str:
     return mode
 
 
+def original_position_embeddings(position_embeddings: torch.Tensor, grid: tuple[int, int], square: bool,
+                                 offset: float = INTERPOLATE_OFFSET) -> torch.Tensor:
+    """Position embeddings ``[1, 1 + N, C]`` (class token first, ``N`` a square) for a ``grid = (gh, gw)``
+    patch grid, interpolated as the original DINOv2 code (``interpolate_pos_encoding``) does: bicubic,
+    no antialias, with ``scale_factor = ((gh + offset) / sqrt(N), (gw + offset) / sqrt(N))`` rather than a
+    target size (the sampling positions differ from a plain resize to ``grid``). As there, the embeddings
+    are returned unchanged only when the grid has ``N`` cells and the image is ``square`` (its height in
+    pixels equals its width). Returns ``[1, 1 + gh*gw, C]``."""
+    count = position_embeddings.shape[1] - 1
+    side = int(math.isqrt(count))
+    if side * side != count:
+        raise ValueError(f"{count} position embeddings do not form a square grid")
+    if grid[0] * grid[1] == count and square:
+        return position_embeddings
+    dtype, channels = position_embeddings.dtype, position_embeddings.shape[-1]
+    patch = position_embeddings[:, 1:].float().reshape(1, side, side, channels).permute(0, 3, 1, 2)
+    scale = ((grid[0] + offset) / side, (grid[1] + offset) / side)
+    patch = F.interpolate(patch, scale_factor=scale, mode="bicubic", antialias=False)  # [1, C, gh, gw]
+    if tuple(patch.shape[-2:]) != tuple(grid):
+        raise ValueError(f"position embeddings interpolated to {tuple(patch.shape[-2:])}, not the grid {grid}")
+    patch = patch.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], channels)
+    return torch.cat([position_embeddings[:, :1].float(), patch], dim=1).to(dtype)
+
+
 class OriginalDinov2Embeddings(Dinov2Embeddings):
     """transformers' DINOv2 embeddings with the original DINOv2 position-embedding interpolation.
 
@@ -77,31 +101,10 @@ class OriginalDinov2Embeddings(Dinov2Embeddings):
     interpolate_offset = INTERPOLATE_OFFSET
 
     def interpolate_pos_encoding(self, embeddings: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        num_patches = embeddings.shape[1] - 1
-        num_positions = self.position_embeddings.shape[1] - 1
-        if num_patches == num_positions and height == width:
-            return self.position_embeddings
-        pos = self.position_embeddings.float()  # [1, 1 + N, C]; interpolated in fp32 as the original
-        class_pos, patch_pos = pos[:, :1], pos[:, 1:]
-        dim = embeddings.shape[-1]
-        side = math.sqrt(num_positions)
-        grid = int(side)
         patch = self.patch_size if isinstance(self.patch_size, int) else self.patch_size[0]
-        rows = height // patch + self.interpolate_offset
-        cols = width // patch + self.interpolate_offset
-        # The original passes a scale factor (not a size): the output has floor(grid * factor) cells and
-        # bicubic sampling uses 1 / factor as its step, which is what the offset changes.
-        patch_pos = F.interpolate(
-            patch_pos.reshape(1, grid, grid, dim).permute(0, 3, 1, 2),  # [1, C, grid, grid]
-            scale_factor=(float(rows) / side, float(cols) / side),
-            mode="bicubic",
-            antialias=False,
-        )
-        if patch_pos.shape[-2:] != (int(rows), int(cols)):
-            raise RuntimeError(f"position embeddings resized to {tuple(patch_pos.shape[-2:])}, "
-                               f"expected {(int(rows), int(cols))}")
-        patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, -1, dim)  # [1, rows * cols, C]
-        return torch.cat([class_pos, patch_pos], dim=1).to(embeddings.dtype)
+        grid = (height // patch, width // patch)
+        pos = original_position_embeddings(self.position_embeddings, grid, height == width, self.interpolate_offset)
+        return pos.to(embeddings.dtype)
 
 
 def set_position_embedding(model: DepthAnythingForDepthEstimation, mode: str) -> None:
