@@ -379,7 +379,7 @@ class Benchmark:
                 "rows": rows, "goals": goals(rows, self.device.type, self.cfg), "flops": getattr(self, "flops", None)}
 
 
-# The speed goals. Reported, never asserted: they depend on the machine.
+# The project's speed goals. Reported, never asserted: they depend on the machine.
 CPU_GOAL_MS = 12_000  # 2 CPU cores, 640x480, full-size model with DA2-small
 GPU_GOAL_MS = 25  # H100, bf16, DA2-large, per image
 MARIGOLD_GOAL_RATIO = 300  # Marigold 50 steps x 10 ensemble / ApDepth, same run

@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..models import decode_depth
 
-# The sizes (H, W) and batches.
+# The scaling sizes (H, W) and batches (320x240 to 2048x1536; batch 1 to 8).
 SCALE_RESOLUTIONS = ((240, 320), (480, 640), (960, 1280), (1536, 2048))
 SCALE_BATCHES = (1, 2, 4, 8)
 SUPERLINEAR = 1.05  # growth exponent vs pixels above which a term is named
