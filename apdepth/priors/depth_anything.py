@@ -288,4 +288,5 @@ def _load_diffusers_layout(path: str, config: dict, dtype):
             tmp, output_loading_info=True, **transformers_dtype(dtype))
         for t in [*model.parameters(), *model.buffers()]:  # own memory, not a view of the temporary file
             t.data = t.data.clone()
+    model.config._name_or_path = ""  # not the temporary folder: a later save_pretrained would record it
     return model, info
