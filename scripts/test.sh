@@ -41,7 +41,7 @@ ruff check apdepth tests
 python -m pytest -m "not slow" -q "$@"
 
 # --- Install check: sdist + wheel, the wheel in a fresh venv on the dependency floors ----------------
-# (scripts/test_install.sh: the installed CLI outside the checkout and a fast test subset; 3.8 CPU-min).
+# (scripts/test_install.sh: the installed CLI outside the checkout and the fast suite on the floors; ~7 min).
 # Skipped when pytest was given arguments (a partial run) or with APDEPTH_SKIP_INSTALL_TEST=1.
 if [ $# -eq 0 ] && [ "${APDEPTH_SKIP_INSTALL_TEST:-0}" != 1 ]; then
   bash scripts/test_install.sh

@@ -12,6 +12,7 @@ through ``APDEPTH_FINETUNE_TEST_SEED``) are in docs/training.md, "Fine-tune on y
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -33,7 +34,7 @@ PRESET = Path(__file__).resolve().parents[1] / "apdepth" / "configs" / "finetune
 SEED = int(os.environ.get("APDEPTH_FINETUNE_TEST_SEED", "0"))  # the scenes; other seeds check the margins
 SIZE = "96x128"
 FRAMES, PER_STREET, TRAIN_STREETS = 24, 4, 4
-FORMATS = ("npy", "exr", "tiff", "png16")
+FORMATS = ("npy", "exr" if importlib.util.find_spec("OpenEXR") else "npy", "tiff", "png16")  # EXR: finetune extra
 STEPS = 20
 
 

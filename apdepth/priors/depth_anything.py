@@ -75,6 +75,7 @@ def original_position_embeddings(position_embeddings: torch.Tensor, grid: tuple[
     target size (the sampling positions differ from a plain resize to ``grid``). As there, the embeddings
     are returned unchanged only when the grid has ``N`` cells and the image is ``square`` (its height in
     pixels equals its width). Returns ``[1, 1 + gh*gw, C]``."""
+    grid = (int(grid[0]), int(grid[1]))  # python ints, also while an exporter traces sizes
     count = position_embeddings.shape[1] - 1
     side = int(math.isqrt(count))
     if side * side != count:
@@ -83,7 +84,7 @@ def original_position_embeddings(position_embeddings: torch.Tensor, grid: tuple[
         return position_embeddings
     dtype, channels = position_embeddings.dtype, position_embeddings.shape[-1]
     patch = position_embeddings[:, 1:].float().reshape(1, side, side, channels).permute(0, 3, 1, 2)
-    scale = ((grid[0] + offset) / side, (grid[1] + offset) / side)
+    scale = (float(grid[0] + offset) / side, float(grid[1] + offset) / side)
     patch = F.interpolate(patch, scale_factor=scale, mode="bicubic", antialias=False)  # [1, C, gh, gw]
     if tuple(patch.shape[-2:]) != tuple(grid):
         raise ValueError(f"position embeddings interpolated to {tuple(patch.shape[-2:])}, not the grid {grid}")
