@@ -57,6 +57,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..depth_io import save_exr, save_tiff32
 from ..io import atomic_open
 from .base import DepthDataset
 from .hypersim import nearest_exact_resize, parse_resize
@@ -318,22 +319,17 @@ def write_sample(root: str | os.PathLike, name: str, rgb: np.ndarray, depth: np.
     depth_rel = f"{DEPTH_DIR}/{name}{DEPTH_FORMATS[depth_format]}"
     with atomic_open(root / rgb_rel) as f:
         Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(f, format="PNG")
-    buf = io.BytesIO()
-    if depth_format == "npy":
-        np.save(buf, depth)
-    elif depth_format == "tiff":
-        Image.fromarray(depth, mode="F").save(buf, format="TIFF", compression="tiff_adobe_deflate")
-    elif depth_format == "png16":
-        units = np.clip(np.round(depth.astype(np.float64) / png_scale), 0, 65535).astype(np.uint16)
-        Image.fromarray(units).save(buf, format="PNG")
+    if depth_format == "tiff":
+        save_tiff32(root / depth_rel, depth)
+    elif depth_format == "exr":
+        save_exr(root / depth_rel, depth)
     else:
-        import OpenEXR
-
-        header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
-        with OpenEXR.File(header, {"Y": np.ascontiguousarray(depth)}) as f:
-            f.write(buf)
-    with atomic_open(root / depth_rel) as f:
-        f.write(buf.getvalue())
+        with atomic_open(root / depth_rel) as f:
+            if depth_format == "npy":
+                np.save(f, depth)
+            else:  # png16
+                units = np.clip(np.round(depth.astype(np.float64) / png_scale), 0, 65535).astype(np.uint16)
+                Image.fromarray(units).save(f, format="PNG")
     if mask is None:
         return rgb_rel, depth_rel
     mask_rel = f"{MASK_DIR}/{name}.png"
