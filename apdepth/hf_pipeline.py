@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .commands.common import EMBEDDED, resolve_device, resolve_model
+from .apps.commands.common import EMBEDDED, resolve_device, resolve_model
 from .io import read_image
 from .pipeline import ApDepthPipeline
 

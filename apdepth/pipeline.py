@@ -23,6 +23,7 @@ from PIL import Image
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ._compat import diffusers_dtype, pop_dtype, transformers_dtype
+from .diffusion import decode_depth, encode_latent, load_apdepth_unet
 from .image_utils import (
     ImageInput,
     RGBImage,
@@ -32,7 +33,6 @@ from .image_utils import (
     resize_uint8,
     to_rgb_images,
 )
-from .models import decode_depth, encode_latent, load_apdepth_unet
 from .priors import DepthAnythingPrior, PriorSpec, check_preprocessing, load_prior
 
 logger = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class ApDepthPipeline(DiffusionPipeline):
         if unet.config.in_channels != 8:
             raise ValueError(
                 f"ApDepth needs an 8-channel UNet (prior latent + RGB latent); got {unet.config.in_channels}. "
-                "Use apdepth.models.load_apdepth_unet to widen a Stable Diffusion UNet."
+                "Use apdepth.diffusion.load_apdepth_unet to widen a Stable Diffusion UNet."
             )
         self.register_modules(
             unet=unet, vae=vae, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer, prior=prior
@@ -454,10 +454,10 @@ class ApDepthPipeline(DiffusionPipeline):
                 resizes tensors (float interpolation rounded back to uint8) and then normalised, as the
                 authors' code does; ``"float"``: the [0, 1] image is interpolated, then rounded to 8-bit levels.
             output_uncertainty: also return ``uncertainty``, the per-pixel standard deviation over test-time
-                augmentations (:func:`apdepth.tta.predict_tta`; by default the image and its mirror image at
+                augmentations (:func:`apdepth.postprocessing.tta.predict_tta`; by default the image and its mirror image at
                 ``processing_resolution``). ``depth`` / ``prediction`` are then the members' aligned mean,
                 as Marigold returns the ensemble's mean with its uncertainty.
-            tta_kwargs: arguments for :func:`apdepth.tta.predict_tta` under ``output_uncertainty``
+            tta_kwargs: arguments for :func:`apdepth.postprocessing.tta.predict_tta` under ``output_uncertainty``
                 (``flip``, ``processing_resolutions``, ``align``), e.g. ``{"processing_resolutions": (None, 512)}``.
             return_dict: ``False``: the tuple ``(prediction, uncertainty, latent)`` in the order
                 ``MarigoldDepthPipeline`` returns it; ``latent`` is always ``None`` (one deterministic step
@@ -531,7 +531,7 @@ class ApDepthPipeline(DiffusionPipeline):
     def _call_tta(self, image, processing_resolution, match_input_resolution, resample, batch_size, colormap,
                   output_type, output_prior, show_progress_bar, size_mode, resize_mode, tta_kwargs) -> ApDepthOutput:
         """``output_uncertainty=True``: the mean and spread over test-time augmentations, as :class:`ApDepthOutput`."""
-        from .tta import predict_tta
+        from .postprocessing.tta import predict_tta
 
         if output_prior or not match_input_resolution:
             raise ValueError("output_uncertainty=True needs output_prior=False and match_input_resolution=True "

@@ -32,7 +32,7 @@ def main() -> None:
     import torch
 
     from apdepth import ApDepthPipeline
-    from apdepth.demo_model import embedded_model_path
+    from apdepth.embedded import embedded_model_path
     from apdepth.export import example_image, export_onnx, load_exported_pipeline
 
     torch.set_num_threads(args.threads)

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.model is None:
-        from apdepth.demo_model import embedded_model_path
+        from apdepth.embedded import embedded_model_path
 
         args.model = str(embedded_model_path())
     torch.set_grad_enabled(False)

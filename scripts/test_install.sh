@@ -25,7 +25,7 @@ sdist=$(ls "$work"/dist/apdepth-*.tar.gz)
 wheel=$(ls "$work"/dist/apdepth-*.whl)
 mkdir "$work/src" && tar -xzf "$sdist" -C "$work/src" --strip-components 1
 for path in pyproject.toml README.md LICENSE scripts/floors.txt tests/conftest.py docs/training.md \
-    examples/images/cat.jpg apdepth/configs/stage2.yaml apdepth/demo_model/weights/model_index.json; do
+    examples/images/cat.jpg apdepth/configs/stage2.yaml apdepth/embedded/weights/model_index.json; do
   [ -f "$work/src/$path" ] || { echo "[test_install] the sdist lacks $path" >&2; exit 1; }
 done
 

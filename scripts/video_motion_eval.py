@@ -38,9 +38,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING)
 
     from apdepth import ApDepthPipeline
-    from apdepth.demo_model import embedded_model_path
+    from apdepth.embedded import embedded_model_path
+    from apdepth.postprocessing.video.ground_truth import evaluate_clip
     from apdepth.synth.clip import render_clip
-    from apdepth.video_gt import evaluate_clip
 
     pipe = ApDepthPipeline.from_pretrained(args.model or embedded_model_path(), dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)

@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from apdepth.io import read_image
-    from apdepth.video import DepthStabilizer
+    from apdepth.postprocessing.video.stabilize import DepthStabilizer
 
     has_motion = "motion" in inspect.signature(DepthStabilizer).parameters
     for folder in args.clips:

@@ -53,7 +53,7 @@ def embedded_pipe():
     import torch
 
     from apdepth import ApDepthPipeline
-    from apdepth.demo_model import embedded_model_path
+    from apdepth.embedded import embedded_model_path
 
     pipe = ApDepthPipeline.from_pretrained(embedded_model_path(), dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)

@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from apdepth.affine import fit_affine, fit_affine_symmetric, robust_fit_affine
-from apdepth.metric import SparseDepth, align_to_metric, load_sparse_depth, sample_at_points
+from apdepth.postprocessing.affine import fit_affine, fit_affine_symmetric, robust_fit_affine
+from apdepth.postprocessing.metric_scale import (
+    SparseDepth,
+    align_to_metric,
+    load_sparse_depth,
+    sample_at_points,
+)
 
 
 def test_fit_affine_hand_computed():

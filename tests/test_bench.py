@@ -13,10 +13,10 @@ from accelerate import init_empty_weights
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from apdepth.apps.cli import main
 from apdepth.benchmark.architectures import SD2_TEXT, SD2_UNET, SD2_VAE
 from apdepth.benchmark.runner import BenchConfig, Benchmark, Row
 from apdepth.benchmark.timing import PeakMemory, Timing, measure
-from apdepth.cli import main
 
 
 def _count(module) -> int:

@@ -10,8 +10,8 @@ import shutil
 import numpy as np
 import pytest
 
-from apdepth.cli import main
-from apdepth.data.fixtures import make_tar, write_fixture
+from apdepth.apps.cli import main
+from apdepth.testing.fixtures import make_tar, write_fixture
 
 SETS = ("nyu", "kitti", "eth3d", "scannet", "diode")
 AS_TAR = {"nyu", "eth3d", "diode"}  # the others are read from extracted folders
@@ -99,7 +99,7 @@ def test_rerun_resumes_without_loading_the_model(first_run, bench, tiny_pipeline
     def no_model(args):
         raise AssertionError("every sample is done: the model must not be loaded")
 
-    monkeypatch.setattr("apdepth.commands.common.load_pipeline", no_model)
+    monkeypatch.setattr("apdepth.apps.commands.common.load_pipeline", no_model)
     assert evaluate(*bench["args"], "--model", tiny_pipeline_dir, "--processing-res", 64, "-o", out) == 0
     assert {n: (out / n / "per_sample.csv").read_text() for n in SETS} == before
     # other settings in the same folder are refused rather than mixed
@@ -110,7 +110,7 @@ def test_rerun_resumes_without_loading_the_model(first_run, bench, tiny_pipeline
 def test_saved_predictions_with_the_table1_preset(first_run, bench, monkeypatch):
     """--dataset all with Marigold's directory layout, scoring the predictions saved by the first run."""
     _, out = first_run
-    monkeypatch.setattr("apdepth.commands.common.load_pipeline", lambda args: pytest.fail("no model needed"))
+    monkeypatch.setattr("apdepth.apps.commands.common.load_pipeline", lambda args: pytest.fail("no model needed"))
     replay = bench["work"] / "replay"
     rc = evaluate("--dataset", "all", "--data-root", bench["data_root"], "--split-root", bench["split_root"],
                   "--predictions", out, "--method", "replayed", "-o", replay)
@@ -177,7 +177,7 @@ def test_argument_errors(bench, tmp_path, tiny_pipeline_dir):
 
 def test_diode_mask_choices(first_run, bench, tmp_path, monkeypatch):
     _, out = first_run
-    monkeypatch.setattr("apdepth.commands.common.load_pipeline", lambda args: pytest.fail("no model needed"))
+    monkeypatch.setattr("apdepth.apps.commands.common.load_pipeline", lambda args: pytest.fail("no model needed"))
     diode = ["--dataset", "diode", "--data-root", bench["data_root"], "--split-root", bench["split_root"],
              "--predictions", out]
     results = {}

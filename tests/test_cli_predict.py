@@ -10,7 +10,7 @@ import pytest
 from conftest import random_image
 from PIL import Image
 
-from apdepth.cli import main
+from apdepth.apps.cli import main
 from apdepth.io import save_npy
 
 

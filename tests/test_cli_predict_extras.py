@@ -11,7 +11,7 @@ from conftest import random_image
 from PIL import Image
 from test_pointcloud import read_ply
 
-from apdepth.cli import main
+from apdepth.apps.cli import main
 
 
 def run_predict(*args) -> int:
@@ -84,7 +84,7 @@ def test_metric_ply_and_tta_outputs(tiny_pipeline_dir, pipe, images, tmp_path, c
 
 def test_extras_argument_errors(tiny_pipeline_dir, images, tmp_path, capsys, monkeypatch):
     """Usage errors (exit 2), all found before the model loads."""
-    from apdepth.commands import common
+    from apdepth.apps.commands import common
 
     monkeypatch.setattr(common, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
     base = [images, "-o", tmp_path / "o", "--model", tiny_pipeline_dir]

@@ -18,8 +18,8 @@ import pytest
 from conftest import random_image
 from PIL import Image
 
-from apdepth.cli import main
-from apdepth.commands import common
+from apdepth.apps.cli import main
+from apdepth.apps.commands import common
 from apdepth.io import clean_stale_temp_files, conversion_notes, read_image
 
 
@@ -55,7 +55,7 @@ def test_partial_hub_cache_falls_back_to_the_embedded_model(tiny_pipeline_dir, t
     import huggingface_hub
 
     from apdepth import ApDepthPipeline
-    from apdepth.demo_model import embedded_model_path
+    from apdepth.embedded import embedded_model_path
 
     cache = tmp_path / "hub"
     snapshot = _hub_cache(cache, common.DEFAULT_MODEL, tiny_pipeline_dir)
@@ -74,7 +74,7 @@ def test_partial_hub_cache_falls_back_to_the_embedded_model(tiny_pipeline_dir, t
         ApDepthPipeline.from_pretrained(common.DEFAULT_MODEL, cache_dir=str(cache), local_files_only=True)
     args = common.argparse.Namespace(model=None)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="apdepth.commands.common"):
+    with caplog.at_level(logging.INFO, logger="apdepth.apps.commands.common"):
         assert common.resolve_model(args) == str(embedded_model_path())
     assert args.model == common.EMBEDDED
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("apdepth")]
@@ -231,7 +231,7 @@ def test_ctrl_c_stops_at_an_image_boundary_with_a_summary(presses, tiny_pipeline
 
 
 def test_ctrl_c_in_any_command_exits_130_without_a_traceback(tmp_path, monkeypatch, capsys):
-    from apdepth.commands import synth
+    from apdepth.apps.commands import synth
 
     def interrupted(args):
         raise KeyboardInterrupt
@@ -327,7 +327,7 @@ def test_fp16_on_cpu_is_said_once_in_one_line(tiny_pipeline_dir, caplog):
     parser = common.argparse.ArgumentParser()
     common.add_model_arguments(parser)
     try:
-        with caplog.at_level(logging.WARNING, logger="apdepth.commands.common"):
+        with caplog.at_level(logging.WARNING, logger="apdepth.apps.commands.common"):
             pipe = common.load_pipeline(parser.parse_args(["--model", tiny_pipeline_dir, "--device", "cpu",
                                                            "--dtype", "fp16"]))
     finally:

@@ -11,8 +11,8 @@ import sys
 import pytest
 from conftest import random_image
 
-from apdepth.cli import main
-from apdepth.commands import common
+from apdepth.apps.cli import main
+from apdepth.apps.commands import common
 
 HEAVY = ("torch", "diffusers", "transformers", "accelerate", "matplotlib")
 
@@ -28,7 +28,7 @@ def _imported_after(code: str) -> list[str]:
 def test_import_and_parse_import_nothing_heavy():
     code = """
 import apdepth
-from apdepth.cli import build_parser, main
+from apdepth.apps.cli import build_parser, main
 parser = build_parser()
 for command in ("predict", "evaluate", "video", "serve", "train", "bench", "demo-model", "synth", "export"):
     try:
@@ -62,8 +62,8 @@ def test_help_of_every_command_from_a_fresh_process():
 
 def test_internal_copies_match_their_sources():
     """Names the CLI keeps to avoid heavy imports stay equal to the modules that own them."""
-    from apdepth.commands.demo_model import STEPS
-    from apdepth.demo_model.recipe import STEPS as RECIPE_STEPS
+    from apdepth.apps.commands.demo_model import STEPS
+    from apdepth.embedded.recipe import STEPS as RECIPE_STEPS
     from apdepth.pipeline import RESAMPLE_MODES
     from apdepth.priors.variants import ALIASES
 

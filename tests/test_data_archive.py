@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from apdepth.data import Archive, get_dataset, normalize_member
-from apdepth.data.fixtures import make_tar, write_fixture
+from apdepth.testing.fixtures import make_tar, write_fixture
 
 
 @pytest.fixture(scope="module")

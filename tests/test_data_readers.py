@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from apdepth.data import DATASETS, get_dataset, kitti_eval_mask, nyu_eigen_mask, sobel_edge_mask
-from apdepth.data.fixtures import make_tar, write_fixture
+from apdepth.testing.fixtures import make_tar, write_fixture
 
 ALL = ("nyu", "kitti", "eth3d", "scannet", "diode", "hypersim", "vkitti")
 

@@ -31,7 +31,7 @@ def pipe(embedded_pipe):
 
 def test_demo_model_outputs(pipe, tmp_path):
     pytest.importorskip("gradio", reason="the demo needs Gradio: pip install 'apdepth[demo]'")
-    from apdepth.demo import DemoModel
+    from apdepth.apps.web_demo import DemoModel
 
     random_image(26, 34, seed=7).save(tmp_path / "room.png")
     model = DemoModel(pipe, workdir=tmp_path / "work")
@@ -87,7 +87,7 @@ def test_web_demo_in_headless_chromium(pipe, browser, tmp_path):
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from apdepth.demo import launch
+    from apdepth.apps.web_demo import launch
 
     photo = tmp_path / "photo.png"
     random_image(40, 56, seed=11).save(photo)
@@ -155,7 +155,7 @@ def test_demo_model_video(pipe, tmp_path):
 
     from test_video import decode, write_video
 
-    from apdepth.demo import DemoModel
+    from apdepth.apps.web_demo import DemoModel
 
     write_video(tmp_path / "clip.mp4", n=6)
     model = DemoModel(pipe, workdir=tmp_path / "work", max_video_frames=4)

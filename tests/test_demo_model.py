@@ -10,12 +10,12 @@ import json
 import pytest
 import torch
 
-from apdepth.cli import main
-from apdepth.commands import common
+from apdepth.apps.cli import main
+from apdepth.apps.commands import common
 from apdepth.data import get_dataset
-from apdepth.demo_model import MODEL_CARD, WEIGHTS_DIR, embedded_model_path
-from apdepth.demo_model.evaluate import ResampledGroundTruth, constant_depth, ground_plane_ramp
-from apdepth.demo_model.recipe import PROCESSING_RES, RecipeConfig
+from apdepth.embedded import MODEL_CARD, WEIGHTS_DIR, embedded_model_path
+from apdepth.embedded.evaluate import ResampledGroundTruth, constant_depth, ground_plane_ramp
+from apdepth.embedded.recipe import PROCESSING_RES, RecipeConfig
 from apdepth.evaluation.protocol import Protocol
 from apdepth.evaluation.runner import evaluate_dataset
 from apdepth.pipeline import ApDepthPipeline
@@ -47,7 +47,7 @@ def test_recipe_runs_end_to_end_and_installs(tmp_path):
     before = (out / "stage2" / "final" / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
     assert main(["demo-model", "-o", str(out), "--smoke", "--steps", "data", "base", "stage1", "stage2"]) == 0
     assert (out / "stage2" / "final" / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == before
-    from apdepth.demo_model.recipe import install
+    from apdepth.embedded.recipe import install
 
     target = install(out, tmp_path / "installed")
     assert (target / "MODEL_CARD.md").is_file() and (target / "model_index.json").is_file()

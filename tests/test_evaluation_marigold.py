@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from apdepth.data import get_dataset
-from apdepth.data.fixtures import write_fixture
 from apdepth.evaluation import Protocol, evaluate_sample
+from apdepth.testing.fixtures import write_fixture
 
 # Marigold's loaders: (min_depth, max_depth) and the evaluation crop, written out from its code.
 RANGES = {"nyu": (1e-3, 10.0), "kitti": (1e-5, 80.0), "eth3d": (1e-5, math.inf), "scannet": (1e-3, 10.0),

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from apdepth.data import get_dataset
-from apdepth.data.fixtures import make_tar, write_fixture
 from apdepth.evaluation import (
     Protocol,
     ResumeMismatchError,
@@ -22,6 +21,7 @@ from apdepth.evaluation import (
     table1,
     write_combined_report,
 )
+from apdepth.testing.fixtures import make_tar, write_fixture
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import torch
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
-from apdepth.cli import main  # noqa: E402
+from apdepth.apps.cli import main  # noqa: E402
 from apdepth.export import compare_backends, example_image, export_onnx, load_exported_pipeline  # noqa: E402
 from apdepth.export.components import TorchRunner, networks, pipeline_manifest, stub_pipeline  # noqa: E402
 from tests.conftest import random_image  # noqa: E402
@@ -125,7 +125,7 @@ def test_predict_backend_errors(tmp_path, capsys):
 def test_fp16_export(tmp_path):
     """fp16 graphs: onnxruntime's CPU build runs them here (slowly); compared with fp16 eager torch."""
     from apdepth import ApDepthPipeline
-    from apdepth.demo_model import embedded_model_path
+    from apdepth.embedded import embedded_model_path
 
     pipe16 = ApDepthPipeline.from_pretrained(embedded_model_path(), dtype=torch.float16)
     manifest = export_onnx(pipe16, tmp_path / "fp16", 64, 96)

@@ -84,7 +84,7 @@ def test_vae_tiling_matches_whole_decoding_with_a_trained_vae():
     latent decoded in overlapping tiles blends into the whole-image result, and the encoder, run one image
     per call, gives the same latents as the fused call. Measured: correlation 0.989, mean |difference| 0.026
     of the [0, 1] range. (Tiling the encoder too, ``encode=True``, measured 0.83 / 0.10: see the docstring.)"""
-    from apdepth.demo_model import embedded_model_path
+    from apdepth.embedded import embedded_model_path
     from apdepth.synth.datasets import render_scene
 
     pipe = ApDepthPipeline.from_pretrained(embedded_model_path(), dtype=torch.float32)
@@ -125,7 +125,7 @@ def test_memory_and_speed_flags_of_the_commands():
     and says so instead of silently running without it."""
     import argparse
 
-    from apdepth.commands import common
+    from apdepth.apps.commands import common
 
     parser = argparse.ArgumentParser()
     common.add_model_arguments(parser)

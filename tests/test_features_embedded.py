@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from apdepth.cli import main
-from apdepth.commands import common
+from apdepth.apps.cli import main
+from apdepth.apps.commands import common
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
 
@@ -51,7 +51,7 @@ def test_predict_all_formats_metric_ply_and_tta(embedded_pipe, tmp_path):
 
 def test_video_is_stabilized(tmp_path, caplog):
     pytest.importorskip("av", reason="video needs PyAV: pip install 'apdepth[video]'")
-    from apdepth.video_io import VideoWriter
+    from apdepth.postprocessing.video.frames import VideoWriter
 
     photo = np.asarray(Image.open(EXAMPLES / "coffee.jpg").convert("RGB").resize((200, 120)))
     with VideoWriter(tmp_path / "pan.mp4", 10) as writer:  # a camera panning across a photo

@@ -21,10 +21,10 @@ import pytest
 import torch
 
 from apdepth import ApDepthPipeline
-from apdepth.cli import main as cli_main
+from apdepth.apps.cli import main as cli_main
 from apdepth.data import VirtualKITTIDataset, get_dataset
 from apdepth.data.folder import write_sample, write_split
-from apdepth.demo_model import embedded_model_path
+from apdepth.embedded import embedded_model_path
 from apdepth.evaluation.protocol import Protocol
 from apdepth.evaluation.runner import PipelinePredictor, evaluate_dataset
 from apdepth.training.config import build_config

@@ -214,7 +214,7 @@ def test_init_from_keeps_the_checkpoint_prior_and_fills_in_a_missing_one(tmp_pat
     import json
     import shutil
 
-    from apdepth.demo_model import embedded_model_path
+    from apdepth.embedded import embedded_model_path
     from apdepth.training.build import build_pipeline
 
     base = ["model.base=/nonexistent/sd2", "model.prior=/nonexistent/prior"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import random_image
 
-from apdepth.cli import main
+from apdepth.apps.cli import main
 from apdepth.depth_io import MM_SCALE, read_depth, save_exr, save_png16_mm, save_tiff32
 
 av = pytest.importorskip("av")

@@ -1,7 +1,7 @@
 """Code written for diffusers' ``MarigoldDepthPipeline`` output runs on ``ApDepthPipeline``'s.
 
 The layouts and the helpers' results are checked against diffusers' own ``MarigoldImageProcessor``
-functions and against the pipeline's existing ``depth`` / :func:`apdepth.tta.predict_tta` outputs.
+functions and against the pipeline's existing ``depth`` / :func:`apdepth.postprocessing.tta.predict_tta` outputs.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from conftest import random_image
 from diffusers.pipelines.marigold.marigold_image_processing import MarigoldImageProcessor
 
-from apdepth.tta import predict_tta
+from apdepth.postprocessing.tta import predict_tta
 
 
 @pytest.fixture(scope="module")

@@ -151,7 +151,7 @@ def _strings(value, key=""):
 
 
 def test_shipped_model_files_record_no_build_paths():
-    weights = REPO / "apdepth" / "demo_model" / "weights"
+    weights = REPO / "apdepth" / "embedded" / "weights"
     files = sorted(weights.rglob("*.json"))
     assert len(files) >= 6
     for path in files:
@@ -162,7 +162,7 @@ def test_shipped_model_files_record_no_build_paths():
 
 
 def test_strip_load_paths(tmp_path):
-    from apdepth.demo_model.recipe import strip_load_paths
+    from apdepth.embedded.recipe import strip_load_paths
 
     (tmp_path / "unet").mkdir()
     (tmp_path / "tokenizer").mkdir()
@@ -177,7 +177,7 @@ def test_strip_load_paths(tmp_path):
 
 
 def test_demo_recipe_plan_resolves_the_packaged_configs(tmp_path):
-    from apdepth.demo_model.recipe import STEPS, Recipe, RecipeConfig
+    from apdepth.embedded.recipe import STEPS, Recipe, RecipeConfig
 
     lines = Recipe(tmp_path / "demo", RecipeConfig.smoke()).plan()
     assert [line.split()[0] for line in lines] == list(STEPS)

@@ -12,7 +12,7 @@ import torch
 from conftest import random_image
 
 from apdepth import ApDepthPipeline, load_prior
-from apdepth.models import decode_depth, encode_latent
+from apdepth.diffusion import decode_depth, encode_latent
 from apdepth.pipeline import processing_size
 from apdepth.testing import tiny_prior
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from apdepth.pointcloud import (
+from apdepth.postprocessing.pointcloud import (
     backproject,
     depth_to_ply,
     flying_pixel_mask,

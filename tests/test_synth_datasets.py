@@ -36,11 +36,11 @@ def tar_members(path) -> dict[str, bytes]:
 
 def test_depth_encodings_by_hand():
     depth = np.array([[2.5, 0.0, np.inf, -1.0, 700.0, np.nan]], np.float32)
-    np.testing.assert_array_equal(en.depth_to_uint16(depth, 1000.0), [[2500, 0, 0, 0, 0, 0]])  # Hypersim/NYU: mm
-    np.testing.assert_array_equal(en.depth_to_uint16(depth, 256.0), [[640, 0, 0, 0, 0, 0]])  # KITTI: x256
-    vkitti = en.depth_to_uint16(depth, 100.0, invalid=65535)  # cm; sky and beyond 655.35 m -> 65535
+    np.testing.assert_array_equal(en.metres_to_uint16(depth, 1000.0), [[2500, 0, 0, 0, 0, 0]])  # Hypersim/NYU: mm
+    np.testing.assert_array_equal(en.metres_to_uint16(depth, 256.0), [[640, 0, 0, 0, 0, 0]])  # KITTI: x256
+    vkitti = en.metres_to_uint16(depth, 100.0, invalid=65535)  # cm; sky and beyond 655.35 m -> 65535
     np.testing.assert_array_equal(vkitti, [[250, 65535, 65535, 65535, 65535, 65535]])
-    filled = en.depth_to_uint16(np.array([[70.0, 1.2345]]), 1000.0, overflow=65535)
+    filled = en.metres_to_uint16(np.array([[70.0, 1.2345]]), 1000.0, overflow=65535)
     np.testing.assert_array_equal(filled, [[65535, 1234]])  # round half to even: 1234.5 -> 1234
     assert en.focal_text(721.53771) == "721.5377"
 
@@ -138,7 +138,7 @@ def test_kitti_archive_layout_sparse_gt_and_none_lines(tmp_path):
 
 
 def test_cli_synth_all_writes_four_data_sets(tmp_path):
-    from apdepth.cli import main
+    from apdepth.apps.cli import main
 
     code = main(["synth", "all", "-o", str(tmp_path), "--size", "32x48", "--counts",
                  "hypersim=2,vkitti=1,nyu=1,kitti=1", "--seed", "9"])
@@ -151,7 +151,7 @@ def test_cli_synth_all_writes_four_data_sets(tmp_path):
 
 
 def test_cli_rejects_bad_size(capsys):
-    from apdepth.cli import main
+    from apdepth.apps.cli import main
 
     with pytest.raises(SystemExit):
         main(["synth", "nyu", "-o", "x", "--size", "640"])

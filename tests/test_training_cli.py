@@ -15,7 +15,7 @@ import yaml
 from safetensors.torch import load_file
 from training_env import make_training_env
 
-from apdepth.cli import main
+from apdepth.apps.cli import main
 from apdepth.modules import ConvFeatureAdapter, load_adapter
 from apdepth.pipeline import ApDepthPipeline
 

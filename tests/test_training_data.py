@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from apdepth.data import HypersimDataset, VirtualKITTIDataset
-from apdepth.data.fixtures import write_fixture
 from apdepth.data.training import MixedBatchSampler, TrainingView, normalize_depth
+from apdepth.testing.fixtures import write_fixture
 
 
 def test_normalize_depth_hand_values():

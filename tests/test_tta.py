@@ -10,7 +10,7 @@ import torch
 from conftest import random_image
 from PIL import Image
 
-from apdepth.tta import predict_tta, second_resolution
+from apdepth.postprocessing.tta import predict_tta, second_resolution
 
 
 class StubPipeline:

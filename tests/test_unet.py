@@ -7,7 +7,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from apdepth import ApDepthPipeline
-from apdepth.models import load_apdepth_unet, widen_conv_in
+from apdepth.diffusion import load_apdepth_unet, widen_conv_in
 from apdepth.testing import tiny_prior, tiny_text_encoder, tiny_tokenizer, tiny_unet, tiny_vae
 
 

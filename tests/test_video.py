@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from apdepth.video import DepthStabilizer, flicker, static_mask, to_gray
+from apdepth.postprocessing.video.stabilize import DepthStabilizer, flicker, static_mask, to_gray
 
 av = pytest.importorskip("av", reason="video tests need PyAV: pip install 'apdepth[video]'")
 
@@ -110,7 +110,7 @@ def test_stabilizer_options_and_errors():
 
 
 def write_video(path, n=8, H=48, W=64, pan=2, fps=12):
-    from apdepth.video_io import VideoWriter
+    from apdepth.postprocessing.video.frames import VideoWriter
 
     y, x = np.mgrid[0:H, 0:W + pan * n]
     world = np.sin(x / 7.0) * np.cos(y / 5.0) * 0.4 + 0.5
@@ -125,7 +125,7 @@ def decode(path):
 
 
 def test_video_io_round_trip(tmp_path):
-    from apdepth.video_io import FrameReader, VideoWriter
+    from apdepth.postprocessing.video.frames import FrameReader, VideoWriter
 
     write_video(tmp_path / "in.mp4", n=6, H=31, W=45)  # odd size: padded to even by the writer
     reader = FrameReader(tmp_path / "in.mp4", stride=2)
@@ -142,7 +142,7 @@ def test_video_io_round_trip(tmp_path):
 
 
 def test_video_cli_end_to_end(tiny_pipeline_dir, tmp_path, capsys):
-    from apdepth.cli import main
+    from apdepth.apps.cli import main
 
     write_video(tmp_path / "in.mp4", n=8)
     out = tmp_path / "out"
@@ -167,7 +167,7 @@ def test_video_cli_end_to_end(tiny_pipeline_dir, tmp_path, capsys):
 
 
 def test_video_cli_frame_folder(tiny_pipeline_dir, tmp_path, capsys):
-    from apdepth.cli import main
+    from apdepth.apps.cli import main
 
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -201,7 +201,7 @@ def test_stabilizer_survives_a_constant_frame():
 
 def test_video_cli_motion_and_ground_truth(tiny_pipeline_dir, tmp_path, capsys):
     pytest.importorskip("cv2", reason="motion-compensated video needs OpenCV: pip install 'apdepth[video]'")
-    from apdepth.cli import main
+    from apdepth.apps.cli import main
     from apdepth.synth.clip import render_clip, write_clip
 
     write_clip(render_clip("pan", 6, (32, 48), seed=0), tmp_path / "pan")

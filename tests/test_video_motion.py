@@ -11,10 +11,10 @@ from PIL import Image
 
 cv2 = pytest.importorskip("cv2", reason="motion-compensated video needs OpenCV: pip install 'apdepth[video]'")
 
+from apdepth.postprocessing.video.flow import FlowMatcher, Matches  # noqa: E402
+from apdepth.postprocessing.video.ground_truth import one_fit_absrel, random_drifts  # noqa: E402
+from apdepth.postprocessing.video.stabilize import DepthStabilizer, flicker, static_mask, to_gray  # noqa: E402
 from apdepth.synth.clip import MOTIONS, read_clip_depth, render_clip, write_clip  # noqa: E402
-from apdepth.video import DepthStabilizer, flicker, static_mask, to_gray  # noqa: E402
-from apdepth.video_flow import FlowMatcher, Matches  # noqa: E402
-from apdepth.video_gt import one_fit_absrel, random_drifts  # noqa: E402
 
 SIZE = (96, 128)
 
@@ -85,7 +85,7 @@ def test_write_clip_layout(clips, tmp_path):
 
 
 def test_synth_clip_command(tmp_path, capsys):
-    from apdepth.cli import main
+    from apdepth.apps.cli import main
 
     assert main(["synth", "clip", "-o", str(tmp_path), "-n", "3", "--size", "32x48", "--motion", "forward,object"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["forward", "object"]
@@ -233,7 +233,7 @@ def test_random_drifts_are_reproducible():
 @pytest.mark.parametrize("motion", MOTIONS)
 def test_stabilized_depth_beats_per_frame_depth_on_ground_truth(embedded_pipe, clips, motion):
     """The claim backed by ground truth, per motion type (96x128, 10 frames, the embedded model)."""
-    from apdepth.video_gt import evaluate_clip
+    from apdepth.postprocessing.video.ground_truth import evaluate_clip
 
     clip = clips[motion]
     # 1. the model's own per-frame outputs, already consistent: the stabiliser must not make them worse

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from apdepth.cli import main
-from apdepth.commands.whdr import DATA_DIR, DEFAULT_IMAGES, DEFAULT_LABELS
+from apdepth.apps.cli import main
+from apdepth.apps.commands.whdr import DATA_DIR, DEFAULT_IMAGES, DEFAULT_LABELS
 from apdepth.evaluation.whdr import (
     constant_depth,
     disagreement,
@@ -175,7 +175,7 @@ def test_shipped_labels_are_valid(shipped):
 
 def test_shipped_baselines(shipped):
     """Constant: every pair ties -> 0.5. Ramp: counted directly from the rows of the two points."""
-    from apdepth.commands.whdr import evaluate_whdr
+    from apdepth.apps.commands.whdr import evaluate_whdr
 
     result = evaluate_whdr(shipped, DEFAULT_IMAGES, ["ramp", "constant"])
     assert result["whdr"]["constant"] == pytest.approx(0.5)

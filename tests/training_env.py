@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from apdepth.data.fixtures import write_fixture
 from apdepth.testing import save_tiny_prior, save_tiny_sd2, tiny_dinov2
+from apdepth.testing.fixtures import write_fixture
 
 SIZE = (16, 24)  # training frames (multiples of 8)
 

@@ -41,7 +41,7 @@ def vae_encode_pass(arch: str, height: int, width: int, dtype: str, repeats: int
     """Build the VAE (random weights), then :func:`fault_counts` of one encode of a ``[1, 3, H, W]`` image."""
     import torch
 
-    from ..models import encode_latent
+    from ..diffusion import encode_latent
     from .architectures import SD2_VAE
 
     if glibc_retain and not retain_glibc_memory():
@@ -109,7 +109,7 @@ def allocator_rows(bench, dtype: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ..commands.bench import _size
+    from ..apps.commands.bench import _size
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", choices=("full", "tiny"), default="full")

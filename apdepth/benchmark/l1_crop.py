@@ -68,7 +68,7 @@ def measure(pipe, batch: dict, crops: list[str | None], seeds: int) -> list[dict
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ..demo_model import embedded_model_path
+    from ..embedded import embedded_model_path
     from ..pipeline import ApDepthPipeline
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

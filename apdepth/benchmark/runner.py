@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from ..devices import prefers_channels_last
-from ..models import decode_depth
+from ..diffusion import decode_depth
 from .architectures import (
     apdepth_pipeline,
     empty_prompt_embedding,
@@ -311,7 +311,7 @@ class Benchmark:
 
     def _marigold_encode(self, dtype: str) -> float:
         """One VAE encode of the image: diffusers' Marigold encodes once and repeats the latent per member."""
-        from ..models import encode_latent
+        from ..diffusion import encode_latent
 
         h, w = self.cfg.resolution
         rgb = torch.rand(1, 3, h, w, device=self.device) * 2 - 1

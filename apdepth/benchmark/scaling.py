@@ -17,7 +17,7 @@ import math
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..models import decode_depth
+from ..diffusion import decode_depth
 
 # The scaling sizes (H, W) and batches (320x240 to 2048x1536; batch 1 to 8).
 SCALE_RESOLUTIONS = ((240, 320), (480, 640), (960, 1280), (1536, 2048))

@@ -9,9 +9,9 @@
 """
 
 from .alignment import align_least_squares, clip_depth, fit_scale_shift
-from .benchmark import DatasetSpec, load_config, table1_spec, write_combined_report
 from .edges import boundary_f1, edge_metrics, flying_pixel_ratio, flying_pixels
 from .metrics import METRICS, depth_metrics
+from .presets import DatasetSpec, load_config, table1_spec, write_combined_report
 from .protocol import EDGE_METRICS, NonFinitePredictionError, Protocol, evaluate_sample
 from .report import dataset_table, table1
 from .runner import EvalResult, PipelinePredictor, ResumeMismatchError, SavedPredictions, evaluate_dataset

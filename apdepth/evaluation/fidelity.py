@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from ..demo_model import embedded_model_path
+    from ..embedded import embedded_model_path
     from ..pipeline import ApDepthPipeline
 
     torch.manual_seed(0)

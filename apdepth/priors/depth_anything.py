@@ -229,7 +229,7 @@ class DepthAnythingPrior(ModelMixin, ConfigMixin):
         return self.disparity(rgb)
 
     def disparity(self, rgb: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` with autograd (pre-training a small prior, see :mod:`apdepth.training.components`)."""
+        """:meth:`forward` with autograd (pre-training a small prior, see :mod:`apdepth.embedded.pretraining`)."""
         if rgb.ndim != 4 or rgb.shape[1] != 3:
             raise ValueError(f"DepthAnythingPrior expects [B, 3, H, W], got {tuple(rgb.shape)}")
         _, _, height, width = rgb.shape

@@ -150,7 +150,7 @@ def write_clip(clip: Clip, folder: str | os.PathLike, mp4: bool = False) -> dict
         with atomic_open(folder / "rgb" / f"frame_{k:04d}.png") as f:
             f.write(en.png_bytes(clip.rgb[k]))
         with atomic_open(folder / "depth" / f"frame_{k:04d}.png") as f:
-            f.write(en.png_bytes(en.depth_to_uint16(clip.depth[k], 1000.0)))
+            f.write(en.png_bytes(en.metres_to_uint16(clip.depth[k], 1000.0)))
     with atomic_open(folder / "depth.npy") as f:
         np.save(f, clip.depth.astype(np.float32))
     frames = []
@@ -166,7 +166,7 @@ def write_clip(clip: Clip, folder: str | os.PathLike, mp4: bool = False) -> dict
             "fps": clip.fps, "depth_units": "metres, planar (z) depth; depth/*.png: millimetres, 0 = no hit",
             "object_radius": clip.object_radius, "frames": frames}
     if mp4:
-        from ..video_io import VideoWriter
+        from ..postprocessing.video.frames import VideoWriter
 
         with VideoWriter(folder / "rgb.mp4", clip.fps) as writer:
             for frame in clip.rgb:

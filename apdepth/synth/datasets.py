@@ -97,7 +97,7 @@ def hypersim_scene(seed: int, scene: int, frames: list[int], size: tuple[int, in
         res.depths += [depth] if keep_depth else []
         t = _tick(res, "render", t)
         rgb_rel, depth_rel = f"{name}/rgb_cam_00_fr{fr:04d}.png", f"{name}/depth_plane_cam_00_fr{fr:04d}.png"
-        res.files += [(rgb_rel, en.png_bytes(rgb)), (depth_rel, en.png_bytes(en.depth_to_uint16(depth, 1000.0)))]
+        res.files += [(rgb_rel, en.png_bytes(rgb)), (depth_rel, en.png_bytes(en.metres_to_uint16(depth, 1000.0)))]
         res.lines.append(f"{rgb_rel} {depth_rel}")
         res.meta.append(_cam_meta(rgb_rel, cam, {"room": room.kind}))
         t = _tick(res, "encode", t)
@@ -125,7 +125,7 @@ def vkitti_scene(seed: int, scene: int, frames: list[int], size: tuple[int, int]
         base = f"Scene{scene + 1:02d}/{variant}/frames"
         rgb_rel, depth_rel = f"rgb/{base}/rgb/Camera_0/rgb_{fr:05d}.jpg", f"depth/{base}/depth/Camera_0/depth_{fr:05d}.png"
         res.files += [(rgb_rel, en.jpg_bytes(rgb)),
-                      (depth_rel, en.png_bytes(en.depth_to_uint16(depth, 100.0, invalid=en.UINT16_MAX)))]
+                      (depth_rel, en.png_bytes(en.metres_to_uint16(depth, 100.0, invalid=en.UINT16_MAX)))]
         res.lines.append(f"{rgb_rel} {depth_rel}")
         res.meta.append(_cam_meta(rgb_rel, cam, {"variant": variant}))
         t = _tick(res, "encode", t)
@@ -147,8 +147,8 @@ def nyu_scene(seed: int, scene: int, frames: list[int], size: tuple[int, int],
         t = _tick(res, "render", t)
         raw = np.where(en.kinect_holes(depth, rng), 0.0, depth)
         names = [f"{folder}/{kind}_{number:04d}.png" for kind in ("rgb", "depth", "filled")]
-        res.files += [(names[0], en.png_bytes(rgb)), (names[1], en.png_bytes(en.depth_to_uint16(raw, 1000.0))),
-                      (names[2], en.png_bytes(en.depth_to_uint16(depth, 1000.0, overflow=en.UINT16_MAX)))]
+        res.files += [(names[0], en.png_bytes(rgb)), (names[1], en.png_bytes(en.metres_to_uint16(raw, 1000.0))),
+                      (names[2], en.png_bytes(en.metres_to_uint16(depth, 1000.0, overflow=en.UINT16_MAX)))]
         res.lines.append(" ".join(names))
         res.meta.append(_cam_meta(names[0], cam, {"room": room.kind}))
         t = _tick(res, "encode", t)
@@ -178,7 +178,7 @@ def kitti_drive(seed: int, scene: int, frames: list[int], size: tuple[int, int],
             gt_rel = "None"
         else:
             sparse = np.where(en.lidar_mask(cam, depth, rng), depth, 0.0)
-            res.files.append((gt_rel, en.png_bytes(en.depth_to_uint16(sparse, 256.0))))
+            res.files.append((gt_rel, en.png_bytes(en.metres_to_uint16(sparse, 256.0))))
         res.lines.append(f"{rgb_rel} {gt_rel} {en.focal_text(cam.fx)}")
         res.meta.append(_cam_meta(rgb_rel, cam))
         t = _tick(res, "encode", t)

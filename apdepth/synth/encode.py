@@ -15,7 +15,7 @@ from .camera import Camera
 UINT16_MAX = 65535
 
 
-def depth_to_uint16(depth_m: np.ndarray, units_per_metre: float, invalid: int = 0,
+def metres_to_uint16(depth_m: np.ndarray, units_per_metre: float, invalid: int = 0,
                     overflow: int | None = None) -> np.ndarray:
     """Metric depth ``[H, W]`` -> uint16 ``round(depth * units_per_metre)``.
 

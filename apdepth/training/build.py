@@ -185,7 +185,7 @@ def init_pipeline(cfg: TrainConfig) -> ApDepthPipeline:
     m = cfg.model
     spec = m.init_from
     if spec == EMBEDDED:
-        from ..demo_model import embedded_model_path
+        from ..embedded import embedded_model_path
 
         spec = str(embedded_model_path())
     index = _pipeline_index(spec, m.local_files_only)

@@ -16,9 +16,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .config import build_config
+from .config import PACKAGED_CONFIGS, build_config
 
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 STEPS = (0, 1, 100, 101, 20_000, 20_001, 25_000)
 
 
@@ -65,7 +64,7 @@ def fft_mean(configs: Path) -> list[str]:
 
 
 def encoder_inputs() -> list[str]:
-    from ..demo_model import embedded_model_path, has_embedded_model
+    from ..embedded import embedded_model_path, has_embedded_model
     from ..modules import DINOv2Encoder
     from ..priors import load_prior
     from ..synth.datasets import render_scene
@@ -134,7 +133,7 @@ def hypersim_size() -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", type=Path, default=REPO_CONFIGS, help="folder with stage2_release.yaml")
+    parser.add_argument("--configs", type=Path, default=PACKAGED_CONFIGS, help="folder with stage2_release.yaml")
     args = parser.parse_args(argv)
     for section in (schedules(args.configs), fft_mean(args.configs), encoder_inputs(), hypersim_size()):
         print("\n".join(section), end="\n\n")

@@ -2,7 +2,7 @@
 
 :func:`encode_inputs` turns a collated batch into :class:`StepInputs` with the frozen parts of the
 model (prior, VAE encoder) run once, under ``no_grad``, through the pipeline's own steps
-(:meth:`ApDepthPipeline.encode_condition`, :func:`apdepth.models.encode_latent`), or read from the
+(:meth:`ApDepthPipeline.encode_condition`, :func:`apdepth.diffusion.encode_latent`), or read from the
 latent cache when the batch carries cached latents.
 
 :class:`TrainModule` groups everything that trains (the UNet, and in stage 1 the adapter) into one
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..diffusion import encode_latent
 from ..losses import latent_valid_mask
-from ..models import encode_latent
 from ..pipeline import ApDepthPipeline
 
 CACHED_KEYS = ("rgb_latent", "prior_latent", "depth_latent")

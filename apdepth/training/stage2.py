@@ -24,8 +24,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..diffusion import decode_depth
 from ..losses import frequency_loss, masked_l1, masked_mse
-from ..models import decode_depth
 from .config import Stage2Config
 from .inputs import StepInputs
 

@@ -1,0 +1,418 @@
+"""What every command shares: device and dtype flags, option checks, and loading the pipeline.
+
+Nothing here imports torch, diffusers or transformers at module level: the command line parses and
+checks its options (``check`` functions, :class:`UsageError`) before any heavy import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+DTYPES = ("fp32", "fp16", "bf16", "auto")
+DEFAULT_MODEL = "developy/ApDepth"
+EMBEDDED = "embedded"
+# Upper bound of --processing-res (and --tta-res) unless --max-processing-res raises it: 4096 px on the long
+# edge already needs tens of GB on a GPU; a typo such as 100000 would try to allocate ~90 GB.
+MAX_PROCESSING_RES = 4096
+# Depth Anything V2 sizes and their aliases (apdepth.priors.variants.ALIASES; a test keeps the two equal).
+PRIOR_SIZES = ("s", "vits", "small", "b", "vitb", "base", "l", "vitl", "large", "g", "vitg", "giant")
+RESAMPLE_MODES = ("bilinear", "bicubic", "nearest", "nearest-exact", "area")  # = apdepth.pipeline.RESAMPLE_MODES
+
+
+class UsageError(Exception):
+    """A bad option or path, found before any model loads: the command line prints it after the usage line
+    and exits with status 2."""
+
+
+class ModelLoadError(Exception):
+    """A model or prior that cannot be loaded: one line naming it and the reason, exit status 2 (the
+    traceback only with -v)."""
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", default=None,
+                   help=f"ApDepth checkpoint: hub id, local folder, or '{EMBEDDED}' (the small demo model inside "
+                        f"the package). Default: {DEFAULT_MODEL} if it is complete in the local cache, else "
+                        f"'{EMBEDDED}'")
+    g.add_argument("--prior", default=None,
+                   help="prior override: small|base|large|giant, a transformers hub id or folder, "
+                        "or an original depth_anything_v2_vit*.pth")
+    g.add_argument("--dtype", choices=DTYPES, default="fp32",
+                   help="weights and compute dtype (default: fp32). auto: the fastest faithful one here, bf16 on "
+                        "CUDA GPUs and on CPUs with AMX/AVX-512-BF16 (about 4x faster there), else fp32")
+    g.add_argument("--memory-format", choices=("auto", "channels_last", "contiguous"), default="auto",
+                   help="UNet and VAE weight layout (same results): auto = channels_last on CPUs, where it is "
+                        "faster, contiguous on GPUs")
+    g.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best available)")
+    g.add_argument("--offline", action="store_true", help="use only locally cached files (no network)")
+    g.add_argument("--vae-tiling", action="store_true",
+                   help="large inputs in less memory: decode in overlapping tiles, encode one image per VAE call "
+                        "(close to, not equal to, whole decoding)")
+    g.add_argument("--low-memory", action="store_true",
+                   help="CUDA: keep only the running model on the GPU (model CPU offload), for small cards")
+    g.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                   help="torch.compile the UNet and VAE (MODE: default, reduce-overhead = with CUDA graphs, "
+                        "max-autotune); pays off over many same-size inputs: each new size compiles again")
+    g.add_argument("--max-processing-res", type=int, default=MAX_PROCESSING_RES, metavar="N",
+                   help=f"refuse processing resolutions above N pixels (default: {MAX_PROCESSING_RES}; a guard "
+                        "against typos that would exhaust memory)")
+
+
+# ---------------------------------------------------------------------------- option checks (no heavy imports)
+
+
+def split_list(values: str | list[str] | None) -> list[str]:
+    """``"a,b c"`` or ``["a,b", "c"]`` -> ``["a", "b", "c"]``: commas and spaces both separate."""
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    return [v for value in values for v in re.split(r"[,\s]+", value) if v]
+
+
+def check_choices(values: list[str], allowed: tuple[str, ...], flag: str) -> list[str]:
+    bad = [v for v in values if v not in allowed]
+    if bad or not values:
+        what = f"unknown {', '.join(map(repr, bad))}" if bad else "nothing given"
+        raise UsageError(f"{flag}: {what}; choose among {', '.join(allowed)} (separated by commas or spaces)")
+    return values
+
+
+def check_processing_res(value: int | None, limit: int, flag: str = "--processing-res") -> None:
+    """``None`` (the checkpoint's default), ``0`` (native size) or ``1..limit``."""
+    if value is None:
+        return
+    if value < 0:
+        raise UsageError(f"{flag} must be >= 0 (0 = native size), got {value}")
+    if value > limit:
+        raise UsageError(f"{flag} {value} is above the limit of {limit} pixels (the memory this needs grows with "
+                         f"its square); pass --max-processing-res {value} to allow it")
+
+
+def check_colormap(name: str) -> None:
+    import matplotlib  # ~0.3 s, paid only when a colour map is asked for
+
+    if name not in matplotlib.colormaps:
+        raise UsageError(f"--colormap: unknown matplotlib colour map {name!r} (e.g. Spectral, viridis, "
+                         "magma, gray; reversed ones end in _r)")
+
+
+def _looks_local(spec: str) -> bool:
+    """A path rather than a hub id (``owner/name``)."""
+    return (os.path.exists(spec) or spec.startswith((".", "/", "~", "\\")) or spec.count("/") > 1
+            or os.sep != "/" and os.sep in spec or spec.endswith(os.sep))
+
+
+def check_model_spec(spec: str | None, flag: str = "--model") -> None:
+    """A local --model must be a pipeline folder (model_index.json); hub ids are checked when loaded."""
+    if spec is None or spec == EMBEDDED or not _looks_local(spec):
+        return
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise UsageError(f"{flag} {spec}: no such folder (give a checkpoint folder, a hub id owner/name, or "
+                         f"'{EMBEDDED}')")
+    if not path.is_dir():
+        raise UsageError(f"{flag} {spec}: a file, not a checkpoint folder (the folder holding model_index.json)")
+    if not (path / "model_index.json").is_file():
+        contents = "empty" if not any(path.iterdir()) else "no model_index.json in it"
+        raise UsageError(f"{flag} {spec}: not an ApDepth checkpoint folder ({contents}; expected model_index.json "
+                         "with unet/, vae/, scheduler/, text_encoder/, tokenizer/ beside it)")
+
+
+def check_prior_spec(spec: str | None) -> None:
+    """--prior: a size name, an existing folder or .pth/.pt file, an owner/name hub id, or owner/name/file.pth."""
+    if spec is None or spec.lower() in PRIOR_SIZES:
+        return
+    path = Path(spec).expanduser()
+    if path.exists():
+        if path.is_dir() and not (path / "config.json").is_file():
+            raise UsageError(f"--prior {spec}: no config.json in this folder; not a Depth Anything V2 checkpoint")
+        if path.is_file() and path.suffix not in (".pth", ".pt"):
+            raise UsageError(f"--prior {spec}: a file but not an original .pth/.pt checkpoint")
+        return
+    if spec.endswith((".pth", ".pt")) and (spec.count("/") >= 2 and not os.path.isabs(spec)):
+        return  # owner/repo/file.pth on the hub
+    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not spec.endswith((".pth", ".pt")):
+        return  # a hub id
+    if _looks_local(spec) or spec.endswith((".pth", ".pt")):
+        raise UsageError(f"--prior {spec}: no such file or folder")
+    raise UsageError(f"--prior {spec}: not a size ({', '.join(('small', 'base', 'large', 'giant'))}), an existing "
+                     "folder or .pth file, or a hub id (owner/name)")
+
+
+def check_model_arguments(args: argparse.Namespace) -> None:
+    """Everything of the model group that can be checked without loading anything."""
+    check_model_spec(args.model)
+    check_prior_spec(args.prior)
+    if args.max_processing_res < 1:
+        raise UsageError(f"--max-processing-res must be >= 1, got {args.max_processing_res}")
+    if getattr(args, "processing_res", None) is not None:
+        check_processing_res(args.processing_res, args.max_processing_res)
+    if args.device is not None and not re.fullmatch(r"(cpu|cuda|mps|xpu|npu|hpu)(:\d+)?", args.device):
+        raise UsageError(f"--device {args.device!r}: expected cpu, cuda, cuda:N, mps (or xpu/npu/hpu[:N])")
+    if getattr(args, "low_memory", False) and args.device is not None and not args.device.startswith("cuda"):
+        raise UsageError(f"--low-memory offloads models from a CUDA GPU; --device is {args.device}")
+    if args.compile is not None and args.compile not in ("default", "reduce-overhead", "max-autotune",
+                                                          "max-autotune-no-cudagraphs"):
+        raise UsageError(f"--compile {args.compile!r}: choose among default, reduce-overhead, max-autotune, "
+                         "max-autotune-no-cudagraphs")
+
+
+def check_output_folder(outdir: Path, subfolders=()) -> None:
+    """Make sure ``outdir`` (and each of ``subfolders``, paths under it) can be created and written to, before
+    any work: creates ``outdir`` and writes and removes a probe file in it and in every subfolder that
+    already exists. Raises :class:`UsageError` naming the folder and the reason."""
+    import tempfile
+
+    def probe(folder: Path) -> None:
+        try:
+            fd, name = tempfile.mkstemp(prefix=".apdepth-write-test.", dir=folder)
+            os.close(fd)
+            os.unlink(name)
+        except OSError as e:
+            raise UsageError(f"cannot write to the output folder {folder} ({e.strerror or e})") from None
+
+    for parent in (outdir, *outdir.parents):  # -o under a file: name the file
+        if parent.exists() and not parent.is_dir():
+            raise UsageError(f"output folder {outdir}: {parent} is a file, not a folder")
+        if parent.exists():
+            break
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the output folder {outdir} ({e.strerror or e})") from None
+    probe(outdir)
+    for folder in sorted(set(subfolders)):
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        if not existing.is_dir():
+            raise UsageError(f"cannot write under {folder}: {existing} is a file, not a folder")
+        probe(existing)
+
+
+# ---------------------------------------------------------------------------- which model
+
+
+# files that hold a tokenizer's vocabulary (tokenizer.json: fast tokenizers; vocab.json + merges.txt: BPE)
+TOKENIZER_VOCABS = ("tokenizer.json", "vocab.txt", "spiece.model", "tokenizer.model")
+
+
+def _component_missing(folder: Path, class_name: str) -> list[str]:
+    """Files of one pipeline component that a complete download has and ``folder`` lacks."""
+    name = folder.name
+    if not folder.is_dir():
+        return [f"{name}/"]
+    if class_name.endswith("Scheduler"):
+        need = ["scheduler_config.json"]
+    elif "Tokenizer" in class_name:  # its config and a vocabulary (a BPE vocab.json needs its merges.txt)
+        missing = [] if (folder / "tokenizer_config.json").is_file() else [f"{name}/tokenizer_config.json"]
+        if (folder / "tokenizer.json").is_file() or any((folder / f).is_file() for f in TOKENIZER_VOCABS[1:]):
+            return missing
+        if (folder / "vocab.json").is_file():
+            return missing + ([] if (folder / "merges.txt").is_file() else [f"{name}/merges.txt"])
+        return missing + [f"{name}/ vocabulary (tokenizer.json or vocab.json)"]
+    elif class_name.endswith(("FeatureExtractor", "ImageProcessor", "Processor")):
+        need = ["preprocessor_config.json"]
+    else:  # a model: its config and all of its weights (every shard an index lists)
+        missing = [] if (folder / "config.json").is_file() else [f"{name}/config.json"]
+        indexes = sorted(folder.glob("*.index.json"))
+        if indexes:
+            try:
+                shards = set(json.loads(indexes[0].read_text())["weight_map"].values())
+            except (OSError, ValueError, KeyError):
+                return [*missing, f"{name}/{indexes[0].name} (unreadable)"]
+            missing += [f"{name}/{s}" for s in sorted(shards) if not (folder / s).is_file()]
+        # weights may sit one level down (an apdepth prior keeps its network in prior/depth_anything/)
+        elif not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")) and not any(
+                (sub / "config.json").is_file() and any(sub.glob("*.safetensors")) for sub in folder.iterdir()
+                if sub.is_dir()):
+            missing.append(f"{name}/ weights (*.safetensors)")
+        return missing
+    return [f"{name}/{f}" for f in need if not (folder / f).is_file()]
+
+
+def cached_snapshot_missing(repo_id: str, cache_dir: str | os.PathLike | None = None,
+                            files: tuple[str, ...] | None = None) -> list[str] | None:
+    """What the locally cached snapshot of hub repository ``repo_id`` lacks (no network).
+
+    ``None``: nothing of it is cached. ``[]``: complete. For a pipeline (``model_index.json``) every
+    component's files are checked (config, all weight shards, scheduler and tokenizer files); for a single
+    model (``files`` given, e.g. a prior's ``config.json``) the named files and its weights. The hub
+    cache links a file into its snapshot only once downloaded in full, so a present file is complete.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    first = "model_index.json" if files is None else files[0]
+    found = try_to_load_from_cache(repo_id, first, cache_dir=cache_dir)
+    if not isinstance(found, str):
+        return None
+    snapshot = Path(found).parent
+    if files is not None:
+        missing = [f for f in files if not (snapshot / f).is_file()]
+        if not any(snapshot.glob("*.safetensors")) and not any(snapshot.glob("*.bin")):
+            missing.append("weights (*.safetensors)")
+        return missing
+    try:
+        index = json.loads(Path(found).read_text())
+    except (OSError, ValueError):
+        return ["model_index.json (unreadable)"]
+    missing = []
+    for name, value in index.items():
+        if name.startswith("_") or not isinstance(value, list) or len(value) != 2 or None in value:
+            continue
+        missing += _component_missing(snapshot / name, value[1])
+    if index.get("prior") in (None, [None, None]) and index.get("use_prior", True):
+        # the release records no prior: the pipeline fetches Depth Anything V2 from its own repository
+        prior = _prior_hub_id(index.get("prior_name") or "large")
+        if prior is not None:
+            lacking = cached_snapshot_missing(prior, cache_dir, files=("config.json",))
+            missing += [f"{prior}: not cached"] if lacking is None else [f"{prior}/{f}" for f in lacking]
+    return missing
+
+
+def _prior_hub_id(name: str) -> str | None:
+    from ...priors.variants import ALIASES, VARIANTS
+
+    if name.lower() in ALIASES:
+        return VARIANTS[ALIASES[name.lower()]].hub_id
+    return name if name.count("/") == 1 else None
+
+
+def released_checkpoint_cached(repo_id: str = DEFAULT_MODEL) -> bool:
+    """Whether the hub checkpoint ``repo_id`` is complete in the local Hugging Face cache (no network)."""
+    return cached_snapshot_missing(repo_id) == []
+
+
+def resolve_model(args: argparse.Namespace) -> str:
+    """What ``--model`` names: ``embedded`` -> the packaged demo model; no ``--model`` -> the released
+    checkpoint when it is complete in the local cache, else the embedded model (said in one line, with how
+    to finish a partial download). Sets ``args.model`` to the choice."""
+    from ...embedded import embedded_model_path
+
+    if args.model is None:
+        missing = [] if released_checkpoint_cached() else cached_snapshot_missing(DEFAULT_MODEL)
+        if missing == []:
+            args.model = DEFAULT_MODEL
+        elif missing is None:
+            args.model = EMBEDDED
+            logger.info("No --model given and %s is not cached: using the embedded demo model (small, trained "
+                        "only on synthetic scenes; for real images pass --model %s).", DEFAULT_MODEL, DEFAULT_MODEL)
+        else:
+            args.model = EMBEDDED
+            shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+            logger.warning("No --model given and %s is only partly in the Hugging Face cache (missing %s; an "
+                           "interrupted download?): using the embedded demo model. To finish the download: "
+                           "`hf download %s` (or run with --model %s, which downloads what is missing).",
+                           DEFAULT_MODEL, shown, DEFAULT_MODEL, DEFAULT_MODEL)
+    if args.model == EMBEDDED:
+        return str(embedded_model_path())
+    return args.model
+
+
+def distributed_state(device: str | None = None):
+    """accelerate's process state when launched with several processes (accelerate launch / torchrun),
+    else ``None``. Processes share CPUs (gloo) when ``device`` is ``cpu`` or there is no CUDA."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
+
+
+def resolve_device(name: str | None):
+    import torch
+
+    if name:
+        try:
+            return torch.device(name)
+        except RuntimeError as e:
+            raise UsageError(f"--device {name!r}: {e}") from None
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def parse_dtype(name: str, device=None):
+    """``fp32``/``fp16``/``bf16``, or ``auto``: :func:`apdepth.devices.auto_dtype` for ``device``."""
+    import torch
+
+    if name == "auto":
+        from ...devices import auto_dtype
+
+        return auto_dtype(torch.device(device or "cpu"))
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def quiet_loading_bars() -> None:
+    """Weight-loading bars add nothing on the command line (hub downloads keep their own bars). Called by the
+    commands that load models, after their option checks: it imports diffusers and transformers."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def load_pipeline(args: argparse.Namespace, device=None):
+    """Load the ApDepth pipeline the model flags describe, on its device and dtype.
+
+    ``device`` (e.g. this process's GPU under accelerate) is used when ``--device`` is not given. A model
+    or prior that cannot be loaded raises :class:`ModelLoadError` naming it and the reason.
+    """
+    from ...pipeline import ApDepthPipeline
+
+    quiet_loading_bars()
+    device = resolve_device(args.device) if args.device or device is None else device
+    dtype = parse_dtype(args.dtype, device)
+    cpu_fp16 = device.type == "cpu" and dtype == parse_dtype("fp16")
+    if cpu_fp16:
+        logger.warning("--dtype fp16 on the CPU: it runs, but slowly (few CPU kernels for fp16); fp32 is faster "
+                       "here, and bf16 too on CPUs with AMX/AVX-512-BF16 (--dtype auto picks).")
+    if device.type == "cpu" and args.dtype == "bf16":
+        from ...devices import cpu_has_native_bf16
+
+        if not cpu_has_native_bf16():
+            logger.warning("This CPU has no native bf16 (AMX or AVX-512 BF16): bf16 runs emulated, several times "
+                           "slower than fp32. --dtype auto picks the fast one.")
+    model = resolve_model(args)
+    try:
+        pipe = ApDepthPipeline.from_pretrained(model, prior=args.prior, dtype=dtype, local_files_only=args.offline)
+    except Exception as e:  # noqa: BLE001 - any failure to load is reported in one line (the traceback with -v)
+        raise ModelLoadError(load_failure_message(args, model, e)) from e
+    pipe.set_progress_bar_config(disable=True)
+    if getattr(args, "vae_tiling", False):
+        pipe.enable_vae_tiling()
+    from ...devices import prefers_channels_last
+
+    memory_format = getattr(args, "memory_format", "auto")
+    pipe.set_channels_last(prefers_channels_last(device) if memory_format == "auto" else memory_format == "channels_last")
+    if getattr(args, "compile", None):
+        pipe.compile_models(args.compile)
+    if getattr(args, "low_memory", False):
+        if device.type != "cuda":
+            raise SystemExit(f"--low-memory offloads models from a CUDA GPU; the device here is {device}.")
+        pipe.enable_model_cpu_offload(device=device)
+        return pipe
+    # diffusers warns at every fp16 module moved to the CPU ("cannot run": it does); said once above
+    return pipe.to(device, silence_dtype_warnings=cpu_fp16)
+
+
+def load_failure_message(args: argparse.Namespace, model: str, error: BaseException) -> str:
+    """One line: which model (and prior) failed to load, and why (the library's message, first line)."""
+    reason = " ".join(str(error).split()) or type(error).__name__
+    if len(reason) > 400:
+        reason = reason[:400] + " ..."
+    what = f"the model {args.model}" + (f" ({model})" if model != args.model else "")
+    if args.prior is not None:
+        what += f" with --prior {args.prior}"
+    return f"cannot load {what}: {type(error).__name__}: {reason}"

@@ -1,0 +1,343 @@
+"""Predict depth for images, folders (searched recursively) and text files listing image paths.
+
+Outputs mirror the input folders under OUTDIR: <name>_depth.npy (float32 in [0, 1], near small),
+<name>_depth.png (16-bit, depth * 65535), <name>_depth_color.png (colour map) and, on request,
+<name>_depth.exr / <name>_depth.tif (float32 EXR / TIFF: --formats exr,tiff32), <name>_points.ply
+(coloured point cloud), <name>_depth_metric.npy (with --sparse-depth; also as .exr/.tif with those
+formats, and as millimetre 16-bit PNG <name>_depth_metric_mm.png with png16mm) and <name>_depth_std.npy
+(with --tta). Unreadable files are reported by name and skipped. Folders never
+yield apdepth's own outputs (OUTDIR, and any folder an earlier run wrote, are left out). Options and
+output folders are checked before the model loads. Ctrl-C stops after the current image and prints the
+summary; --skip-existing finishes the run later.
+
+Exit status: 0 all done, 1 some inputs failed, 2 usage error (bad option, nothing to do, output not
+writable, model not loadable), 130 interrupted.
+
+Several processes (`accelerate launch -m apdepth predict ...` or torchrun) split the inputs between
+them, one GPU each; the report covers all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections import deque
+from functools import partial
+from pathlib import Path
+
+from . import predict_extras
+from .common import (
+    RESAMPLE_MODES,
+    UsageError,
+    add_model_arguments,
+    check_choices,
+    check_colormap,
+    check_model_arguments,
+    split_list,
+)
+from .export import add_backend_arguments, load_backend_pipeline
+from .predict_inputs import LIST_EXTENSIONS, OUTPUT_MARKER, Report, WorkItem, check_outputs, collect_inputs
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FORMATS", "LIST_EXTENSIONS", "OUTPUT_MARKER", "SUFFIXES", "WRITERS", "Report", "WorkItem",
+           "collect_inputs", "parse_formats", "run"]
+
+FORMATS = ("npy", "png16", "color", "ply", "exr", "tiff32", "png16mm")
+DEFAULT_FORMATS = "npy,png16,color"
+SUFFIXES = {"npy": "_depth.npy", "png16": "_depth.png", "color": "_depth_color.png", "ply": "_points.ply",
+            "exr": "_depth.exr", "tiff32": "_depth.tif"}  # png16mm (metric, --sparse-depth): predict_extras
+EXIT_INTERRUPTED = 130
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="image files, folders (recursive; apdepth's own output folders are left out) or "
+                             ".txt files listing image paths, one per line")
+    parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder")
+    parser.add_argument("--formats", nargs="+", default=[DEFAULT_FORMATS], metavar="FORMAT",
+                        help=f"outputs among {', '.join(FORMATS)}, separated by commas or spaces "
+                             f"(default: {DEFAULT_FORMATS})")
+    parser.add_argument("--colormap", default="Spectral", help="matplotlib colour map for 'color' (default: Spectral)")
+    parser.add_argument("--processing-res", type=int, default=None,
+                        help="long edge used for inference; 0 = native size (default: the checkpoint's; at most "
+                             "--max-processing-res)")
+    parser.add_argument("--no-match-input-res", action="store_true",
+                        help="keep outputs at the processing resolution instead of the input size "
+                             "(release semantics: rounded down to multiples of 8, as the VAE returns them)")
+    parser.add_argument("--resample", default="bilinear",
+                        help=f"resize interpolation: {', '.join(RESAMPLE_MODES)} (default: bilinear)")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: 1)")
+    parser.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs all exist")
+    predict_extras.add_arguments(parser)
+    add_model_arguments(parser)
+    add_backend_arguments(parser)
+
+
+def check(args: argparse.Namespace) -> None:
+    """Every option that can be checked without the model or the inputs (raises UsageError)."""
+    tokens = split_list(args.formats)
+    strays = [t for t in tokens if t not in FORMATS and Path(t).exists()]
+    if strays:
+        raise UsageError(f"--formats: {', '.join(strays)} is an input, not a format: put the INPUTs before "
+                         "--formats (or end the list of formats with --)")
+    if not args.inputs:
+        raise UsageError("give at least one INPUT: an image file, a folder or a .txt list of image paths")
+    args.formats = parse_formats(tokens)
+    if "color" in args.formats and args.colormap != "Spectral":
+        check_colormap(args.colormap)
+    if args.resample not in RESAMPLE_MODES:
+        raise UsageError(f"--resample {args.resample!r}: choose among {', '.join(RESAMPLE_MODES)}")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.output.exists() and not args.output.is_dir():
+        raise UsageError(f"-o {args.output}: a file, not a folder")
+    check_model_arguments(args)
+    predict_extras.check_arguments(args)
+
+
+def parse_formats(text: str | list[str]) -> list[str]:
+    """``"npy,png16"``, ``"npy png16"`` or ``["npy", "png16"]`` -> the formats, checked, in order, once each."""
+    formats = check_choices(split_list(text), FORMATS, "--formats")
+    return list(dict.fromkeys(formats))
+
+
+def output_image_suffixes() -> tuple[str, ...]:
+    """Name endings of the image files apdepth writes (never read back as inputs from its output folders)."""
+    from ...io import IMAGE_EXTENSIONS
+
+    return tuple(s for s in SUFFIXES.values() if s.lower().endswith(IMAGE_EXTENSIONS))
+
+
+def output_paths(outdir: Path, item: WorkItem, formats: list[str],
+                 extras: predict_extras.Extras | None = None) -> dict[str, Path]:
+    paths = {fmt: outdir / (item.stem + SUFFIXES[fmt]) for fmt in formats if fmt in SUFFIXES}
+    return {**paths, **extras.paths(outdir, item.stem)} if extras is not None else paths
+
+
+def _write_npy(path: Path, depth, colored) -> None:
+    from ...io import save_npy
+
+    save_npy(path, depth.astype("float32"))
+
+
+def _write_png16(path: Path, depth, colored) -> None:
+    from ...image_utils import depth_to_uint16
+    from ...io import save_image
+
+    save_image(path, depth_to_uint16(depth))
+
+
+def _write_color(path: Path, depth, colored) -> None:
+    from ...io import save_image
+
+    save_image(path, colored)
+
+
+# format -> writer(path, depth [H, W] float in [0, 1], coloured PIL image or None). A new depth-map format is a
+# FORMATS entry, a SUFFIXES entry and a writer here (ply and the extras are written by predict_extras).
+def _write_float(fmt: str, path: Path, depth, colored) -> None:
+    from ...depth_io import save_float_depth
+
+    save_float_depth(fmt, path, depth, "affine-invariant depth in [0, 1], near small (apdepth)")
+
+
+WRITERS = {"npy": _write_npy, "png16": _write_png16, "color": _write_color,
+           "exr": partial(_write_float, "exr"), "tiff32": partial(_write_float, "tiff32")}
+
+
+def write_outputs(paths: dict[str, Path], depth, colored) -> None:
+    for fmt, path in paths.items():
+        if fmt in WRITERS:
+            WRITERS[fmt](path, depth, colored)
+
+
+class StopOnSignal:
+    """Ctrl-C (SIGINT) during the run: the first asks to stop at the next image boundary, a second stops at
+    once (KeyboardInterrupt). Active only in the main thread; restores the previous handler on exit."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\napdepth predict: Ctrl-C: stopping after the current image (press again to stop at once)",
+              file=sys.stderr)
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def prefetch(pool, fn, items: list, ahead: int):
+    """``map(fn, items)`` computed in ``pool``, at most ``ahead`` items in advance (bounded memory; stopping
+    early leaves nothing running but what was already started)."""
+    pending = deque()
+    it = iter(items)
+    for item in it:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= ahead:
+            break
+    while pending:
+        result = pending.popleft().result()
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append(pool.submit(fn, nxt))
+        yield result
+
+
+def run(args: argparse.Namespace) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    from ...io import ImageReadError, clean_stale_temp_files, conversion_notes, read_image
+    from .common import distributed_state, load_pipeline
+
+    formats = args.formats if isinstance(args.formats, list) else parse_formats(args.formats)
+    state = distributed_state(args.device)
+    is_main = state is None or state.is_main_process
+    report = Report()
+    items = collect_inputs(args.inputs, report if is_main else Report(), args.output,  # input errors reported once
+                           output_image_suffixes())
+    if not items:
+        reasons = [reason for _, reason in report.failed]
+        raise UsageError(f"nothing to do: no images found in {', '.join(args.inputs)}"
+                         + (f" ({'; '.join(reasons[:3])}{'; ...' if len(reasons) > 3 else ''})" if reasons else ""))
+    extras = predict_extras.Extras.from_args(args, formats, len(items))
+    todo = []
+    for item in items:
+        paths = output_paths(args.output, item, formats, extras)
+        if args.skip_existing and all(p.is_file() for p in paths.values()):
+            report.skipped += is_main  # every process sees every input: count skips once
+        else:
+            todo.append((item, paths))
+    check_outputs(args.output, todo)  # before the model loads: a read-only or misplaced OUTDIR fails now
+    if is_main:
+        clean_stale_temp_files(args.output)
+
+    if state is not None:  # this process's share; the input order is the same in every process
+        total = len(todo)
+        with state.split_between_processes(todo) as share:
+            todo = list(share)
+        logger.info("process %d of %d: %d of %d images", state.process_index, state.num_processes, len(todo), total)
+
+    interrupted = False
+    if todo:
+        pipe = load_backend_pipeline(args)  # None: torch
+        if pipe is None:
+            pipe = load_pipeline(args, device=state.device if state is not None else None)
+        colormap = args.colormap if "color" in formats else None
+        call = dict(processing_resolution=args.processing_res, match_input_resolution=not args.no_match_input_res,
+                    resample=args.resample, colormap=colormap, output_type="np")
+        noted: set[str] = set()
+
+        def read(entry):
+            try:
+                return read_image(entry[0].source)
+            except ImageReadError as e:
+                return e
+
+        bar = tqdm(total=len(todo), desc="predict", unit="img", disable=None if is_main else True)
+        pool = ThreadPoolExecutor(max_workers=2)  # decode the next images while the model runs
+        stop = StopOnSignal()
+        settled = 0  # images done or failed
+        try:
+            with stop:
+                batch = []
+                for entry, image in zip(todo, prefetch(pool, read, todo, ahead=args.batch_size + 2)):
+                    if stop.requested:
+                        break
+                    if isinstance(image, ImageReadError):
+                        report.fail(str(entry[0].source), str(image))
+                        settled += 1
+                        bar.update(1)
+                        continue
+                    for note in conversion_notes(image):
+                        if note not in noted:
+                            noted.add(note)
+                            logger.info("%s: %s (said once: other inputs like it are not named)",
+                                        entry[0].source, note)
+                    batch.append((entry, image))
+                    if len(batch) == args.batch_size:
+                        _predict_batch(pipe, batch, call, report, extras)
+                        settled += len(batch)
+                        bar.update(len(batch))
+                        batch = []
+                if batch and not stop.requested:
+                    _predict_batch(pipe, batch, call, report, extras)
+                    settled += len(batch)
+                    bar.update(len(batch))
+        except KeyboardInterrupt:  # a second Ctrl-C: the current image is abandoned (its partial files removed)
+            stop.requested = True
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            bar.close()
+        interrupted = stop.requested
+        report.not_processed = len(todo) - settled if interrupted else 0
+
+    if state is not None and not interrupted:
+        report = merge_reports(state, report)
+        # An orderly end for every process: left to the interpreter's exit, a process whose share was empty
+        # could tear its process group down while the other still used it (seen once as SIGABRT under load).
+        state.wait_for_everyone()
+        state.destroy_process_group()
+        if not is_main:
+            return 1 if report.failed else 0
+    tail = f", {report.not_processed} not processed (interrupted)" if interrupted else ""
+    print(f"apdepth predict: {report.done} done, {report.skipped} skipped, {len(report.failed)} failed{tail} "
+          f"-> {args.output}", file=sys.stderr)
+    for _, reason in report.failed:
+        print(f"  FAILED {reason}", file=sys.stderr)
+    if interrupted:
+        print("  re-run the same command with --skip-existing to finish", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 1 if report.failed else 0
+
+
+def merge_reports(state, report: Report) -> Report:
+    """Every process's report combined (all processes receive the total)."""
+    from accelerate.utils import gather_object
+
+    merged = Report()
+    for part in gather_object([report]):
+        merged.done += part.done
+        merged.skipped += part.skipped
+        merged.failed.extend(part.failed)
+    return merged
+
+
+def _predict_batch(pipe, batch, call: dict, report: Report, extras: predict_extras.Extras) -> None:
+    """Run one batch; if it fails, retry its images one by one so one bad image fails alone."""
+    try:
+        results = extras.predict(pipe, [image for _, image in batch], call)
+    except Exception as e:  # noqa: BLE001 - isolated below, then reported per file
+        if len(batch) == 1:
+            (item, _), _ = batch[0]
+            report.fail(str(item.source), f"{item.source}: prediction failed ({type(e).__name__}: {e})")
+            return
+        for single in batch:
+            _predict_batch(pipe, [single], call, report, extras)
+        return
+    for ((item, paths), image), result in zip(batch, results):
+        try:
+            write_outputs(paths, result["depth"], result["colored"])
+            problems = extras.write(item.source, item.stem, paths, image, result)
+        except OSError as e:
+            report.fail(str(item.source), f"{item.source}: cannot write outputs ({e})")
+            continue
+        for problem in problems:
+            report.fail(str(item.source), problem)
+        if not problems:
+            report.done += 1

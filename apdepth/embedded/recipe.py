@@ -1,0 +1,320 @@
+"""The recipe of the embedded demo model, one step after another, each skipped when its output exists.
+
+1. ``data``: procedural scenes (:mod:`apdepth.synth`): a Hypersim-layout training set at 192x256 and
+   held-out NYUv2- and KITTI-layout evaluation archives at their native sizes.
+2. ``base``: the parts a full-scale run downloads, trained small (:mod:`apdepth.embedded.pretraining`):
+   an ``AutoencoderKL`` (SD's 8x layout) and a Depth Anything V2 prior (DINOv2 + DPT); with a random
+   SD-style UNet, a tiny CLIP text model and tokenizer they form a Stable-Diffusion-2-like folder.
+3. ``stage1`` / ``stage2``: ``apdepth train`` with the packaged presets ``demo/stage1`` and ``demo/stage2``
+   (stage 2 from the latent cache), exactly as a full-scale run.
+4. ``export``: the stage-2 model with fp16 weights (what ships) and its default processing resolution.
+5. ``evaluate``: the exported model, its prior alone and two trivial baselines (constant depth, a ground-plane
+   ramp) on the held-out archives under the evaluation protocol.
+6. ``card``: ``MODEL_CARD.md`` with the recipe, data, compute and those numbers; ``--install`` copies
+   the exported model and its card into the package.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+DEMO_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "demo"  # package data (apdepth/configs/demo)
+TRAIN_SIZE = (192, 256)
+PROCESSING_RES = {"nyu": 256, "kitti": 512}  # long edge at evaluation (NYU 480x640, KITTI 375x1242)
+STEPS = ("data", "base", "stage1", "stage2", "export", "evaluate", "card")
+
+
+@dataclass
+class RecipeConfig:
+    """Everything the recipe does not take from the ``demo/stage1`` and ``demo/stage2`` configs."""
+
+    seed: int = 0
+    counts: dict = field(default_factory=lambda: {"hypersim": 800, "nyu": 60, "kitti": 40})
+    vae_steps: int = 800
+    prior_steps: int = 700
+    vae_batch: int = 6  # x3 images a step: RGB, depth, disparity
+    prior_batch: int = 8
+    stage1_overrides: list = field(default_factory=list)
+    stage2_overrides: list = field(default_factory=list)
+    workers: int = 2
+
+    @classmethod
+    def smoke(cls) -> RecipeConfig:
+        """A few images and steps: the whole recipe in about a minute (tests)."""
+        short = ["optim.max_steps=2", "optim.warmup_steps=1", "run.checkpoint_every=2", "data.batch_size=2",
+                 "optim.effective_batch=2"]
+        return cls(counts={"hypersim": 4, "nyu": 2, "kitti": 2}, vae_steps=2, prior_steps=2,
+                   vae_batch=2, prior_batch=2,
+                   stage1_overrides=short, stage2_overrides=short + ["stage2.phase1_steps=1"], workers=1)
+
+
+# ---------------------------------------------------------------------------------------------- architectures
+
+
+def build_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
+                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                         block_out_channels=(8, 16, 32, 32), sample_size=256)
+
+
+def build_unet():
+    """SD2's layout (3 cross-attention levels + 1 plain, linear projections) at 1/10 of its width."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=32, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64, 128, 128),
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=32,
+        attention_head_dim=(2, 4, 8, 8), norm_num_groups=16, use_linear_projection=True)
+
+
+def build_prior():
+    """Depth Anything V2's architecture (DINOv2 ViT + DPT head, relative disparity) with a 96-wide, 6-layer ViT."""
+    from transformers import DepthAnythingConfig, Dinov2Config
+
+    from ..priors import DepthAnythingPrior
+
+    backbone = Dinov2Config(hidden_size=96, num_hidden_layers=6, num_attention_heads=3, mlp_ratio=4,
+                            image_size=266, patch_size=14, out_indices=[3, 4, 5, 6], reshape_hidden_states=False,
+                            apply_layernorm=True, layerscale_value=1.0)
+    config = DepthAnythingConfig(backbone_config=backbone, patch_size=14, reassemble_hidden_size=96,
+                                 reassemble_factors=[4, 2, 1, 0.5], neck_hidden_sizes=[24, 48, 96, 96],
+                                 fusion_hidden_size=32, head_hidden_size=16, depth_estimation_type="relative")
+    return DepthAnythingPrior(config.to_dict(), preprocessing="compat", variant="demo")
+
+
+def write_text_parts(folder: Path) -> None:
+    """CLIP text model, tokenizer and scheduler: ApDepth only ever encodes the empty prompt."""
+    from diffusers import DDIMScheduler
+
+    from ..testing import tiny_text_encoder, tiny_tokenizer
+
+    tiny_text_encoder(seed=0).save_pretrained(folder / "text_encoder")
+    tiny_tokenizer(folder / "_tokenizer_src").save_pretrained(folder / "tokenizer")
+    shutil.rmtree(folder / "_tokenizer_src")
+    DDIMScheduler(prediction_type="v_prediction").save_pretrained(folder / "scheduler")
+
+
+def strip_load_paths(folder: Path) -> None:
+    """Drop the ``_name_or_path`` entries diffusers writes into ``model_index.json`` and each component's
+    ``config.json`` (the folder the model was loaded from: a path on the machine that built it)."""
+    for path in [folder / "model_index.json", *folder.glob("*/config.json")]:
+        config = json.loads(path.read_text())
+        if config.pop("_name_or_path", None) is not None:
+            path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------- steps
+
+
+class Recipe:
+    def __init__(self, output: str | os.PathLike, cfg: RecipeConfig | None = None,
+                 configs: str | os.PathLike | None = None, device: str = "cpu"):
+        self.out = Path(output)
+        self.cfg = cfg or RecipeConfig()
+        self.configs = Path(configs) if configs else DEMO_CONFIGS
+        self.device = torch.device(device)
+        self.data = self.out / "data"
+        self.log_file = self.out / "recipe.json"
+
+    # bookkeeping: seconds per step, settings
+    def _record(self, step: str, seconds: float, **extra) -> None:
+        log = json.loads(self.log_file.read_text()) if self.log_file.is_file() else {}
+        log.setdefault("steps", {})[step] = {"seconds": round(seconds, 1), **extra}
+        log["recipe"] = asdict(self.cfg)
+        log["machine"] = {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                          "threads": torch.get_num_threads(), "device": str(self.device), "torch": torch.__version__}
+        from ..io import save_json
+
+        save_json(self.log_file, log)
+
+    def config_file(self, stage: int) -> Path:
+        config = self.configs / f"stage{stage}.yaml"
+        if not config.is_file():
+            raise FileNotFoundError(f"{config}: no stage-{stage} config there (--configs DIR needs stage1.yaml and "
+                                    "stage2.yaml; without it the packaged demo presets are used)")
+        return config
+
+    def plan(self, steps=STEPS) -> list[str]:
+        """What :meth:`run` would do, one line a step; builds each stage's config (errors as ``ConfigError``)."""
+        from ..training.config import build_config
+
+        outputs = {"data": self.data, "base": self.out / "base", "stage1": self.out / "stage1" / "final",
+                   "stage2": self.out / "stage2" / "final", "export": self.model_dir, "evaluate": self.out / "eval",
+                   "card": self.out / "MODEL_CARD.md"}
+        lines = []
+        for name in steps:
+            line = f"{name:<9}-> {outputs[name]}"
+            if name in ("stage1", "stage2"):
+                stage = int(name[-1])
+                extra = self.cfg.stage1_overrides if stage == 1 else self.cfg.stage2_overrides
+                cfg = build_config([self.config_file(stage)], extra)
+                line += f"  ({self.config_file(stage)}: {cfg.max_steps} steps, batch {cfg.optim.effective_batch})"
+            lines.append(line)
+        return lines
+
+    def run(self, steps=STEPS) -> None:
+        for name in steps:
+            start = time.perf_counter()
+            done = getattr(self, f"step_{name}")()
+            if done is not False:
+                self._record(name, time.perf_counter() - start)
+
+    # 1 ------------------------------------------------------------------------------------------
+    def step_data(self):
+        from ..synth.datasets import FOLDER_NAME, generate
+
+        ran = False
+        for kind, num in self.cfg.counts.items():
+            folder = self.data / FOLDER_NAME[kind]
+            if (folder / "synth_meta.json").is_file():
+                continue
+            size = TRAIN_SIZE if kind == "hypersim" else None
+            generate(kind, folder, num, seed=self.cfg.seed, workers=self.cfg.workers, size=size)
+            ran = True
+        return ran
+
+    def split(self, kind: str) -> Path:
+        from ..synth.datasets import FOLDER_NAME, SPLIT_NAME
+
+        return self.data / FOLDER_NAME[kind] / SPLIT_NAME[kind]
+
+    def archive(self, kind: str) -> Path:
+        from ..synth.datasets import ARCHIVE_NAME, FOLDER_NAME
+
+        return self.data / FOLDER_NAME[kind] / ARCHIVE_NAME.get(kind, "")
+
+    # 2 ------------------------------------------------------------------------------------------
+    def step_base(self):
+        from ..data import get_dataset
+        from .pretraining import ComponentSamples, ComponentTrainConfig, train_prior, train_vae
+
+        base, prior_dir = self.out / "base", self.out / "prior"
+        if (base / "model_index.json").is_file() and (prior_dir / "config.json").is_file():
+            return False
+        train_set = get_dataset("hypersim", self.data / "hypersim", self.split("hypersim"))
+        samples = ComponentSamples([train_set], TRAIN_SIZE[0], TRAIN_SIZE[1], seed=self.cfg.seed)
+        losses = {}
+        tmp = self.out / ".base-tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        torch.manual_seed(self.cfg.seed)
+        vae = build_vae()
+        vae_cfg = ComponentTrainConfig(steps=self.cfg.vae_steps, batch_size=self.cfg.vae_batch, lr=1e-3, vae_crop=96,
+                                       seed=self.cfg.seed)
+        losses["vae"] = train_vae(vae, samples, [1.0], vae_cfg, self.device)
+        vae.to("cpu").save_pretrained(tmp / "vae")
+        torch.manual_seed(self.cfg.seed + 1)
+        prior = build_prior()
+        prior_cfg = ComponentTrainConfig(steps=self.cfg.prior_steps, batch_size=self.cfg.prior_batch, lr=5e-4, seed=self.cfg.seed)
+        losses["prior"] = train_prior(prior, samples, [1.0], prior_cfg, self.device)
+        prior.to("cpu").save_pretrained(tmp / "prior")
+        torch.manual_seed(self.cfg.seed + 2)
+        build_unet().save_pretrained(tmp / "unet")
+        write_text_parts(tmp)
+        (tmp / "model_index.json").write_text(json.dumps({
+            "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.0",
+            "note": "apdepth demo base: VAE trained on procedural scenes, UNet randomly initialised"}, indent=2))
+        (tmp / "component_losses.json").write_text(json.dumps(
+            {k: {"first": v[0], "last_50": sum(v[-50:]) / len(v[-50:])} for k, v in losses.items()}, indent=2))
+        shutil.rmtree(prior_dir, ignore_errors=True)
+        os.replace(tmp / "prior", prior_dir)
+        shutil.rmtree(base, ignore_errors=True)
+        os.replace(tmp, base)
+
+    # 3 ------------------------------------------------------------------------------------------
+    def _train(self, stage: int, extra: list[str], build_cache: bool = False) -> Path:
+        from ..training import train_from_files
+        from ..training.checkpoint import find_latest
+
+        config = self.config_file(stage)
+        run_dir = self.out / f"stage{stage}"
+        overrides = [
+            f"model.prior={self.out / 'prior'}",
+            f"data.hypersim.root={self.data / 'hypersim'}",
+            f"data.hypersim.split={self.split('hypersim')}",
+            f"run.output_dir={run_dir}",
+            f"run.seed={self.cfg.seed}",
+            *extra,
+        ]
+        if build_cache:
+            train_from_files([str(config)], overrides, build_cache=True)
+        resume = True if find_latest(run_dir) is not None else None
+        return train_from_files([str(config)], overrides, resume=resume)
+
+    def step_stage1(self):
+        if (self.out / "stage1" / "final" / "model_index.json").is_file():
+            return False
+        self._train(1, [f"model.base={self.out / 'base'}", *self.cfg.stage1_overrides])
+
+    def step_stage2(self):
+        if (self.out / "stage2" / "final" / "model_index.json").is_file():
+            return False
+        extra = [f"model.base={self.out / 'stage1' / 'final'}", f"data.cache_dir={self.out / 'cache'}",
+                 *self.cfg.stage2_overrides]
+        self._train(2, extra, build_cache=True)
+
+    # 4 ------------------------------------------------------------------------------------------
+    @property
+    def model_dir(self) -> Path:
+        return self.out / "export"
+
+    def step_export(self):
+        from ..pipeline import ApDepthPipeline
+
+        if (self.model_dir / "model_index.json").is_file():
+            return False
+        pipe = ApDepthPipeline.from_pretrained(self.out / "stage2" / "final")
+        # The export carries its own prior/; the recipe's working paths would only leak into the shipped files.
+        pipe.register_to_config(default_processing_resolution=PROCESSING_RES["nyu"], prior_name=None)
+        tmp = self.out / ".export-tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        pipe.to(dtype=torch.float16).save_pretrained(tmp)  # the shipped weights; evaluated as they ship
+        strip_load_paths(tmp)
+        os.replace(tmp, self.model_dir)
+
+    # 5 ------------------------------------------------------------------------------------------
+    def step_evaluate(self):
+        from .evaluate import evaluate_all
+
+        evaluate_all(self.model_dir, self.out / "eval", {k: (self.archive(k), self.split(k)) for k in ("nyu", "kitti")},
+                     PROCESSING_RES, self.device)
+
+    # 6 ------------------------------------------------------------------------------------------
+    def step_card(self):
+        from .card import write_card
+
+        write_card(self)
+
+
+def install(recipe_out: str | os.PathLike, target: str | os.PathLike | None = None) -> Path:
+    """Copy the exported model (fp16 weights) and its card into the package (or ``target``)."""
+    from . import WEIGHTS_DIR
+
+    recipe_out = Path(recipe_out)
+    target = Path(target) if target else WEIGHTS_DIR
+    tmp = target.with_name(f".{target.name}-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(recipe_out / "export", tmp)
+    for name in ("MODEL_CARD.md", "metrics.json", "per_sample_nyu.csv"):
+        if (recipe_out / name).is_file():
+            shutil.copy(recipe_out / name, tmp / name)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+    logger.info("Installed the demo model into %s (%.1f MB)", target, size / 1e6)
+    return target
