@@ -25,6 +25,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from ._compat import diffusers_dtype, pop_dtype, transformers_dtype
 from .diffusion import decode_depth, encode_latent, load_apdepth_unet
 from .image_utils import (
+    RESAMPLE_MODES,
     ImageInput,
     RGBImage,
     colorize_depth,
@@ -41,7 +42,6 @@ logger = logging.getLogger(__name__)
 # DA2 ViT-G, which was never published; ViT-L is the largest public one.
 LEGACY_PRIOR = "large"
 SD2_BASE = "stabilityai/stable-diffusion-2"
-RESAMPLE_MODES = ("bilinear", "bicubic", "nearest", "nearest-exact", "area")
 OUTPUT_TYPES = ("np", "pt")
 # How sizes that are not multiples of 8 reach the VAE (see ApDepthPipeline.__call__):
 #   "release": as they are; the encoder drops the remainder and the depth is stretched back (the authors' code)
