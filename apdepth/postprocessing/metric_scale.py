@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..evaluation.alignment import SPACES
 from .affine import LOSSES, robust_fit_affine
 
 logger = logging.getLogger(__name__)
 
-SPACES = ("depth", "disparity")
 SPARSE_EXTENSIONS = (".npy", ".csv", ".txt", ".png", ".tif", ".tiff")
 
 
