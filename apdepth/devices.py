@@ -1,11 +1,14 @@
-"""Device-dependent speed defaults, each chosen by measurement (``apdepth bench``, docs/benchmarks):
-which dtype ``--dtype auto`` picks, and where channels_last memory layout pays."""
+"""Dtypes by name and device-dependent speed defaults, each chosen by measurement (``apdepth bench``,
+docs/benchmarks): which dtype ``--dtype auto`` picks, and where channels_last memory layout pays."""
 
 from __future__ import annotations
 
 import functools
 
 import torch
+
+# The dtype names of the command line, configs and benchmarks (``--dtype``, training's ``cache_dtype``, ...).
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @functools.cache

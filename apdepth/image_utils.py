@@ -14,6 +14,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 ImageInput = Image.Image | np.ndarray | torch.Tensor
+# Per-channel RGB mean and standard deviation of ImageNet, by which DINOv2 / CLIP-style encoders normalise [0, 1] images.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Interpolations that resize images and depth maps (:func:`resize`); bilinear and bicubic are antialiased.
+RESAMPLE_MODES = ("bilinear", "bicubic", "nearest", "nearest-exact", "area")
 
 
 @dataclass

@@ -25,6 +25,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from ._compat import diffusers_dtype, pop_dtype, transformers_dtype
 from .diffusion import decode_depth, encode_latent, load_apdepth_unet
 from .image_utils import (
+    RESAMPLE_MODES,
     ImageInput,
     RGBImage,
     colorize_depth,
@@ -41,7 +42,6 @@ logger = logging.getLogger(__name__)
 # DA2 ViT-G, which was never published; ViT-L is the largest public one.
 LEGACY_PRIOR = "large"
 SD2_BASE = "stabilityai/stable-diffusion-2"
-RESAMPLE_MODES = ("bilinear", "bicubic", "nearest", "nearest-exact", "area")
 OUTPUT_TYPES = ("np", "pt")
 # How sizes that are not multiples of 8 reach the VAE (see ApDepthPipeline.__call__):
 #   "release": as they are; the encoder drops the remainder and the depth is stretched back (the authors' code)
@@ -397,7 +397,7 @@ class ApDepthPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------ call
 
     def _check_call(self, processing_resolution, resample, batch_size, output_type, generator,
-                    size_mode, resize_mode):
+                    size_mode, resize_mode, output_prior, output_uncertainty, tta_kwargs):
         if not isinstance(processing_resolution, int) or processing_resolution < 0:
             raise ValueError(f"processing_resolution must be an int >= 0 (0 = native), got {processing_resolution!r}")
         if resample not in RESAMPLE_MODES:
@@ -410,6 +410,10 @@ class ApDepthPipeline(DiffusionPipeline):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         _check_choice("size_mode", size_mode, SIZE_MODES, allow_none=True)
         _check_choice("resize_mode", resize_mode, RESIZE_MODES, allow_none=True)
+        if output_prior and not self.config.use_prior:
+            raise ValueError("output_prior=True, but this pipeline was trained without a prior (use_prior=False).")
+        if tta_kwargs is not None and not output_uncertainty:
+            raise ValueError("tta_kwargs only applies with output_uncertainty=True.")
 
     @torch.no_grad()
     def __call__(
@@ -471,59 +475,63 @@ class ApDepthPipeline(DiffusionPipeline):
         # 1. Check inputs.
         if processing_resolution is None:
             processing_resolution = self.config.default_processing_resolution
-        self._check_call(processing_resolution, resample, batch_size, output_type, generator, size_mode, resize_mode)
+        self._check_call(processing_resolution, resample, batch_size, output_type, generator, size_mode, resize_mode,
+                         output_prior, output_uncertainty, tta_kwargs)
         size_mode, resize_mode = self.inference_modes(size_mode, resize_mode)
         if resize_mode == "uint8" and resample == "nearest":
             resample = "nearest-exact"  # torchvision's meaning of the release's "nearest"
-        if output_prior and not self.config.use_prior:
-            raise ValueError("output_prior=True, but this pipeline was trained without a prior (use_prior=False).")
-        if output_uncertainty:
+        if output_uncertainty:  # steps 2-6 per augmentation member (apdepth.postprocessing.tta)
             out = self._call_tta(image, processing_resolution, match_input_resolution, resample, batch_size,
                                  colormap, output_type, output_prior, show_progress_bar, size_mode, resize_mode,
                                  tta_kwargs)
             return out if return_dict else (out.prediction, out.uncertainty, None)
-        if tta_kwargs is not None:
-            raise ValueError("tta_kwargs only applies with output_uncertainty=True.")
         images = to_rgb_images(image)
-        device = self._execution_device
 
         # 2. Preprocess: resize to the processing resolution, [0, 1] -> [-1, 1]. [3, h, w] each.
         prepared = [self._preprocess(img, processing_resolution, resample, resize_mode) for img in images]
 
         # 3-5. Prior, encode, one UNet step, decode; equal-sized images are batched together.
-        depths: list[torch.Tensor] = [None] * len(images)  # each [1, h, w]
-        priors: list[torch.Tensor] = [None] * len(images)
+        depths, priors = self._predict_prepared(prepared, batch_size, size_mode, show_progress_bar)
+
+        # 6. Postprocess: back to the input size (one resize, also for the release's stretch), clip to [0, 1].
+        sizes = [tuple(img.pixels.shape[-2:]) if match_input_resolution else tuple(d.shape[-2:])
+                 for img, d in zip(images, depths)]
+        out = self._postprocess(depths, priors if output_prior else None, sizes, resample, colormap, output_type)
+        self.maybe_free_model_hooks()
+        return out if return_dict else (out.prediction, None, None)
+
+    def _predict_prepared(self, prepared: list[torch.Tensor], batch_size: int, size_mode: str,
+                          show_progress_bar: bool | None) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+        """Steps 3-5 of :meth:`__call__` on preprocessed images (``[3, h, w]`` each, in [-1, 1]), in batches of
+        equal-sized images: the depth ``[1, h', w']`` (``h' = 8 * (h // 8)`` under ``size_mode="release"``) and
+        the prior's disparity ``[1, h, w]`` (``None`` without a prior) of each, on the CPU."""
+        device = self._execution_device
+        depths: list[torch.Tensor] = [None] * len(prepared)  # each [1, h', w']
+        priors: list[torch.Tensor | None] = [None] * len(prepared)  # each [1, h, w]
         batches = self._batches([x.shape for x in prepared], batch_size)
         show = show_progress_bar if show_progress_bar is not None else not self._progress_bar_disabled()
         for idx in self.progress_bar(batches) if show else batches:
             rgb = torch.stack([prepared[i] for i in idx]).to(device)  # [B, 3, h, w]
             prior_disp = self.run_prior(rgb) if self.config.use_prior else None  # [B, 1, h, w]
-            depth = self._predict_raw(rgb, prior_disp, size_mode)  # [B, 1, h', w'] (h' = 8 * (h // 8): release)
+            depth = self._predict_raw(rgb, prior_disp, size_mode)  # [B, 1, h', w']
             for j, i in enumerate(idx):
                 depths[i] = depth[j].cpu()
                 if prior_disp is not None:
                     priors[i] = prior_disp[j].float().cpu()
+        return depths, priors
 
-        # 6. Postprocess: back to the input size (one resize, also for the release's stretch), clip to [0, 1].
-        out_depth, out_prior = [], []
-        for img, depth, prior_disp in zip(images, depths, priors):
-            size = tuple(img.pixels.shape[-2:]) if match_input_resolution else tuple(depth.shape[-2:])
-            out_depth.append(resize(depth[None], size, resample)[0].clamp(0.0, 1.0))  # [1, H, W]
-            if output_prior:
-                out_prior.append(resize(prior_disp[None], size, resample)[0])
-
-        colored = None
-        if colormap is not None:
-            colored = [colorize_depth(d[0].numpy(), colormap) for d in out_depth]
+    def _postprocess(self, depths: list[torch.Tensor], priors: list[torch.Tensor] | None,
+                     sizes: list[tuple[int, int]], resample: str, colormap: str | None,
+                     output_type: str) -> ApDepthOutput:
+        """Step 6 of :meth:`__call__`: each depth ``[1, h', w']`` (and prior, when given) resized to its output
+        size, the depth clipped to [0, 1], coloured and formatted as :class:`ApDepthOutput`."""
+        out_depth = [resize(d[None], size, resample)[0].clamp(0.0, 1.0) for d, size in zip(depths, sizes)]  # [1, H, W]
+        colored = None if colormap is None else [colorize_depth(d[0].numpy(), colormap) for d in out_depth]
+        prior = None
+        if priors is not None:
+            prior = self._format([resize(p[None], size, resample)[0] for p, size in zip(priors, sizes)], output_type)
         depth = self._format(out_depth, output_type)
-        self.maybe_free_model_hooks()
-        out = ApDepthOutput(
-            depth=depth,
-            depth_colored=colored,
-            prior=self._format(out_prior, output_type) if output_prior else None,
-            prediction=_marigold_layout(depth),
-        )
-        return out if return_dict else (out.prediction, None, None)
+        return ApDepthOutput(depth=depth, depth_colored=colored, prior=prior, prediction=_marigold_layout(depth))
 
     def _progress_bar_disabled(self) -> bool:
         return bool(getattr(self, "_progress_bar_config", {}).get("disable", False))
@@ -531,24 +539,13 @@ class ApDepthPipeline(DiffusionPipeline):
     def _call_tta(self, image, processing_resolution, match_input_resolution, resample, batch_size, colormap,
                   output_type, output_prior, show_progress_bar, size_mode, resize_mode, tta_kwargs) -> ApDepthOutput:
         """``output_uncertainty=True``: the mean and spread over test-time augmentations, as :class:`ApDepthOutput`."""
-        from .postprocessing.tta import predict_tta
+        from .postprocessing.tta import predict_tta, uncertainty_options
 
-        if output_prior or not match_input_resolution:
-            raise ValueError("output_uncertainty=True needs output_prior=False and match_input_resolution=True "
-                             "(the augmentation members are compared at the input's size).")
-        options = {"flip": True, "processing_resolutions": (processing_resolution,), "align": True}
-        unknown = set(tta_kwargs or {}) - set(options)
-        if unknown:
-            raise ValueError(f"tta_kwargs takes {sorted(options)}; got {sorted(unknown)}")
-        options.update(tta_kwargs or {})
-        if not options["flip"] and len(options["processing_resolutions"]) < 2:
-            raise ValueError("output_uncertainty=True needs at least two augmentation members: flip=True or "
-                             "several processing_resolutions in tta_kwargs.")
+        options = uncertainty_options(processing_resolution, tta_kwargs, output_prior, match_input_resolution)
         tta = predict_tta(self, image, batch_size=batch_size, colormap=colormap, resample=resample,
                           show_progress_bar=show_progress_bar, size_mode=size_mode, resize_mode=resize_mode,
                           **options)
-        maps = [torch.from_numpy(np.asarray(m))[None] for m in tta.depth]  # each [1, H, W]
-        spreads = [torch.from_numpy(np.asarray(m))[None] for m in tta.depth_std]
+        maps, spreads = tta.as_tensors()
         depth = self._format(maps, output_type)
         uncertainty = self._format(spreads, output_type)
         return ApDepthOutput(depth=depth, depth_colored=tta.depth_colored, prediction=_marigold_layout(depth),

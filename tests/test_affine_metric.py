@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from apdepth.evaluation.alignment import fit_scale_shift, least_squares_line
 from apdepth.postprocessing.affine import fit_affine, fit_affine_symmetric, robust_fit_affine
 from apdepth.postprocessing.metric_scale import (
     SparseDepth,
@@ -28,6 +30,20 @@ def test_fit_affine_hand_computed():
     s_inv, t_inv = fit_affine_symmetric([0, 1, 1], [0, 1, 2])
     assert s * s_inv == pytest.approx(1.0)
     assert t == pytest.approx(2 / 3 - s)
+
+
+def test_evaluation_and_library_fits_share_one_least_squares():
+    # x = 0..3, y = 1, 3, 5, 7.5: centred sums Sxy = 10.75, Sxx = 5 -> scale 2.15, shift 4.125 - 2.15 * 1.5 = 0.9
+    x, y = [0.0, 1.0, 2.0, 3.0], [1.0, 3.0, 5.0, 7.5]
+    assert least_squares_line(np.array(x), np.array(y)) == pytest.approx((2.15, 0.9))
+    assert least_squares_line(torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)) \
+        == least_squares_line(np.array(x), np.array(y))
+    assert fit_scale_shift(torch.tensor(x), torch.tensor(y)) == pytest.approx((2.15, 0.9))
+    assert fit_affine(x, y) == pytest.approx((2.15, 0.9))
+    # no unique fit: the core says so, the evaluation takes scale 0 and the mean, the library raises
+    assert least_squares_line(np.ones(3), np.arange(3.0)) is None
+    assert fit_scale_shift(torch.ones(3), torch.arange(3.0)) == (0.0, 1.0)
+    assert least_squares_line(np.array(x), np.array(y), np.ones(4), min_variance=5.0) is None  # Sxx = 5 is not > 5
 
 
 def test_fit_affine_errors_name_the_problem():

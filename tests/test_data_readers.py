@@ -3,11 +3,23 @@ decoding and units, valid range, crops, masks, the sample contract, and split-li
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
-from apdepth.data import DATASETS, get_dataset, kitti_eval_mask, nyu_eigen_mask, sobel_edge_mask
+import apdepth.data
+from apdepth.data import (
+    DATASETS,
+    EVAL_DATASETS,
+    TRAIN_DATASETS,
+    get_dataset,
+    kitti_eval_mask,
+    nyu_eigen_mask,
+    sobel_edge_mask,
+)
 from apdepth.testing.fixtures import make_tar, write_fixture
 
 ALL = ("nyu", "kitti", "eth3d", "scannet", "diode", "hypersim", "vkitti")
@@ -21,6 +33,18 @@ def fixtures(tmp_path_factory):
         fx = write_fixture(name, work / name, num_samples=2, seed=3)
         out[name] = (fx, make_tar(fx.root, work / f"{name}.tar"))
     return out
+
+
+def test_data_set_names_without_the_readers():
+    """The names are importable without torch (the command line uses them); every name has its reader and
+    every public name of the package resolves."""
+    probe = "import sys\nfrom apdepth.data import EVAL_DATASETS\nprint('torch' in sys.modules, EVAL_DATASETS)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "('nyu',", "'kitti',", "'eth3d',", "'scannet',", "'diode')"]
+    assert sorted(DATASETS) == sorted((*EVAL_DATASETS, *TRAIN_DATASETS))
+    for name in apdepth.data.__all__:
+        assert getattr(apdepth.data, name) is not None
 
 
 def expected_valid(name: str, depth: np.ndarray) -> np.ndarray:

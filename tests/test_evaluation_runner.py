@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -51,6 +53,16 @@ class AffineOfTruth:
 def read_csv(path):
     with open(path) as f:
         return list(csv.DictReader(f))
+
+
+def test_scoring_imports_no_inference_code():
+    """Scoring saved predictions needs neither diffusers nor transformers (nor the pipeline)."""
+    probe = ("import sys\nimport apdepth.evaluation.protocol\nfrom apdepth.evaluation import SavedPredictions, "
+             "evaluate_dataset\nprint(sorted(m for m in ('diffusers', 'transformers', 'apdepth.pipeline') "
+             "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_protocol_defaults_and_overrides():

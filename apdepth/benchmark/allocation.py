@@ -41,6 +41,7 @@ def vae_encode_pass(arch: str, height: int, width: int, dtype: str, repeats: int
     """Build the VAE (random weights), then :func:`fault_counts` of one encode of a ``[1, 3, H, W]`` image."""
     import torch
 
+    from ..devices import DTYPES
     from ..diffusion import encode_latent
     from .architectures import SD2_VAE
 
@@ -55,7 +56,7 @@ def vae_encode_pass(arch: str, height: int, width: int, dtype: str, repeats: int
         from ..testing import tiny_vae
 
         vae = tiny_vae()
-    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    torch_dtype = DTYPES[dtype]
     vae = vae.to(torch_dtype).eval().requires_grad_(False).to(memory_format=torch.channels_last)
     rgb = (torch.rand(1, 3, height, width) * 2 - 1).to(torch_dtype)
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..devices import prefers_channels_last
+from ..devices import DTYPES, prefers_channels_last
 from ..diffusion import decode_depth
 from .architectures import (
     apdepth_pipeline,
@@ -76,9 +76,6 @@ class Row:
         d["timing"] = self.timing.as_dict() if self.timing else None
         d["images_per_s"] = self.images_per_s
         return d
-
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def hardware_info(device: torch.device) -> dict:

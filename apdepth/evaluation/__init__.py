@@ -1,11 +1,16 @@
 """Zero-shot affine-invariant depth evaluation (paper Sec. 4.2, docs/reference.md section 5) with edge metrics.
 
-- :mod:`.alignment`: least-squares scale and shift, depth or disparity space, clipping
+- :mod:`.alignment`: least-squares scale and shift (the one least-squares core, also under
+  :mod:`apdepth.postprocessing.affine`), depth or disparity space, clipping
 - :mod:`.metrics`: AbsRel, SqRel, RMSE, RMSE-log, log10, delta1-3, iRMSE, SILog per image
 - :mod:`.edges`: scale-invariant boundary F1 (Depth Pro) and the flying-pixel ratio
 - :mod:`.protocol`: :class:`Protocol` and :func:`evaluate_sample` (resize, align, clip, score)
 - :mod:`.runner`: :func:`evaluate_dataset` (resumable, per-sample CSV, summary, table) and predictors
-- :mod:`.benchmark`: the Table 1 preset, config files, the combined report
+- :mod:`.presets`: the Table 1 preset, config files, the combined report
+- :mod:`.fidelity`: the evaluation options that can differ from Marigold's code, measured on procedural scenes
+
+Scoring imports no inference code (the pipeline, diffusers, transformers): saved predictions are scored with
+torch, numpy and the data readers alone (the model comes in through :class:`PipelinePredictor`'s argument).
 """
 
 from .alignment import align_least_squares, clip_depth, fit_scale_shift

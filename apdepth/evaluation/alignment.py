@@ -2,6 +2,7 @@
 
 Paper Eq. 19: ``d~ = a * m^ + b`` with ``a, b`` minimising ``sum (a * m^ + b - d)^2`` over the valid
 pixels (``[pred, 1] x = gt``); then the result is clipped to the data set's range and to >= 1e-6.
+:func:`least_squares_line` is that fit, shared with the library's fits (:mod:`apdepth.postprocessing.affine`).
 ``space="disparity"`` is for predictions of affine-invariant *disparity* (Depth Anything, MiDaS):
 the fit targets ``1 / gt`` and the aligned disparity is inverted back to depth.
 
@@ -33,8 +34,33 @@ def _accumulate_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
 
 
+def least_squares_line(x, y, weights=None, *, min_variance: float = 0.0) -> tuple[float, float] | None:
+    """The least-squares core of every scale-and-shift fit: ``min sum w (scale * x + shift - y)^2``.
+
+    ``x``, ``y`` (and ``weights``, default all ones) are 1-D numpy arrays or torch tensors of one length,
+    already in the precision to accumulate in; the sums are the centred ones (``sum w (x - mean x)^2``).
+    Returns ``(scale, shift)`` as floats, or ``None`` when that variance of ``x`` is not above
+    ``min_variance`` (no unique fit; the caller decides what that means).
+    """
+    if weights is None:
+        x_mean, y_mean = x.mean(), y.mean()
+        xc = x - x_mean
+        var = (xc * xc).sum()
+        cov = (xc * (y - y_mean)).sum()
+    else:
+        total = weights.sum()
+        x_mean, y_mean = (weights * x).sum() / total, (weights * y).sum() / total
+        var = (weights * (x - x_mean) ** 2).sum()
+        cov = (weights * (x - x_mean) * (y - y_mean)).sum()
+    if not bool(var > min_variance):
+        return None
+    scale = cov / var
+    return float(scale), float(y_mean - scale * x_mean)
+
+
 def fit_scale_shift(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Ordinary least squares ``y ~ scale * x + shift`` over 1-D ``x``, ``y``.
+    """Ordinary least squares ``y ~ scale * x + shift`` over 1-D ``x``, ``y`` (:func:`least_squares_line`,
+    accumulated in float64).
 
     A constant ``x`` has no unique solution; the minimum is then ``scale = 0, shift = mean(y)``.
     """
@@ -44,13 +70,8 @@ def fit_scale_shift(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         raise ValueError(f"Least-squares alignment needs at least 2 valid pixels, got {x.numel()}")
     dtype = _accumulate_dtype(x.device)
     x, y = x.to(dtype), y.to(dtype)
-    x_mean, y_mean = x.mean(), y.mean()
-    xc = x - x_mean
-    var = (xc * xc).sum()
-    if not bool(var > 0):
-        return 0.0, float(y_mean)
-    scale = (xc * (y - y_mean)).sum() / var
-    return float(scale), float(y_mean - scale * x_mean)
+    fit = least_squares_line(x, y)
+    return (0.0, float(y.mean())) if fit is None else fit
 
 
 def _downsample(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -53,21 +53,17 @@ def _save(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def _image_bytes(rgb: np.ndarray, fmt: str) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-    return buf.getvalue()
-
-
 def write_eth3d(folder: Path, frames, factor: int = 6) -> Path:
     """ETH3D's layout; depth inf where the render or the Kinect-like holes have none (as ETH3D's inf)."""
+    from ..synth import encode
+
     lines = []
     for i, (rgb, depth, holes) in enumerate(frames):
         rel_rgb = f"rgb/room_{i}/images/dslr_images/DSC_{i:04d}.JPG"
         rel_depth = f"depth/room_{i}_dslr_depth/room_{i}/ground_truth_depth/dslr_images/DSC_{i:04d}.JPG"
         big_rgb = rgb.repeat(factor, 0).repeat(factor, 1)
         big_depth = np.where(holes, np.float32(np.inf), depth).repeat(factor, 0).repeat(factor, 1)
-        _save(folder / rel_rgb, _image_bytes(big_rgb, "JPEG"))
+        _save(folder / rel_rgb, encode.jpg_bytes(big_rgb))
         _save(folder / rel_depth, big_depth.astype("<f4").tobytes())
         lines.append(f"{rel_rgb} {rel_depth}")
     split = folder.parent / "eth3d_split.txt"
@@ -77,16 +73,14 @@ def write_eth3d(folder: Path, frames, factor: int = 6) -> Path:
 
 def write_diode(folder: Path, frames) -> Path:
     """DIODE's layout; the provided mask drops the holes, whose depth is stored as 0."""
+    from ..synth import encode
+
     lines = []
     for i, (rgb, depth, holes) in enumerate(frames):
         stem = f"indoors/scene_{i:05d}/scan_{i:05d}/{i:05d}_{i:05d}_indoors_000_000"
-        _save(folder / f"{stem}.png", _image_bytes(rgb, "PNG"))
-        buf = io.BytesIO()
-        np.save(buf, np.where(holes, np.float32(0), depth).astype(np.float32)[..., None])
-        _save(folder / f"{stem}_depth.npy", buf.getvalue())
-        buf = io.BytesIO()
-        np.save(buf, (~holes).astype(np.float32))
-        _save(folder / f"{stem}_depth_mask.npy", buf.getvalue())
+        _save(folder / f"{stem}.png", encode.png_bytes(rgb))
+        _save(folder / f"{stem}_depth.npy", encode.npy_bytes(np.where(holes, np.float32(0), depth).astype(np.float32)[..., None]))
+        _save(folder / f"{stem}_depth_mask.npy", encode.npy_bytes((~holes).astype(np.float32)))
         lines.append(f"{stem}.png {stem}_depth.npy {stem}_depth_mask.npy")
     split = folder.parent / "diode_split.txt"
     split.write_text("".join(line + "\n" for line in lines))

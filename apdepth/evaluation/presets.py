@@ -11,7 +11,7 @@ from pathlib import Path
 from ..data import EVAL_DATASETS
 from ..io import atomic_open, save_json
 from .protocol import Protocol
-from .report import TABLE1_ORDER, table1
+from .report import table1
 
 # Marigold's evaluation archives (under the data root) and split lists (under the split root, which may
 # be the Marigold repository's data_split/ folder; later Marigold versions renamed some folders).
@@ -137,7 +137,7 @@ def write_combined_report(outdir: str | os.PathLike, method: str = "ApDepth (thi
     ``results.json`` and ``results.md`` (Table 1 layout) in ``outdir``. Returns the summaries."""
     outdir = Path(outdir)
     summaries = {}
-    for name in TABLE1_ORDER:
+    for name in EVAL_DATASETS:
         path = outdir / name / "summary.json"
         if path.is_file():
             summaries[name] = json.loads(path.read_text())

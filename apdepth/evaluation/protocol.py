@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from ..data import DepthDataset
-from ..pipeline import RESAMPLE_MODES, resize
+from ..image_utils import RESAMPLE_MODES, resize
 from .alignment import SPACES, SUBSAMPLES, align_least_squares, clip_depth
 from .edges import edge_metrics
 from .metrics import METRICS, depth_metrics

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 
+from ..data import EVAL_DATASETS
 from .metrics import LOWER_IS_BETTER, METRICS
 from .protocol import EDGE_METRICS
 
-TABLE1_ORDER = ("nyu", "kitti", "eth3d", "scannet", "diode")
 DISPLAY_NAMES = {"nyu": "NYUv2", "kitti": "KITTI", "eth3d": "ETH3D", "scannet": "ScanNet", "diode": "DIODE"}
 # Paper Table 1, ApDepth row: (AbsRel x100, delta1 x100).
 PAPER_APDEPTH = {"nyu": (4.5, 97.3), "kitti": (8.7, 93.7), "eth3d": (5.6, 96.3), "scannet": (4.5, 97.3),
@@ -69,7 +69,7 @@ def dataset_table(summary: dict) -> str:
 def table1(summaries: dict[str, dict], method: str = "ApDepth (this run)", paper_row: bool = True) -> str:
     """Markdown in the layout of the paper's Table 1 (AbsRel and delta1 x 100 per data set), followed by
     the edge metrics (boundary F1 and flying-pixel ratio x 100) for the same data sets."""
-    names = [n for n in TABLE1_ORDER if n in summaries] + sorted(set(summaries) - set(TABLE1_ORDER))
+    names = [n for n in EVAL_DATASETS if n in summaries] + sorted(set(summaries) - set(EVAL_DATASETS))
     head = "| Method | " + " | ".join(f"{DISPLAY_NAMES.get(n, n)} AbsRel↓ | {DISPLAY_NAMES.get(n, n)} δ1↑"
                                      for n in names) + " |"
     rule = "|---|" + "---|---|" * len(names)

@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -216,8 +217,6 @@ def evaluate_dataset(
         batch_size: samples per predictor call. workers: DataLoader worker processes for reading.
         limit: evaluate only the first ``limit`` samples of the split (smoke runs).
     """
-    from tqdm.auto import tqdm
-
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     run = {"dataset": dataset.name, "data": str(dataset.root), "split": str(dataset.split),
@@ -229,78 +228,111 @@ def evaluate_dataset(
     if limit is None and dataset.expected_samples not in (None, len(entries)):
         logger.warning("%s: %d samples, but the protocol evaluates %d: is %s the right split list?",
                        dataset.name, len(entries), dataset.expected_samples, dataset.split)
-    wanted = {e[0] for e in entries}
     csv_file = outdir / "per_sample.csv"
+    rows, todo = _resume(csv_file, entries, dataset.name)
+    fields = [f for f in CSV_FIELDS if protocol.edge_metrics or f not in EDGE_METRICS]
+    scorer = _Scorer(predictor, protocol, device, outdir / "predictions" if save_predictions else None, rows)
+    try:
+        _score_in_batches(dataset, todo, scorer, batch_size, workers, progress,
+                          flush=lambda: _write_csv(csv_file, rows, fields))
+    finally:
+        _write_csv(csv_file, _in_split_order(rows, entries), fields)
+
+    summary = summarize(dataset, rows, scorer.failed, protocol, run, len(entries))
+    save_json(outdir / "summary.json", summary)
+    with atomic_open(outdir / "table.md", "w") as f:
+        f.write(dataset_table(summary))
+    return EvalResult(summary=summary, rows=rows, failed=scorer.failed)
+
+
+def _resume(csv_file: Path, entries, name: str) -> tuple[list[dict], list[int]]:
+    """The rows already in ``csv_file`` for ``entries``, and the indices of the entries still to evaluate."""
+    wanted = {e[0] for e in entries}
     rows = [r for r in _read_csv(csv_file) if r["rgb_path"] in wanted] if csv_file.exists() else []
     done = {r["rgb_path"] for r in rows}
-    todo = [i for i, e in enumerate(entries) if e[0] not in done]
     if done:
-        logger.info("%s: resuming, %d of %d samples already evaluated", dataset.name, len(done), len(entries))
-    fields = [f for f in CSV_FIELDS if protocol.edge_metrics or f not in EDGE_METRICS]
-    failed: list[tuple[str, str]] = []
-    pred_dir = outdir / "predictions"
-    last_flush = time.monotonic()
+        logger.info("%s: resuming, %d of %d samples already evaluated", name, len(done), len(entries))
+    return rows, [i for i, e in enumerate(entries) if e[0] not in done]
 
-    def score(batch: list[dict]) -> None:
+
+@dataclass
+class _Scorer:
+    """Predicts and scores batches of samples: a row per scored sample into ``rows``, ``(rgb_path, reason)``
+    per sample that could not be predicted or scored into ``failed``. ``pred_dir``: save the predictions there."""
+
+    predictor: Callable[[list[dict]], list[torch.Tensor]]
+    protocol: Protocol
+    device: torch.device | str | None
+    pred_dir: Path | None
+    rows: list[dict]
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def fail(self, rgb_path: str, reason: str) -> None:
+        self.failed.append((rgb_path, reason))
+        logger.error("%s: %s", rgb_path, reason)
+
+    def __call__(self, batch: list[dict]) -> None:
         try:
-            preds = predictor(batch)
+            preds = self.predictor(batch)
         except Exception as e:  # noqa: BLE001 - isolate the bad sample below
             if len(batch) > 1:
                 for s in batch:
-                    score([s])
+                    self([s])
                 return
-            failed.append((batch[0]["rgb_path"], f"prediction failed ({type(e).__name__}: {e})"))
-            logger.error("%s: %s", batch[0]["rgb_path"], failed[-1][1])
+            self.fail(batch[0]["rgb_path"], f"prediction failed ({type(e).__name__}: {e})")
             return
         for sample, pred in zip(batch, preds):
-            try:
-                if save_predictions:
-                    save_npy(prediction_path(pred_dir, sample["rgb_path"]), pred.float().cpu().numpy())
-                target = pred.to(device) if device is not None else pred
-                row = evaluate_sample(target, sample, protocol)
-            except Exception as e:  # noqa: BLE001 - reported per sample
-                failed.append((sample["rgb_path"], f"evaluation failed ({type(e).__name__}: {e})"))
-                logger.error("%s: %s", sample["rgb_path"], failed[-1][1])
-                continue
-            if row["n_valid"] < 2:
-                logger.warning("%s: %d valid ground-truth pixels (fewer than 2): recorded without metrics, "
-                               "listed in the summary; the result is incomplete", sample["rgb_path"], row["n_valid"])
-            elif row["n_nonfinite"]:
-                logger.warning("%s: the prediction is NaN or infinite on %d of the %d valid pixels; they are left "
-                               "out of the fit and the metrics (counted in the summary)", sample["rgb_path"],
-                               row["n_nonfinite"], row["n_valid"])
-            rows.append({"rgb_path": sample["rgb_path"], **row})
+            self.score(sample, pred)
+
+    def score(self, sample: dict, pred: torch.Tensor) -> None:
+        """One prediction ``[h, w]``: saved (with ``pred_dir``), scored, its row recorded."""
+        try:
+            if self.pred_dir is not None:
+                save_npy(prediction_path(self.pred_dir, sample["rgb_path"]), pred.float().cpu().numpy())
+            target = pred.to(self.device) if self.device is not None else pred
+            row = evaluate_sample(target, sample, self.protocol)
+        except Exception as e:  # noqa: BLE001 - reported per sample
+            self.fail(sample["rgb_path"], f"evaluation failed ({type(e).__name__}: {e})")
+            return
+        if row["n_valid"] < 2:
+            logger.warning("%s: %d valid ground-truth pixels (fewer than 2): recorded without metrics, "
+                           "listed in the summary; the result is incomplete", sample["rgb_path"], row["n_valid"])
+        elif row["n_nonfinite"]:
+            logger.warning("%s: the prediction is NaN or infinite on %d of the %d valid pixels; they are left "
+                           "out of the fit and the metrics (counted in the summary)", sample["rgb_path"],
+                           row["n_nonfinite"], row["n_valid"])
+        self.rows.append({"rgb_path": sample["rgb_path"], **row})
+
+
+def _score_in_batches(dataset: DepthDataset, todo: list[int], scorer: _Scorer, batch_size: int, workers: int,
+                      progress: bool, flush: Callable[[], None]) -> None:
+    """Read the samples ``todo`` (``workers`` processes), group equal-sized ones into batches of at most
+    ``batch_size`` for ``scorer``; ``flush`` (write the CSV so far) at most every :data:`FLUSH_SECONDS`."""
+    from tqdm.auto import tqdm
 
     loader = DataLoader(_Guarded(dataset, todo), batch_size=None, num_workers=workers)
     bar = tqdm(total=len(todo), desc=f"evaluate {dataset.name}", unit="img", disable=not progress or None)
     batch: list[dict] = []
+    last_flush = time.monotonic()
     try:
         for sample in loader:
             if "error" in sample:
-                failed.append((sample["rgb_path"], sample["error"]))
-                logger.error("%s: %s", sample["rgb_path"], sample["error"])
+                scorer.fail(sample["rgb_path"], sample["error"])
                 bar.update(1)
                 continue
             if batch and (len(batch) >= batch_size or batch[0]["rgb"].shape != sample["rgb"].shape):
-                score(batch)
+                scorer(batch)
                 bar.update(len(batch))
                 batch = []
             batch.append(sample)
             if time.monotonic() - last_flush > FLUSH_SECONDS:
-                _write_csv(csv_file, rows, fields)
+                flush()
                 last_flush = time.monotonic()
         if batch:
-            score(batch)
+            scorer(batch)
             bar.update(len(batch))
     finally:
         bar.close()
-        _write_csv(csv_file, _in_split_order(rows, entries), fields)
-
-    summary = summarize(dataset, rows, failed, protocol, run, len(entries))
-    save_json(outdir / "summary.json", summary)
-    with atomic_open(outdir / "table.md", "w") as f:
-        f.write(dataset_table(summary))
-    return EvalResult(summary=summary, rows=rows, failed=failed)
 
 
 def _in_split_order(rows: list[dict], entries) -> list[dict]:

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..image_utils import IMAGENET_MEAN, IMAGENET_STD
 from ..priors.depth_anything import original_position_embeddings
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,6 @@ DEFAULT_SOURCES = {
     "openclip": "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
     "sam": "facebook/sam-vit-huge",
 }
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 INPUT_MODES = ("paper", "release")
 RELEASE_SCALE = 0.875  # the release's DINOv2 input scale: 14-pixel patches on a 16-pixel grid
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..evaluation.alignment import SPACES
 from .affine import LOSSES, robust_fit_affine
 
 logger = logging.getLogger(__name__)
 
-SPACES = ("depth", "disparity")
 SPARSE_EXTENSIONS = (".npy", ".csv", ".txt", ".png", ".tif", ".tiff")
 
 
@@ -209,14 +209,7 @@ def align_to_metric(
     target = known if space == "depth" else 1.0 / known
     fit = robust_fit_affine(rel_at, target, residual="relative", loss=loss, threshold=threshold,
                             ransac_iterations=ransac_iterations, seed=seed)
-    if max_depth is None:
-        max_depth = 10.0 * float(known.max())
-    min_depth = 1e-6 * max_depth
-    fitted = fit.apply(relative)
-    if space == "depth":
-        depth_metric = np.clip(fitted, min_depth, max_depth)
-    else:
-        depth_metric = 1.0 / np.clip(fitted, 1.0 / max_depth, 1.0 / min_depth)
+    depth_metric = _to_metric(fit.apply(relative), space, 10.0 * float(known.max()) if max_depth is None else max_depth)
     if fit.scale <= 0:
         logger.warning("metric alignment found a non-positive scale (%.4g): the sparse depths disagree with "
                        "the prediction's ordering; check that they belong to this image", fit.scale)
@@ -226,3 +219,11 @@ def align_to_metric(
     inliers[index] = fit.inlier_mask
     return MetricAlignment(depth_metric.astype(np.float32), fit.scale, fit.shift, space, int(known.size),
                            fit.num_inliers, inliers)
+
+
+def _to_metric(fitted: np.ndarray, space: str, max_depth: float) -> np.ndarray:
+    """The fitted map (depth, or disparity with ``space="disparity"``) as depth in ``[1e-6 * max_depth, max_depth]``."""
+    min_depth = 1e-6 * max_depth
+    if space == "depth":
+        return np.clip(fitted, min_depth, max_depth)
+    return 1.0 / np.clip(fitted, 1.0 / max_depth, 1.0 / min_depth)

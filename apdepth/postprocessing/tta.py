@@ -42,6 +42,31 @@ class TTAOutput:
     members: np.ndarray | list
     depth_colored: list | None = None
 
+    def as_tensors(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The mean depth and the spread of each image as float32 tensors ``[1, H, W]`` (the maps
+        :class:`~apdepth.ApDepthPipeline` formats)."""
+        return ([torch.from_numpy(np.asarray(m))[None] for m in self.depth],
+                [torch.from_numpy(np.asarray(m))[None] for m in self.depth_std])
+
+
+def uncertainty_options(processing_resolution: int, tta_kwargs: dict | None, output_prior: bool = False,
+                        match_input_resolution: bool = True) -> dict:
+    """The :func:`predict_tta` options behind the pipeline's ``output_uncertainty=True``: the image and its
+    mirror image at ``processing_resolution``, updated by ``tta_kwargs`` (``flip``,
+    ``processing_resolutions``, ``align``); at least two members. ValueError on anything else."""
+    if output_prior or not match_input_resolution:
+        raise ValueError("output_uncertainty=True needs output_prior=False and match_input_resolution=True "
+                         "(the augmentation members are compared at the input's size).")
+    options = {"flip": True, "processing_resolutions": (processing_resolution,), "align": True}
+    unknown = set(tta_kwargs or {}) - set(options)
+    if unknown:
+        raise ValueError(f"tta_kwargs takes {sorted(options)}; got {sorted(unknown)}")
+    options.update(tta_kwargs or {})
+    if not options["flip"] and len(options["processing_resolutions"]) < 2:
+        raise ValueError("output_uncertainty=True needs at least two augmentation members: flip=True or "
+                         "several processing_resolutions in tta_kwargs.")
+    return options
+
 
 def _flip(pixels: torch.Tensor) -> torch.Tensor:
     return torch.flip(pixels, dims=[-1])
@@ -85,8 +110,24 @@ def predict_tta(
     # 8-bit sources go back as uint8 so the pipeline treats them exactly as the originals
     pixels = [(img.pixels * 255.0).round().to(torch.uint8) if img.bits == 8 else img.pixels
               for img in images]  # each [3, H, W]
+    members = _run_members(pipe, pixels, flip, processing_resolutions, batch_size, call_kwargs)
+    means, stds, stacks = [], [], []
+    for i, maps in enumerate(members):
+        if align:
+            maps = [maps[0]] + [_align_to(m, maps[0], i) for m in maps[1:]]
+        stack = np.stack(maps).astype(np.float32)  # [M, H, W]
+        means.append(np.clip(stack.mean(axis=0), 0.0, 1.0))
+        stds.append(stack.std(axis=0))
+        stacks.append(stack)
+    colored = [colorize_depth(m, colormap) for m in means] if colormap is not None else None
+    return TTAOutput(_stack(means), _stack(stds), _stack(stacks), colored)
 
-    members: list[list[np.ndarray]] = [[] for _ in images]  # per image: [M] of [H, W]
+
+def _run_members(pipe, pixels: list[torch.Tensor], flip: bool, processing_resolutions: Sequence[int | None],
+                 batch_size: int, call_kwargs: dict) -> list[list[np.ndarray]]:
+    """One pipeline run per resolution over the images (and their mirror images, which share the batches):
+    per image, its members ``[H, W]`` in the order ``for resolution: (original, flipped back)``."""
+    members: list[list[np.ndarray]] = [[] for _ in pixels]
     n = len(pixels)
     for resolution in processing_resolutions:
         batch = pixels + ([_flip(p) for p in pixels] if flip else [])  # originals and flips share batches
@@ -97,18 +138,7 @@ def predict_tta(
             members[i].append(depths[i])
             if flip:
                 members[i].append(np.ascontiguousarray(depths[n + i][:, ::-1]))  # flipped back
-
-    means, stds, stacks = [], [], []
-    for i, maps in enumerate(members):
-        if align:
-            maps = [maps[0]] + [_align_to(m, maps[0], i) for m in maps[1:]]
-        stack = np.stack(maps).astype(np.float32)  # [M, H, W]
-        means.append(np.clip(stack.mean(axis=0), 0.0, 1.0))
-        stds.append(stack.std(axis=0))
-        stacks.append(stack)
-
-    colored = [colorize_depth(m, colormap) for m in means] if colormap is not None else None
-    return TTAOutput(_stack(means), _stack(stds), _stack(stacks), colored)
+    return members
 
 
 def _align_to(member: np.ndarray, reference: np.ndarray, index: int) -> np.ndarray:

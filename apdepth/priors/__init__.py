@@ -108,32 +108,12 @@ def load_prior(
 
 
 def _load_from_string(spec, mode, config, dtype, cache_dir, local_files_only) -> DepthAnythingPrior:
+    """A prior from a ``.pth`` file, a folder, a size name or a hub id (tried in that order)."""
     kwargs = {"cache_dir": cache_dir, "local_files_only": local_files_only}
-
     if spec.endswith((".pth", ".pt")):
-        path = spec if os.path.exists(spec) else None
-        if path is None and spec.count("/") >= 2 and not os.path.isabs(spec):
-            path = _hub_pth(spec, cache_dir, local_files_only)
-        if path is None:
-            raise FileNotFoundError(f"Depth Anything V2 checkpoint not found: {spec}")
-        model = load_original_checkpoint(path, config=config, dtype=dtype)
-        name = os.path.basename(path)
-        variant = next((v.name for v in VARIANTS.values() if v.pth_filename == name), None)
-        return DepthAnythingPrior.from_model(model, preprocessing=mode, variant=variant)
-
+        return _from_original_checkpoint(spec, mode, config, dtype, cache_dir, local_files_only)
     if os.path.isdir(spec):
-        cfg_path = os.path.join(spec, "config.json")
-        if not os.path.isfile(cfg_path):
-            raise ValueError(f"{spec}: no config.json; not a Depth Anything V2 checkpoint folder")
-        with open(cfg_path) as f:
-            cfg = json.load(f)
-        if cfg.get("_class_name") == DepthAnythingPrior.__name__:
-            return DepthAnythingPrior.from_pretrained(spec, **diffusers_dtype(dtype), **kwargs)
-        if cfg.get("model_type") != "depth_anything":
-            raise ValueError(f"{spec}: config.json describes {cfg.get('model_type')!r}, not depth_anything")
-        model = DepthAnythingForDepthEstimation.from_pretrained(spec, **transformers_dtype(dtype), **kwargs)
-        return DepthAnythingPrior.from_model(model, preprocessing=mode)
-
+        return _from_folder(spec, mode, dtype, kwargs)
     if _is_size_name(spec):
         variant = get_variant(spec)
         if variant.hub_id is None:
@@ -145,7 +125,6 @@ def _load_from_string(spec, mode, config, dtype, cache_dir, local_files_only) ->
             variant.hub_id, **transformers_dtype(dtype), **kwargs
         )
         return DepthAnythingPrior.from_model(model, preprocessing=mode, variant=variant.name)
-
     if spec.count("/") == 1 and not os.path.exists(spec):
         model = DepthAnythingForDepthEstimation.from_pretrained(spec, **transformers_dtype(dtype), **kwargs)
         variant = next((v.name for v in VARIANTS.values() if v.hub_id == spec), None)
@@ -154,3 +133,31 @@ def _load_from_string(spec, mode, config, dtype, cache_dir, local_files_only) ->
         f"Cannot load a prior from {spec!r}: not a size name ({', '.join(VARIANTS)}), an existing folder, "
         f"a .pth file or a hub id (owner/name)."
     )
+
+
+def _from_original_checkpoint(spec, mode, config, dtype, cache_dir, local_files_only) -> DepthAnythingPrior:
+    """An original ``depth_anything_v2_vit*.pth``: a local file, or ``owner/repo/file.pth`` on the hub."""
+    path = spec if os.path.exists(spec) else None
+    if path is None and spec.count("/") >= 2 and not os.path.isabs(spec):
+        path = _hub_pth(spec, cache_dir, local_files_only)
+    if path is None:
+        raise FileNotFoundError(f"Depth Anything V2 checkpoint not found: {spec}")
+    model = load_original_checkpoint(path, config=config, dtype=dtype)
+    name = os.path.basename(path)
+    variant = next((v.name for v in VARIANTS.values() if v.pth_filename == name), None)
+    return DepthAnythingPrior.from_model(model, preprocessing=mode, variant=variant)
+
+
+def _from_folder(spec, mode, dtype, kwargs: dict) -> DepthAnythingPrior:
+    """A saved :class:`DepthAnythingPrior` folder or a transformers Depth Anything checkpoint folder."""
+    cfg_path = os.path.join(spec, "config.json")
+    if not os.path.isfile(cfg_path):
+        raise ValueError(f"{spec}: no config.json; not a Depth Anything V2 checkpoint folder")
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    if cfg.get("_class_name") == DepthAnythingPrior.__name__:
+        return DepthAnythingPrior.from_pretrained(spec, **diffusers_dtype(dtype), **kwargs)
+    if cfg.get("model_type") != "depth_anything":
+        raise ValueError(f"{spec}: config.json describes {cfg.get('model_type')!r}, not depth_anything")
+    model = DepthAnythingForDepthEstimation.from_pretrained(spec, **transformers_dtype(dtype), **kwargs)
+    return DepthAnythingPrior.from_model(model, preprocessing=mode)

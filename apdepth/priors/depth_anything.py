@@ -41,6 +41,7 @@ from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation
 from transformers.models.dinov2.modeling_dinov2 import Dinov2Embeddings
 
 from .._compat import pop_dtype, transformers_dtype
+from ..image_utils import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +49,6 @@ PREPROCESSING_MODES = ("compat", "normalized")
 POSITION_EMBEDDINGS = ("original", "transformers")
 INTERPOLATE_OFFSET = 0.1  # the original DINOv2's work-around offset (0.0 only in its register models)
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 _PATCH = 14
 TRANSFORMERS_SUBFOLDER = "depth_anything"  # the network in transformers' own layout, inside a saved prior/
 _NORMALIZED_SIZE = 518
@@ -242,8 +241,8 @@ class DepthAnythingPrior(ModelMixin, ConfigMixin):
         else:
             size = _normalized_input_size(height, width)
             x = F.interpolate((x + 1.0) / 2.0, size=size, mode="bicubic", align_corners=False)
-            mean = torch.tensor(_IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-            std = torch.tensor(_IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+            mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+            std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
             x = (x - mean) / std
         disp = self.model(pixel_values=x).predicted_depth.unsqueeze(1)  # [B, 1, h14, w14]
         disp = F.interpolate(disp, size=(height, width), mode="bilinear", align_corners=True)

@@ -1,5 +1,7 @@
-"""Encodings of the data sets' files: 16-bit depth PNGs in each set's unit, RGB PNG/JPEG, simulated
-sensor holes (Kinect-like for NYU, projected LiDAR for KITTI) and deterministic tar archives."""
+"""Encodings of the data sets' files: 16-bit depth PNGs in each set's unit, RGB PNG/JPEG, ``.npy``, simulated
+sensor holes (Kinect-like for NYU, projected LiDAR for KITTI) and deterministic tar archives. The one set of
+file writers for generated data: the synthetic data sets, the evaluation's fidelity scenes and the test
+fixtures (:mod:`apdepth.testing.fixtures`)."""
 
 from __future__ import annotations
 
@@ -40,8 +42,16 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 
 def jpg_bytes(array: np.ndarray, quality: int = 95) -> bytes:
+    """uint8 ``[H, W, 3]`` -> JPEG bytes."""
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """Any array -> the bytes of its ``.npy`` file (as ``np.save`` writes it)."""
+    buf = io.BytesIO()
+    np.save(buf, array)
     return buf.getvalue()
 
 
@@ -82,13 +92,18 @@ def lidar_mask(camera: Camera, depth_m: np.ndarray, rng: np.random.Generator, be
 
 
 class TarWriter:
-    """Writes members in order with fixed metadata (mtime 0, root owner), names prefixed ``./``, parent
-    folders added first: the same inputs give byte-identical archives."""
+    """Writes members in order with fixed metadata (mtime 0, root owner), names prefixed ``prefix`` (``./``
+    as Marigold's archives; ``""`` for bare names), parent folders added first: the same inputs give
+    byte-identical archives. ``fileobj`` may be a ``gzip.GzipFile`` (with ``mtime=0`` to stay deterministic)."""
 
-    def __init__(self, fileobj):
+    def __init__(self, fileobj, prefix: str = "./"):
+        if prefix and not prefix.endswith("/"):
+            raise ValueError(f"a tar member prefix must be empty or end with '/', got {prefix!r}")
         self.tar = tarfile.open(fileobj=fileobj, mode="w", format=tarfile.GNU_FORMAT)
+        self.prefix = prefix
         self.dirs: set[str] = set()
-        self._add_dir(".")
+        if prefix:
+            self._add_dir(prefix.rstrip("/"))
 
     def _info(self, name: str, size: int, is_dir: bool) -> tarfile.TarInfo:
         info = tarfile.TarInfo(name)
@@ -105,8 +120,8 @@ class TarWriter:
     def add(self, rel: str, data: bytes) -> None:
         parts = rel.split("/")
         for k in range(1, len(parts)):
-            self._add_dir("./" + "/".join(parts[:k]))
-        self.tar.addfile(self._info("./" + rel, len(data), False), io.BytesIO(data))
+            self._add_dir(self.prefix + "/".join(parts[:k]))
+        self.tar.addfile(self._info(self.prefix + rel, len(data), False), io.BytesIO(data))
 
     def close(self) -> None:
         self.tar.close()

@@ -3,18 +3,20 @@
 :func:`write_fixture` writes a folder laid out as the released archive plus a split list;
 :func:`make_tar` packs the folder as the Marigold archives are packed (members named ``./<path>``).
 The returned :class:`Fixture` keeps the metric depth that was written, so tests can check decoding.
+The bytes come from the library's writers (:mod:`apdepth.synth.encode`).
 """
 
 from __future__ import annotations
 
-import io
+import contextlib
+import gzip
 import os
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from ..synth.encode import TarWriter, jpg_bytes, npy_bytes, png_bytes
 
 
 @dataclass
@@ -46,25 +48,9 @@ def _save(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def _png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _jpg(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="JPEG", quality=95)
-    return buf.getvalue()
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
-
-
 def _uint16(depth: np.ndarray, units_per_metre: float) -> np.ndarray:
+    """Metres -> the set's uint16 units, rounded in float32 (the fixtures' values; the synthetic data
+    sets' :func:`apdepth.synth.encode.metres_to_uint16` rounds in float64 and marks invalid pixels)."""
     return np.clip(np.round(depth * units_per_metre), 0, 65535).astype(np.uint16)
 
 
@@ -96,9 +82,9 @@ def _nyu(fx: Fixture, i: int, rng, size) -> None:
     depth[:6, :] = 0.0  # no measurement
     depth[-3:, -40:] = 12.0  # beyond 10 m
     raw = _uint16(depth, 1000)
-    _save(fx.root / rgb, _png(_rgb(h, w, rng)))
-    _save(fx.root / f"{stem}/depth_{i:04d}.png", _png(raw))
-    _save(fx.root / f"{stem}/filled_{i:04d}.png", _png(np.maximum(raw, 1000).astype(np.uint16)))
+    _save(fx.root / rgb, png_bytes(_rgb(h, w, rng)))
+    _save(fx.root / f"{stem}/depth_{i:04d}.png", png_bytes(raw))
+    _save(fx.root / f"{stem}/filled_{i:04d}.png", png_bytes(np.maximum(raw, 1000).astype(np.uint16)))
     fx.depth[rgb] = raw.astype(np.float32) / 1000
     fx.lines.append(f"{rgb} {stem}/depth_{i:04d}.png {stem}/filled_{i:04d}.png")
 
@@ -112,13 +98,13 @@ def _kitti(fx: Fixture, i: int, rng, size) -> None:
     depth[rng.random((h, w)) > 0.3] = 0.0  # sparse LiDAR
     depth[-10:, :20] = 90.0  # beyond 80 m
     raw = _uint16(depth, 256)
-    _save(fx.root / rgb, _png(_rgb(h, w, rng)))
-    _save(fx.root / gt, _png(raw))
+    _save(fx.root / rgb, png_bytes(_rgb(h, w, rng)))
+    _save(fx.root / gt, png_bytes(raw))
     fx.depth[rgb] = raw.astype(np.float32) / 256
     fx.lines.append(f"{rgb} {gt} 721.5377")
     if i == 0:  # a frame without ground truth, as in the Eigen list
         none_rgb = f"2011_09_26/{drive}/image_02/data/{9999:010d}.png"
-        _save(fx.root / none_rgb, _png(_rgb(h, w, rng)))
+        _save(fx.root / none_rgb, png_bytes(_rgb(h, w, rng)))
         fx.lines.append(f"{none_rgb} None 721.5377")
 
 
@@ -129,7 +115,7 @@ def _eth3d(fx: Fixture, i: int, rng, size) -> None:
     gt = f"depth/{scene}_dslr_depth/{scene}/ground_truth_depth/dslr_images/DSC_{i:04d}.JPG"
     depth = _depth(h, w, 2.0, 30.0, rng)
     depth[: h // 5, :] = np.inf  # no laser return
-    _save(fx.root / rgb, _jpg(_rgb(h, w, rng)))
+    _save(fx.root / rgb, jpg_bytes(_rgb(h, w, rng)))
     _save(fx.root / gt, depth.astype("<f4").tobytes())
     fx.depth[rgb] = depth
     fx.lines.append(f"{rgb} {gt}")
@@ -141,8 +127,8 @@ def _scannet(fx: Fixture, i: int, rng, size) -> None:
     depth = _depth(h, w, 0.8, 6.0, rng)
     depth[:, :3] = 0.0
     raw = _uint16(depth, 1000)
-    _save(fx.root / rgb, _jpg(_rgb(h, w, rng)))
-    _save(fx.root / gt, _png(raw))
+    _save(fx.root / rgb, jpg_bytes(_rgb(h, w, rng)))
+    _save(fx.root / gt, png_bytes(raw))
     fx.depth[rgb] = raw.astype(np.float32) / 1000
     fx.lines.append(f"{rgb} {gt}")
 
@@ -158,9 +144,9 @@ def _diode(fx: Fixture, i: int, rng, size) -> None:
     mask = np.ones((h, w), dtype=np.float32)
     mask[-4:, :] = 0.0
     depth[-4:, :] = 0.0
-    _save(fx.root / f"{stem}.png", _png(_rgb(h, w, rng)))
-    _save(fx.root / f"{stem}_depth.npy", _npy(depth[..., None]))  # [H, W, 1] as released
-    _save(fx.root / f"{stem}_depth_mask.npy", _npy(mask))
+    _save(fx.root / f"{stem}.png", png_bytes(_rgb(h, w, rng)))
+    _save(fx.root / f"{stem}_depth.npy", npy_bytes(depth[..., None]))  # [H, W, 1] as released
+    _save(fx.root / f"{stem}_depth_mask.npy", npy_bytes(mask))
     fx.depth[f"{stem}.png"] = depth
     fx.lines.append(f"{stem}.png {stem}_depth.npy {stem}_depth_mask.npy")
 
@@ -172,8 +158,8 @@ def _hypersim(fx: Fixture, i: int, rng, size) -> None:
     depth = _depth(h, w, 1.0, 20.0, rng)
     depth[0, :] = 0.0
     raw = _uint16(depth, 1000)
-    _save(fx.root / rgb, _png(_rgb(h, w, rng)))
-    _save(fx.root / gt, _png(raw))
+    _save(fx.root / rgb, png_bytes(_rgb(h, w, rng)))
+    _save(fx.root / gt, png_bytes(raw))
     fx.depth[rgb] = raw.astype(np.float32) / 1000
     fx.lines.append(f"{rgb} {gt}")
 
@@ -186,8 +172,8 @@ def _vkitti(fx: Fixture, i: int, rng, size) -> None:
     depth = _depth(h, w, 3.0, 70.0, rng)
     depth[: h // 3, :] = 655.35  # sky
     raw = _uint16(depth, 100)
-    _save(fx.root / rgb, _jpg(_rgb(h, w, rng)))
-    _save(fx.root / gt, _png(raw))
+    _save(fx.root / rgb, jpg_bytes(_rgb(h, w, rng)))
+    _save(fx.root / gt, png_bytes(raw))
     fx.depth[rgb] = raw.astype(np.float32) / 100
     fx.lines.append(f"{rgb} {gt}")
 
@@ -197,11 +183,15 @@ _WRITERS = {"nyu": _nyu, "kitti": _kitti, "eth3d": _eth3d, "scannet": _scannet, 
 
 
 def make_tar(folder: str | os.PathLike, tar_path: str | os.PathLike, prefix: str = "./") -> Path:
-    """Pack ``folder`` into ``tar_path`` (``.tar`` or ``.tar.gz``) with members named ``prefix + path``."""
+    """Pack ``folder`` into ``tar_path`` (``.tar`` or ``.tar.gz``) with members named ``prefix + path``
+    (:class:`apdepth.synth.encode.TarWriter`: deterministic, folders before their files)."""
     folder, tar_path = Path(folder), Path(tar_path)
-    mode = "w:gz" if str(tar_path).endswith((".gz", ".tgz")) else "w"
-    with tarfile.open(tar_path, mode) as tar:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                tar.add(path, arcname=prefix + path.relative_to(folder).as_posix())
+    with open(tar_path, "wb") as raw:
+        gz = str(tar_path).endswith((".gz", ".tgz"))
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if gz else contextlib.nullcontext(raw) as f:
+            tar = TarWriter(f, prefix=prefix)
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    tar.add(path.relative_to(folder).as_posix(), path.read_bytes())
+            tar.close()
     return tar_path

@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save
 from torch.utils.data import Dataset
 
 from ..data.training import TrainingView
+from ..devices import DTYPES
 from ..io import atomic_open, save_json
 from ..pipeline import ApDepthPipeline
 from .inputs import CACHED_KEYS, encode_inputs
@@ -34,7 +35,6 @@ from .inputs import CACHED_KEYS, encode_inputs
 logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def _digest(module: torch.nn.Module | None, limit: int = 8) -> str:

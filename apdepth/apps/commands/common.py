@@ -346,11 +346,11 @@ def parse_dtype(name: str, device=None):
     """``fp32``/``fp16``/``bf16``, or ``auto``: :func:`apdepth.devices.auto_dtype` for ``device``."""
     import torch
 
-    if name == "auto":
-        from ...devices import auto_dtype
+    from ...devices import DTYPES, auto_dtype
 
+    if name == "auto":
         return auto_dtype(torch.device(device or "cpu"))
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+    return DTYPES[name]
 
 
 def quiet_loading_bars() -> None:

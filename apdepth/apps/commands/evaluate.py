@@ -16,11 +16,10 @@ import logging
 import sys
 from pathlib import Path
 
+from ...data import EVAL_DATASETS as NAMES  # plain names: no reader (nor torch) is imported
 from .common import add_model_arguments, check_model_arguments
 
 logger = logging.getLogger(__name__)
-
-NAMES = ("nyu", "kitti", "eth3d", "scannet", "diode")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

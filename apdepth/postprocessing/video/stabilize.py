@@ -306,8 +306,6 @@ def process_video(
             ``depth.npy`` from ``apdepth synth clip``); the kept frames' per-frame and stabilised depth
             are scored against it (:func:`apdepth.postprocessing.video.ground_truth.ground_truth_report`) in ``video.json``.
     """
-    from tqdm.auto import tqdm
-
     bad = [f for f in formats if f not in VIDEO_FORMATS]
     if bad or not formats:
         raise ValueError(f"video formats: unknown {bad or list(formats)!r}; choose among {', '.join(VIDEO_FORMATS)}")
@@ -319,40 +317,12 @@ def process_video(
     outdir.mkdir(parents=True, exist_ok=True)
 
     # Pass 1: predict in batches, align frame by frame, spool aligned depth to a temporary file.
-    names: list[str] = []
-    raw_depths: list[np.ndarray] = []  # kept only to score against ground_truth
-    size = None
     fd, spool_path = tempfile.mkstemp(prefix=".depth_aligned.", suffix=".f32", dir=outdir)
     try:
         with os.fdopen(fd, "wb") as spool:
-            bar = tqdm(desc="video depth", unit="frame", disable=not progress)
-
-            def flush(batch):
-                out = pipe([frame for _, frame in batch], processing_resolution=processing_resolution,
-                           batch_size=len(batch), output_type="np")
-                for (name, frame), depth in zip(batch, out.depth):
-                    stabilizer(depth, frame, name).tofile(spool)
-                    names.append(name)
-                    if ground_truth is not None:
-                        raw_depths.append(np.asarray(depth, np.float32))
-                bar.update(len(batch))
-
-            batch = []
-            for name, frame in reader:
-                if size is None:
-                    size = frame.shape[:2]
-                elif frame.shape[:2] != size:
-                    raise ValueError(f"{source}: frame {name} is {frame.shape[1]}x{frame.shape[0]} but the first "
-                                     f"is {size[1]}x{size[0]}; all frames must share one size")
-                batch.append((name, frame))
-                if len(batch) == batch_size:
-                    flush(batch)
-                    batch = []
-            if batch:
-                flush(batch)
-            bar.close()
-        if not names:
-            raise ValueError(f"{source}: no frames read")
+            names, raw_depths, size = _predict_to_spool(pipe, reader, stabilizer, spool, source, processing_resolution,
+                                                        batch_size, keep_raw=ground_truth is not None,
+                                                        progress=progress)
 
         # Pass 2: one normalisation for the whole video; write maps, videos and the report.
         aligned = np.memmap(spool_path, dtype=np.float32, mode="r", shape=(len(names), *size))
@@ -369,8 +339,56 @@ def process_video(
     result = VideoResult(str(source), len(names), reader.fps, (int(size[0]), int(size[1])), stabilizer.enabled,
                          stabilizer.motion, flick["raw"], flick["stabilized"], drift["raw"], drift["stabilized"],
                          (lo, hi), files, [asdict(f) for f in stabilizer.frames], gt_report)
+    _save_report(outdir / "video.json", result)
+    logger.info("%s: %s", source, result.summary())
+    return result
+
+
+def _predict_to_spool(pipe, reader: FrameReader, stabilizer: DepthStabilizer, spool, source, processing_resolution,
+                      batch_size: int, keep_raw: bool, progress: bool):
+    """Pass 1 of :func:`process_video`: predict the frames in batches, align each with ``stabilizer`` and append
+    it to ``spool`` (float32). Returns the frame names, the per-frame depths (only with ``keep_raw``) and the
+    frame size ``(H, W)``."""
+    from tqdm.auto import tqdm
+
+    names: list[str] = []
+    raw_depths: list[np.ndarray] = []  # kept only to score against ground truth
+    size = None
+    bar = tqdm(desc="video depth", unit="frame", disable=not progress)
+
+    def flush(batch):
+        out = pipe([frame for _, frame in batch], processing_resolution=processing_resolution,
+                   batch_size=len(batch), output_type="np")
+        for (name, frame), depth in zip(batch, out.depth):
+            stabilizer(depth, frame, name).tofile(spool)
+            names.append(name)
+            if keep_raw:
+                raw_depths.append(np.asarray(depth, np.float32))
+        bar.update(len(batch))
+
+    batch = []
+    for name, frame in reader:
+        if size is None:
+            size = frame.shape[:2]
+        elif frame.shape[:2] != size:
+            raise ValueError(f"{source}: frame {name} is {frame.shape[1]}x{frame.shape[0]} but the first "
+                             f"is {size[1]}x{size[0]}; all frames must share one size")
+        batch.append((name, frame))
+        if len(batch) == batch_size:
+            flush(batch)
+            batch = []
+    if batch:
+        flush(batch)
+    bar.close()
+    if not names:
+        raise ValueError(f"{source}: no frames read")
+    return names, raw_depths, size
+
+
+def _save_report(path: Path, result: VideoResult) -> None:
+    """``video.json``: the result (non-finite numbers as null) and the definitions of its numbers."""
     report = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in asdict(result).items()}
-    save_json(outdir / "video.json", {
+    save_json(path, {
         **report,
         "flicker_definition": "mean over frames of mean |depth_k(p) - depth_(k-1)(match(p))| on matched pixels "
                               "(optical flow when the camera moves, same pixel otherwise) / (1%..99% depth range)",
@@ -378,8 +396,6 @@ def process_video(
                             "frame 0 through the chained matches / (1%..99% depth range)",
         "normalization": "aligned = lo + value * (hi - lo), value = png / 65535; aligned is in frame 0's units",
     })
-    logger.info("%s: %s", source, result.summary())
-    return result
 
 
 def _score(raw: np.ndarray, aligned: np.ndarray, ground_truth: np.ndarray, stride: int, source) -> dict:
