@@ -17,7 +17,7 @@ import torch
 from ..training.config import Stage2Config
 from ..training.inputs import TrainModule, encode_inputs
 from ..training.stage2 import Stage2
-from .runner import Row
+from .report import Row
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def training_batch(batch: int, height: int, width: int, device: torch.device, se
 def training_step_rows(bench, batch: int, resolution: tuple[int, int], bf16: bool) -> None:
     """Append one row per variant to ``bench.rows`` (fp32 weights; the last variant autocasts to bf16)."""
     pipe, device = bench.pipe, bench.device
-    bench._set_dtype("fp32")
+    bench.set_dtype("fp32")
     pipe.set_channels_last(False)  # as `apdepth train` runs
     height, width = resolution
     data = training_batch(batch, height, width, device)
@@ -79,7 +79,7 @@ def training_step_rows(bench, batch: int, resolution: tuple[int, int], bf16: boo
 
             label, oom = ("bf16" if autocast else "fp32"), False
             try:
-                bench._record("train", setting, label, batch, step, resolution=resolution,
+                bench.record("train", setting, label, batch, step, resolution=resolution,
                               note=f"stage 2, phase 1{', stage2.l1_crop=' + half_crop(height, width) if crop else ''}",
                               long=True)
             except torch.OutOfMemoryError:
