@@ -9,6 +9,7 @@ lists only shrink.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import json
 import re
@@ -153,6 +154,7 @@ def read_imports(source: str, module: str, is_package: bool, modules) -> list[Im
     return out
 
 
+@functools.cache
 def all_imports() -> list[Import]:
     modules = package_modules()
     return [imp for name, path in modules.items()
@@ -368,6 +370,7 @@ def test_function_reader_measures_lines_and_finds_reasons(tmp_path):
     assert not _has_reason(fns["apdepth.m.g"], "long")
 
 
+@functools.cache
 def _offenders(with_complexity: bool) -> dict[str, list[str]]:
     """qualified name -> what is over the limit (and has no reason written beside it)."""
     cplx = complexities() if with_complexity else {}
