@@ -1,4 +1,4 @@
-"""The benchmark's results: one :class:`Row` per timed setting, the speed goals a run can speak to, and the
+"""The benchmark's results: one :class:`Row` per timed setting, the speed targets a run can speak to, and the
 plain-text and Markdown tables (the README's performance table) built from them."""
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ class Row:
         return d
 
 
-# The project's speed goals. Reported, never asserted: they depend on the machine.
+# The speed targets `apdepth bench` judges a run against (README, "Speed"). Reported, never asserted: they
+# depend on the machine.
 CPU_GOAL_MS = 12_000  # 2 CPU cores, 640x480, full-size model with DA2-small
 GPU_GOAL_MS = 25  # H100, bf16, DA2-large, per image
 MARIGOLD_GOAL_RATIO = 300  # Marigold 50 steps x 10 ensemble / ApDepth, same run
