@@ -60,8 +60,6 @@ EXCEPTIONS = {
 KNOWN_VIOLATIONS = {
     ("apdepth.hf_pipeline", "apdepth.apps.commands.common"):
         "model and device resolution is moving from apps/commands/common.py to apdepth/hub.py",
-    ("apdepth.evaluation.protocol", "apdepth.pipeline"):
-        "resize and RESAMPLE_MODES are moving out of the pipeline into a core helper",
     ("apdepth.evaluation.fidelity", "apdepth.pipeline"):
         "the fidelity check runs the embedded model end to end; it belongs above evaluation",
 }
@@ -76,12 +74,8 @@ KNOWN_LONG = {
     "apdepth.apps.commands.predict.run": "being split: predict command (107 lines, complexity 22)",
     "apdepth.apps.commands.predict_inputs.collect_inputs": "being split: input collection (complexity 15)",
     "apdepth.embedded.card.write_card": "being split: model card writer (81 lines)",
-    "apdepth.evaluation.runner.evaluate_dataset": "being split: evaluation loop (111 lines, complexity 17)",
-    "apdepth.pipeline.ApDepthPipeline.__call__": "being split: pipeline call (112 lines)",
-    "apdepth.postprocessing.affine.robust_fit_affine": "being split: robust affine fit (115 lines, complexity 20)",
-    "apdepth.postprocessing.metric_scale.align_to_metric": "being split: metric alignment (63 lines)",
-    "apdepth.postprocessing.tta.predict_tta": "being split: test-time augmentation (61 lines)",
-    "apdepth.postprocessing.video.stabilize.process_video": "being split: video loop (108 lines, complexity 13)",
+    "apdepth.pipeline.ApDepthPipeline.__call__": "being split: pipeline call (83 lines)",
+    "apdepth.postprocessing.video.stabilize.process_video": "being split: video loop (70 lines)",
     "apdepth.synth.render._render_band": "being split: band renderer (84 lines)",
     "apdepth.training.build.check_paths": "being split: path checks (complexity 22)",
     "apdepth.training.config.validate": "being split: config validation (112 lines, complexity 30)",
