@@ -4,6 +4,7 @@ through the public API, exactly as users load real checkpoints. No network."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,11 +16,33 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+# The fast unit lane, `pytest -m unit` (about a minute on 2 cores): the tests of these files that build no
+# pipeline, i.e. use none of PIPELINE_FIXTURES (directly or through another fixture) and are not slow. The full
+# suite (`python -m pytest -m "not slow"`, scripts/test.sh) still runs everything.
+UNIT_FILES = {
+    "test_adapter.py", "test_affine_metric.py", "test_allocator.py", "test_architecture.py", "test_data_archive.py",
+    "test_data_masks.py", "test_data_readers.py", "test_evaluation_edges.py", "test_evaluation_marigold.py",
+    "test_evaluation_metrics.py", "test_evaluation_runner.py", "test_float_outputs.py", "test_image_utils.py",
+    "test_losses.py", "test_packaging.py", "test_pointcloud.py", "test_prior.py", "test_synth_datasets.py",
+    "test_synth_render.py", "test_training_config.py", "test_training_data.py", "test_tta.py", "test_video_motion.py",
+    "test_whdr.py",
+}
+PIPELINE_FIXTURES = {"pipe", "tiny_pipeline_dir", "embedded_pipe"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects on the markers added here
 def pytest_collection_modifyitems(config, items):
-    """GPU tests need CUDA; tests on the real released weights need APDEPTH_TEST_WEIGHTS=1 (and network)."""
+    """Mark the unit lane; GPU tests need CUDA; tests on the real released weights need APDEPTH_TEST_WEIGHTS=1
+    (and network)."""
+    missing = UNIT_FILES - {p.name for p in Path(__file__).parent.glob("test_*.py")}
+    if missing:
+        raise pytest.UsageError(f"tests/conftest.py: UNIT_FILES names files that do not exist: {sorted(missing)}")
     no_cuda = not torch.cuda.is_available()
     no_weights = os.environ.get("APDEPTH_TEST_WEIGHTS") != "1"
     for item in items:
+        if (item.path.name in UNIT_FILES and not PIPELINE_FIXTURES & set(getattr(item, "fixturenames", ()))
+                and "slow" not in item.keywords):
+            item.add_marker(pytest.mark.unit)
         if no_cuda and "gpu" in item.keywords:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
         if no_weights and "weights" in item.keywords:

@@ -170,8 +170,8 @@ def test_compose_chains_matches():
 
 
 def panning_sequence(n=12, pan=4, H=48, W=64, seed=0):
-    """The issue's case: a camera panning ``pan`` px per frame over a textured scene whose depth varies
-    across the pan; per-frame predictions are ``a_k * depth + b_k``."""
+    """The case the stabilizer is for: a camera panning ``pan`` px per frame over a textured scene whose depth
+    varies across the pan; per-frame predictions are ``a_k * depth + b_k``."""
     rng = np.random.default_rng(seed)
     Wt = W + pan * n
     y, x = np.mgrid[0:H, 0:Wt]

@@ -43,7 +43,7 @@ def vae_encode_pass(arch: str, height: int, width: int, dtype: str, repeats: int
 
     from ..devices import DTYPES
     from ..diffusion import encode_latent
-    from .architectures import SD2_VAE
+    from ..diffusion.architectures import SD2_VAE, tiny_vae
 
     if glibc_retain and not retain_glibc_memory():
         raise RuntimeError("glibc mallopt is not available in this process")
@@ -53,8 +53,6 @@ def vae_encode_pass(arch: str, height: int, width: int, dtype: str, repeats: int
 
         vae = AutoencoderKL(**SD2_VAE)
     else:
-        from ..testing import tiny_vae
-
         vae = tiny_vae()
     torch_dtype = DTYPES[dtype]
     vae = vae.to(torch_dtype).eval().requires_grad_(False).to(memory_format=torch.channels_last)
@@ -86,7 +84,7 @@ def measure_in_subprocess(env_extra: dict, args: list[str], timeout: float = 180
 
 def allocator_rows(bench, dtype: str) -> None:
     """One ``allocator`` row per available allocator: a VAE encode at the bench resolution (CPU only)."""
-    from .runner import Row
+    from .report import Row
     from .timing import Timing
 
     cfg = bench.cfg
@@ -109,12 +107,19 @@ def allocator_rows(bench, dtype: str) -> None:
                       note=note, extra=m))
 
 
-def main(argv: list[str] | None = None) -> None:
-    from ..apps.commands.bench import _size
+def parse_size(text: str) -> tuple[int, int]:
+    """'640x480' (W x H) -> (H, W), for ``--res``."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}") from None
+    return h, w
 
+
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", choices=("full", "tiny"), default="full")
-    p.add_argument("--res", type=_size, default=(240, 320), metavar="WxH")
+    p.add_argument("--res", type=parse_size, default=(240, 320), metavar="WxH")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)

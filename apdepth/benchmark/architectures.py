@@ -1,8 +1,8 @@
-"""Full-size ApDepth (and Marigold) architectures from configs alone, with random weights.
+"""Full-size ApDepth (and Marigold) pipelines from configs alone, with random weights.
 
 Runtime does not depend on weight values, so these time exactly like the released models without a
-download. The numbers are those of Stable Diffusion 2 (``stabilityai/stable-diffusion-2``: UNet, VAE,
-OpenCLIP ViT-H text tower as ``CLIPTextModel``) and Depth Anything V2.
+download. The configurations (Stable Diffusion 2 and the tiny dry-run models) are those of
+:mod:`apdepth.diffusion.architectures`; the prior is Depth Anything V2 (:mod:`apdepth.priors.variants`).
 """
 
 from __future__ import annotations
@@ -14,28 +14,22 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, DepthAnythingForDepthEstimation
 
+from ..diffusion.architectures import (
+    EMPTY_PROMPT_IDS,
+    SD2_TEXT,
+    SD2_UNET,
+    SD2_VAE,
+    tiny_prior,
+    tiny_text_encoder,
+    tiny_tokenizer,
+    tiny_unet,
+    tiny_vae,
+)
 from ..pipeline import ApDepthPipeline
 from ..priors import DepthAnythingPrior, get_variant
 
-SD2_UNET = dict(
-    sample_size=96, in_channels=8, out_channels=4, center_input_sample=False, flip_sin_to_cos=True, freq_shift=0,
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, downsample_padding=1, mid_block_scale_factor=1,
-    act_fn="silu", norm_num_groups=32, norm_eps=1e-5, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
-    use_linear_projection=True, upcast_attention=True,
-)
-SD2_VAE = dict(
-    in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-    act_fn="silu", latent_channels=4, norm_num_groups=32, sample_size=768, scaling_factor=0.18215,
-)
-SD2_TEXT = dict(
-    vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
-    max_position_embeddings=77, hidden_act="gelu", projection_dim=512, bos_token_id=49406, eos_token_id=49407,
-    pad_token_id=1,
-)
-EMPTY_PROMPT_IDS = (49406, 49407)  # CLIP start and end tokens: the empty prompt without padding
+__all__ = ["EMPTY_PROMPT_IDS", "SD2_TEXT", "SD2_UNET", "SD2_VAE", "apdepth_pipeline", "empty_prompt_embedding",
+           "full_size_components", "marigold_pipeline", "tiny_components"]
 
 
 def _built(factory, device: torch.device, dtype: torch.dtype):
@@ -58,8 +52,6 @@ def full_size_components(prior: str = "small", device="cpu", dtype=torch.float32
 
 def tiny_components(device="cpu", dtype=torch.float32) -> dict:
     """The test suite's tiny components, for a fast dry run of the benchmark."""
-    from ..testing import tiny_prior, tiny_text_encoder, tiny_unet, tiny_vae
-
     return {name: m.to(device=device, dtype=dtype) for name, m in (
         ("unet", tiny_unet()), ("vae", tiny_vae()), ("text_encoder", tiny_text_encoder()), ("prior", tiny_prior()))}
 
@@ -86,8 +78,6 @@ def marigold_pipeline(components: dict):
     """diffusers' Marigold depth pipeline on the same UNet and VAE (DDIM, as Marigold v1.0)."""
     from diffusers import MarigoldDepthPipeline
     from transformers import CLIPTokenizer
-
-    from ..testing import tiny_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:  # the text embedding is set below; any tokenizer will do
         tokenizer: CLIPTokenizer = tiny_tokenizer(os.path.join(tmp, "tok"))

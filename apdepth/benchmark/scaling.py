@@ -155,7 +155,7 @@ def release_default_row(bench, dtype: str) -> None:
     from ..pipeline import processing_size
 
     ph, pw = processing_size(h, w, res)
-    bench._record("apdepth", f"end-to-end, release default ({res} long edge)", dtype, 1,
+    bench.record("apdepth", f"end-to-end, release default ({res} long edge)", dtype, 1,
                   lambda: bench.pipe([bench.image], processing_resolution=res, batch_size=1),
                   note=f"processed at {pw}x{ph} ({ph * pw / (h * w):.2f}x the pixels), output {w}x{h}")
 
@@ -182,8 +182,8 @@ def bare_components_row(bench, dtype: str, e2e_ms: float, stage_rows: dict) -> N
             z = unet(cond, t, encoder_hidden_states=emb).sample
             return vae.decode(z / vae.config.scaling_factor).sample
 
-    row = bench._record("apdepth", "bare diffusers: encode x2 + UNet + decode", dtype, 1, lambda: bare(False))
-    row_p = bench._record("apdepth", "bare diffusers + prior", dtype, 1, lambda: bare(True))
+    row = bench.record("apdepth", "bare diffusers: encode x2 + UNet + decode", dtype, 1, lambda: bare(False))
+    row_p = bench.record("apdepth", "bare diffusers + prior", dtype, 1, lambda: bare(True))
     bare_ms, with_prior_ms = row.timing.median_ms, row_p.timing.median_ms
     prior_ms = stage_rows["prior"].timing.median_ms if "prior" in stage_rows else with_prior_ms - bare_ms
     glue_ms = e2e_ms - with_prior_ms
@@ -192,7 +192,7 @@ def bare_components_row(bench, dtype: str, e2e_ms: float, stage_rows: dict) -> N
     row_p.extra.update(times_apdepth=with_prior_ms / e2e_ms, e2e_over_bare=e2e_ms / with_prior_ms, glue_ms=glue_ms)
     row_p.note = (f"ApDepth end to end = {e2e_ms / with_prior_ms:.2f}x this; the {glue_ms:.0f} ms left: image "
                   "to tensor, pad, clamp, output resize and copy, run-to-run noise")
-    bench._changed()
+    bench.changed()
 
 
 def scaling_rows(bench, dtype: str) -> None:
@@ -202,8 +202,8 @@ def scaling_rows(bench, dtype: str) -> None:
     base = None
     for h, w in cfg.scale_resolutions:
         image = bench.image.resize((w, h))
-        row = bench._record("scaling", "end-to-end by resolution", dtype, 1,
-                            lambda im=image: bench._call([im]), resolution=(h, w), long=h * w > 640 * 480)
+        row = bench.record("scaling", "end-to-end by resolution", dtype, 1,
+                            lambda im=image: bench.call([im]), resolution=(h, w), long=h * w > 640 * 480)
         per_mp = row.timing.median_ms / (h * w / 1e6)
         base = base or per_mp
         row.extra["ms_per_megapixel"] = per_mp
@@ -211,10 +211,10 @@ def scaling_rows(bench, dtype: str) -> None:
     one = None
     for batch in cfg.scale_batches:
         images = [bench.image] * batch
-        row = bench._record("scaling", "end-to-end by batch", dtype, batch, lambda im=images: bench._call(im),
+        row = bench.record("scaling", "end-to-end by batch", dtype, batch, lambda im=images: bench.call(im),
                             long=batch > 2)
         per_image = row.timing.median_ms / batch
         one = one or per_image
         row.extra["ms_per_image"] = per_image
         row.note = f"{per_image:.0f} ms/image ({per_image / one:.2f}x batch {cfg.scale_batches[0]}'s)"
-    bench._changed()
+    bench.changed()

@@ -100,7 +100,7 @@ def write_text_parts(folder: Path) -> None:
     """CLIP text model, tokenizer and scheduler: ApDepth only ever encodes the empty prompt."""
     from diffusers import DDIMScheduler
 
-    from ..testing import tiny_text_encoder, tiny_tokenizer
+    from ..diffusion.architectures import tiny_text_encoder, tiny_tokenizer
 
     tiny_text_encoder(seed=0).save_pretrained(folder / "text_encoder")
     tiny_tokenizer(folder / "_tokenizer_src").save_pretrained(folder / "tokenizer")

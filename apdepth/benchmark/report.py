@@ -1,0 +1,138 @@
+"""The benchmark's results: one :class:`Row` per timed setting, the speed targets a run can speak to, and the
+plain-text and Markdown tables (the README's performance table) built from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .scaling import describe_superlinear, flop_table
+from .timing import Timing
+
+if TYPE_CHECKING:
+    from .runner import BenchConfig
+
+
+@dataclass
+class Row:
+    scenario: str
+    setting: str
+    dtype: str
+    resolution: str
+    batch: int
+    timing: Timing | None
+    peak_mb: float = float("nan")
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch / (self.timing.median_ms / 1000.0) if self.timing else float("nan")
+
+    def as_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "timing"}
+        d["timing"] = self.timing.as_dict() if self.timing else None
+        d["images_per_s"] = self.images_per_s
+        return d
+
+
+# The speed targets `apdepth bench` judges a run against (README, "Speed"). Reported, never asserted: they
+# depend on the machine.
+CPU_GOAL_MS = 12_000  # 2 CPU cores, 640x480, full-size model with DA2-small
+GPU_GOAL_MS = 25  # H100, bf16, DA2-large, per image
+MARIGOLD_GOAL_RATIO = 300  # Marigold 50 steps x 10 ensemble / ApDepth, same run
+
+
+def goals(rows: list[dict], device_type: str, cfg: BenchConfig) -> list[dict]:
+    """The goals this run can speak to: ``{goal, target, measured, met, note}`` each (``measured`` in ms or x).
+
+    Latency: the fastest dtype's end-to-end median at batch 1; per image on GPU: the best ``median / batch``
+    over the batch sizes. A goal whose conditions this run does not meet (another resolution, prior or
+    device) is reported with ``met: None`` and the reason.
+    """
+    out = []
+    e2e = [r for r in rows if r["scenario"] == "apdepth" and r["setting"] == "end-to-end" and r["timing"]]
+    standard = cfg.arch == "full" and tuple(cfg.resolution) == (480, 640)
+    if e2e:
+        one = min((r for r in e2e if r["batch"] == 1), key=lambda r: r["timing"]["median_ms"], default=None)
+        if device_type == "cpu" and one is not None:
+            ok = standard and cfg.prior == "small"
+            out.append({"goal": "CPU end-to-end, 640x480, DA2-small", "target": f"<= {CPU_GOAL_MS} ms",
+                        "measured": one["timing"]["median_ms"], "dtype": one["dtype"],
+                        "met": one["timing"]["median_ms"] <= CPU_GOAL_MS if ok else None,
+                        "note": "" if ok else "needs --arch full, --res 640x480, --prior small"})
+        if device_type == "cuda":
+            best = min(e2e, key=lambda r: r["timing"]["median_ms"] / r["batch"])
+            per_image = best["timing"]["median_ms"] / best["batch"]
+            ok = standard and cfg.prior == "large" and best["dtype"] == "bf16"
+            out.append({"goal": "GPU per image, 640x480, bf16, DA2-large (H100)", "target": f"<= {GPU_GOAL_MS} ms",
+                        "measured": per_image, "dtype": best["dtype"], "batch": best["batch"],
+                        "met": per_image <= GPU_GOAL_MS if ok else None,
+                        "note": "" if ok else "needs --arch full, --res 640x480, --prior large and bf16 fastest"})
+    for r in rows:
+        if r["scenario"] == "marigold" and r["setting"] == "Marigold 50 step(s) x 10" and "times_apdepth" in r["extra"]:
+            ratio = r["extra"]["times_apdepth"]
+            out.append({"goal": f"faster than Marigold 50x10 ({r['dtype']})", "target": f">= {MARIGOLD_GOAL_RATIO}x",
+                        "measured": ratio, "dtype": r["dtype"], "met": ratio >= MARIGOLD_GOAL_RATIO,
+                        "note": r["note"]})
+    return out
+
+
+def format_goals(goal_rows: list[dict]) -> str:
+    lines = []
+    for g in goal_rows:
+        unit = "x" if g["target"].endswith("x") else " ms"
+        verdict = {True: "met", False: "NOT met", None: "not applicable"}[g["met"]]
+        note = f" ({g['note']})" if g["note"] else ""
+        lines.append(f"goal: {g['goal']}: {g['measured']:.1f}{unit} [{g['dtype']}], target {g['target']}: "
+                     f"{verdict}{note}")
+    return "\n".join(lines)
+
+
+def markdown_table(report: dict) -> str:
+    """The README's performance table from a JSON report: one line per timed row, hardware and versions above."""
+    hw, v = report["hardware"], report["versions"]
+    where = hw.get("gpu") or hw["cpu"]
+    lines = [f"Measured on {where} ({hw['cpu_count']} CPUs{', ' + str(hw['gpu_memory_gb']) + ' GiB' if 'gpu' in hw else ''}), "
+             f"torch {v['torch']}, diffusers {v['diffusers']}, transformers {v['transformers']}, apdepth {v['apdepth']}; "
+             f"prior DA2-{report['settings']['prior']}; median of {report['settings']['repeats']} timed runs after "
+             f"{report['settings']['warmup']} warm-up.", "",
+             "| what | setting | dtype | input | batch | median ms | p10-p90 ms | img/s | peak MB | vs ApDepth |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in report["rows"]:
+        t = r["timing"]
+        if t is None:
+            lines.append(f"| {r['scenario']} | {r['setting']} | {r['dtype']} | {r['resolution']} | {r['batch']} "
+                         f"| - | - | - | - | {r['note']} |")
+            continue
+        spread = f"{t['p10_ms']:.0f}-{t['p90_ms']:.0f}" if t["n"] else "-"
+        ratio = f"{r['extra']['times_apdepth']:.1f}x ApDepth's time" if "times_apdepth" in r["extra"] else ""
+        note = "; ".join(x for x in (ratio, r["note"]) if x)
+        peak = f"{r['peak_mb']:.0f}" if r["peak_mb"] == r["peak_mb"] else "-"
+        lines.append(f"| {r['scenario']} | {r['setting']} | {r['dtype']} | {r['resolution']} | {r['batch']} "
+                     f"| {t['median_ms']:.0f} | {spread} | {r['images_per_s']:.2f} | {peak} | {note} |")
+    if report.get("goals"):
+        lines += ["", *(f"- {line}" for line in format_goals(report["goals"]).splitlines())]
+    if report.get("flops"):
+        lines += ["", flop_table(report["flops"]), *(f"- {line}" for line in describe_superlinear(report["flops"]))]
+    return "\n".join(lines)
+
+
+
+def format_table(rows: list[Row]) -> str:
+    header = f"{'scenario':<10} {'setting':<34} {'dtype':<5} {'res':>9} {'batch':>5} {'median ms':>10} " \
+             f"{'p10-p90 ms':>17} {'img/s':>7} {'peak MB':>8}  note"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        t = r.timing
+        if t is None:
+            lines.append(f"{r.scenario:<10} {r.setting:<34} {r.dtype:<5} {r.resolution:>9} {r.batch:>5} "
+                         f"{'-':>10} {'-':>17} {'-':>7} {'-':>8}  {r.note}")
+            continue
+        spread = f"{t.p10_ms:.1f}-{t.p90_ms:.1f}" if t.n else "-"
+        note = r.note
+        if "times_apdepth" in r.extra:
+            note = (f"{r.extra['times_apdepth']:.1f}x ApDepth " + note).strip()
+        lines.append(f"{r.scenario:<10} {r.setting:<34} {r.dtype:<5} {r.resolution:>9} {r.batch:>5} "
+                     f"{t.median_ms:>10.1f} {spread:>17} {r.images_per_s:>7.2f} {r.peak_mb:>8.0f}  {note}")
+    return "\n".join(lines)
