@@ -258,16 +258,7 @@ def load_pipeline(args: argparse.Namespace, device=None):
     quiet_loading_bars()
     device = resolve_device(args.device) if args.device or device is None else device
     dtype = parse_dtype(args.dtype, device)
-    cpu_fp16 = device.type == "cpu" and dtype == parse_dtype("fp16")
-    if cpu_fp16:
-        logger.warning("--dtype fp16 on the CPU: it runs, but slowly (few CPU kernels for fp16); fp32 is faster "
-                       "here, and bf16 too on CPUs with AMX/AVX-512-BF16 (--dtype auto picks).")
-    if device.type == "cpu" and args.dtype == "bf16":
-        from ...devices import cpu_has_native_bf16
-
-        if not cpu_has_native_bf16():
-            logger.warning("This CPU has no native bf16 (AMX or AVX-512 BF16): bf16 runs emulated, several times "
-                           "slower than fp32. --dtype auto picks the fast one.")
+    cpu_fp16 = _warn_if_slow_on_cpu(args.dtype, dtype, device)
     model = resolve_model(args)
     try:
         pipe = ApDepthPipeline.from_pretrained(model, prior=args.prior, dtype=dtype, local_files_only=args.offline)
@@ -289,6 +280,21 @@ def load_pipeline(args: argparse.Namespace, device=None):
         return pipe
     # diffusers warns at every fp16 module moved to the CPU ("cannot run": it does); said once above
     return pipe.to(device, silence_dtype_warnings=cpu_fp16)
+
+
+def _warn_if_slow_on_cpu(name: str, dtype, device) -> bool:
+    """Say in one line when the dtype runs slowly on this CPU; returns whether it is fp16 on the CPU."""
+    cpu_fp16 = device.type == "cpu" and dtype == parse_dtype("fp16")
+    if cpu_fp16:
+        logger.warning("--dtype fp16 on the CPU: it runs, but slowly (few CPU kernels for fp16); fp32 is faster "
+                       "here, and bf16 too on CPUs with AMX/AVX-512-BF16 (--dtype auto picks).")
+    if device.type == "cpu" and name == "bf16":
+        from ...devices import cpu_has_native_bf16
+
+        if not cpu_has_native_bf16():
+            logger.warning("This CPU has no native bf16 (AMX or AVX-512 BF16): bf16 runs emulated, several times "
+                           "slower than fp32. --dtype auto picks the fast one.")
+    return cpu_fp16
 
 
 def load_failure_message(args: argparse.Namespace, model: str, error: BaseException) -> str:
