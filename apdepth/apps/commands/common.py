@@ -1,4 +1,6 @@
-"""What every command shares: device and dtype flags, option checks, and loading the pipeline.
+"""What every command shares: device and dtype flags, option checks, and loading the pipeline. Which model and
+which device a command gets is decided in :mod:`apdepth.hub` (shared with :func:`apdepth.depth_pipeline`);
+this module only turns flags into its arguments and its errors into :class:`UsageError`.
 
 Nothing here imports torch, diffusers or transformers at module level: the command line parses and
 checks its options (``check`` functions, :class:`UsageError`) before any heavy import.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -152,7 +152,7 @@ class ImageResult:
     colored: Any = None  # PIL image (the 'color' format) or None
     std: Any = None  # [H, W] float (--tta) or None
     prior: Any = None  # [H, W] the prior's relative disparity (--align-space disparity) or None
-    alignment: Any = field(default=None)  # MetricAlignment: set by the metric step, read by the point cloud step
+    alignment: Any = None  # MetricAlignment: set by the metric step, read by the point cloud step
 
 
 Predictor = Callable[[Any, list, dict], list[dict]]  # (pipe, images, call kwargs) -> per image {depth, colored, std, prior}
