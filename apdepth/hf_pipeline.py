@@ -19,7 +19,6 @@ top-level name of this function is ``apdepth.depth_pipeline``.)
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Callable
 
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .apps.commands.common import EMBEDDED, resolve_device, resolve_model
+from .hub import EMBEDDED, resolve_device, resolve_model
 from .io import read_image
 from .pipeline import ApDepthPipeline
 
@@ -73,13 +72,14 @@ def depth_pipeline(
         model: a folder or hub id of an ApDepth checkpoint; ``"embedded"``: the packaged demo model; ``None``:
             as the command line without ``--model`` (the released checkpoint when it is in the local cache,
             else the embedded demo model).
-        device: e.g. ``"cuda"``, ``"cpu"``; ``None``: CUDA, else MPS, else CPU.
+        device: e.g. ``"cuda"``, ``"cpu"``; ``None``: CUDA, else MPS, else CPU (a name torch does not know
+            raises ``ValueError``).
         dtype: e.g. ``torch.float16``; ``None``: float32.
         call_kwargs: defaults for every call (``processing_resolution``, ``batch_size``, ...).
     """
     if task not in TASKS:
         raise ValueError(f"Unsupported task {task!r}; apdepth provides {TASKS}.")
-    source = resolve_model(argparse.Namespace(model=os.fspath(model) if model is not None else None))
+    _, source = resolve_model(model)
     pipe = ApDepthPipeline.from_pretrained(source, dtype=dtype or torch.float32)
     pipe.to(resolve_device(str(device) if device is not None else None))
     pipe.set_progress_bar_config(disable=True)

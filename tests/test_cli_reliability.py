@@ -18,6 +18,7 @@ import pytest
 from conftest import random_image
 from PIL import Image
 
+from apdepth import hub
 from apdepth.apps.cli import main
 from apdepth.apps.commands import common
 from apdepth.io import clean_stale_temp_files, conversion_notes, read_image
@@ -58,29 +59,29 @@ def test_partial_hub_cache_falls_back_to_the_embedded_model(tiny_pipeline_dir, t
     from apdepth.embedded import embedded_model_path
 
     cache = tmp_path / "hub"
-    snapshot = _hub_cache(cache, common.DEFAULT_MODEL, tiny_pipeline_dir)
+    snapshot = _hub_cache(cache, hub.DEFAULT_MODEL, tiny_pipeline_dir)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     # complete: the default, and what the check calls complete does load from the cache alone
     args = common.argparse.Namespace(model=None)
-    assert common.resolve_model(args) == common.DEFAULT_MODEL
-    ApDepthPipeline.from_pretrained(common.DEFAULT_MODEL, cache_dir=str(cache), local_files_only=True)
+    assert common.resolve_model(args) == hub.DEFAULT_MODEL
+    ApDepthPipeline.from_pretrained(hub.DEFAULT_MODEL, cache_dir=str(cache), local_files_only=True)
 
     # an interrupted download: a scheduler config and the UNet's weights missing
     (snapshot / "scheduler" / "scheduler_config.json").unlink()
     (snapshot / "unet" / "diffusion_pytorch_model.safetensors").unlink()
-    assert common.cached_snapshot_missing(common.DEFAULT_MODEL) == [
+    assert hub.cached_snapshot_missing(hub.DEFAULT_MODEL) == [
         "scheduler/scheduler_config.json", "unet/ weights (*.safetensors)"]
     with pytest.raises(OSError):  # what a plain `apdepth predict` used to crash on
-        ApDepthPipeline.from_pretrained(common.DEFAULT_MODEL, cache_dir=str(cache), local_files_only=True)
+        ApDepthPipeline.from_pretrained(hub.DEFAULT_MODEL, cache_dir=str(cache), local_files_only=True)
     args = common.argparse.Namespace(model=None)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="apdepth.apps.commands.common"):
+    with caplog.at_level(logging.INFO, logger="apdepth.hub"):
         assert common.resolve_model(args) == str(embedded_model_path())
-    assert args.model == common.EMBEDDED
+    assert args.model == hub.EMBEDDED
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("apdepth")]
     assert len(lines) == 1
     assert "only partly in the Hugging Face cache" in lines[0] and "scheduler/scheduler_config.json" in lines[0]
-    assert f"hf download {common.DEFAULT_MODEL}" in lines[0]
+    assert f"hf download {hub.DEFAULT_MODEL}" in lines[0]
 
 
 def test_release_layout_needs_its_prior_cached_too(tiny_pipeline_dir, tmp_path, monkeypatch):
@@ -88,16 +89,16 @@ def test_release_layout_needs_its_prior_cached_too(tiny_pipeline_dir, tmp_path, 
     import huggingface_hub
 
     cache = tmp_path / "hub"
-    snapshot = _hub_cache(cache, common.DEFAULT_MODEL, tiny_pipeline_dir)
+    snapshot = _hub_cache(cache, hub.DEFAULT_MODEL, tiny_pipeline_dir)
     shutil.rmtree(snapshot / "prior")
     index = json.loads((snapshot / "model_index.json").read_text())
     index["prior"] = [None, None]
     (snapshot / "model_index.json").write_text(json.dumps(index))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     large = "depth-anything/Depth-Anything-V2-Large-hf"
-    assert common.cached_snapshot_missing(common.DEFAULT_MODEL) == [f"{large}: not cached"]
+    assert hub.cached_snapshot_missing(hub.DEFAULT_MODEL) == [f"{large}: not cached"]
     _hub_cache(cache, large, tiny_pipeline_dir + "/prior/depth_anything")  # the transformers model inside
-    assert common.cached_snapshot_missing(common.DEFAULT_MODEL) == []
+    assert hub.cached_snapshot_missing(hub.DEFAULT_MODEL) == []
 
 
 # ---------------------------------------------------------------------------- inputs and outputs never collide

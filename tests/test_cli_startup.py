@@ -42,6 +42,16 @@ assert main(["predict", "x.jpg", "-o", "out", "--model", "./nowhere"]) == 2
     assert _imported_after(code) == []
 
 
+def test_core_does_not_import_the_command_line():
+    """apdepth.hub (which model, which device) is core: light, and with no apdepth.apps under it."""
+    assert _imported_after("import apdepth.hub") == []
+    probe = ("import sys\nimport apdepth.hf_pipeline, apdepth.hub\n"
+             "print(sorted(m for m in sys.modules if m.startswith('apdepth.apps')))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_public_names_still_import():
     assert _imported_after("import apdepth") == []
     assert "torch" in _imported_after("from apdepth import ApDepthPipeline, load_prior")

@@ -10,6 +10,7 @@ import json
 import pytest
 import torch
 
+from apdepth import hub
 from apdepth.apps.cli import main
 from apdepth.apps.commands import common
 from apdepth.data import get_dataset
@@ -72,7 +73,7 @@ def test_embedded_model_ships_in_the_package_within_25_mb(monkeypatch):
 
 
 def test_predict_without_model_uses_the_embedded_one(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(common, "released_checkpoint_cached", lambda repo_id=common.DEFAULT_MODEL: False)
+    monkeypatch.setattr(hub, "released_checkpoint_cached", lambda repo_id=hub.DEFAULT_MODEL: False)
     from PIL import Image
 
     Image.new("RGB", (37, 29), (120, 80, 40)).save(tmp_path / "a.png")
@@ -85,10 +86,12 @@ def test_predict_without_model_uses_the_embedded_one(tmp_path, monkeypatch, capl
 def test_released_checkpoint_is_preferred_when_cached(monkeypatch):
     import argparse
 
-    monkeypatch.setattr(common, "released_checkpoint_cached", lambda repo_id=common.DEFAULT_MODEL: True)
+    monkeypatch.setattr(hub, "released_checkpoint_cached", lambda repo_id=hub.DEFAULT_MODEL: True)
     args = argparse.Namespace(model=None)
-    assert common.resolve_model(args) == common.DEFAULT_MODEL
+    assert common.resolve_model(args) == hub.DEFAULT_MODEL == args.model
+    assert hub.resolve_model(None) == (hub.DEFAULT_MODEL, hub.DEFAULT_MODEL)
     assert common.resolve_model(argparse.Namespace(model="embedded")) == str(WEIGHTS_DIR)
+    assert hub.resolve_model("embedded") == (hub.EMBEDDED, str(WEIGHTS_DIR))
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from apdepth import hub
 from apdepth.apps.cli import main
-from apdepth.apps.commands import common
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
 
@@ -21,7 +21,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
 @pytest.fixture(autouse=True)
 def no_released_checkpoint(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(common, "released_checkpoint_cached", lambda repo_id=common.DEFAULT_MODEL: False)
+    monkeypatch.setattr(hub, "released_checkpoint_cached", lambda repo_id=hub.DEFAULT_MODEL: False)
 
 
 def test_predict_all_formats_metric_ply_and_tta(embedded_pipe, tmp_path):

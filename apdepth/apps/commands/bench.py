@@ -123,36 +123,64 @@ def startup_times(repeats: int = 5) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> int:
     if args.startup:
-        import os
-
-        for name, seconds in startup_times(args.repeats or 5).items():
-            print(f"start-up: {name:<32} {seconds * 1000:7.0f} ms  (median of {args.repeats or 5}, "
-                  f"{os.cpu_count()} CPUs)")
-        return 0
+        return print_startup_times(args.repeats or 5)
+    if args.from_report is not None:
+        return render_report(args.from_report, args.markdown)
     import torch
 
-    from ...benchmark import BenchConfig, Benchmark, format_goals, format_table, markdown_table
-    from ...benchmark.scaling import describe_superlinear, flop_table
-    from ...io import atomic_open, save_json
+    from ...benchmark import Benchmark
+    from ...io import save_json
     from .common import resolve_device
 
-    if args.from_report is not None:
-        import json
+    config = bench_config(args, resolve_device(args.device))
+    bad = [d for d in config.dtypes if d not in ("fp32", "bf16", "fp16")]
+    if bad:
+        raise SystemExit(f"--dtypes: unknown {bad}; choose among fp32, bf16, fp16")
+    torch.manual_seed(0)
+    # The report is saved after every row, so an interrupted run (out of time, a crash) keeps what it measured.
+    bench = Benchmark(config, on_row=lambda b: save_json(args.output, b.report()))
+    rows = bench.run()
+    report = bench.report()
+    save_json(args.output, report)
+    print_report(config, rows, report, args.markdown)
+    print(f"\nJSON report: {args.output}")
+    return 0
 
-        try:
-            report = json.loads(args.from_report.read_text())
-            text = markdown_table(report)
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise SystemExit(f"{args.from_report}: not a readable apdepth bench report ({e})") from None
-        if args.markdown is not None:
-            with atomic_open(args.markdown, "w") as f:
-                f.write(text + "\n")
-        print(text)
-        return 0
 
-    device = resolve_device(args.device)
+def print_startup_times(repeats: int) -> int:
+    """--startup: the command line's start-up times, then exit 0."""
+    import os
+
+    for name, seconds in startup_times(repeats).items():
+        print(f"start-up: {name:<32} {seconds * 1000:7.0f} ms  (median of {repeats}, {os.cpu_count()} CPUs)")
+    return 0
+
+
+def render_report(path: Path, markdown: Path | None) -> int:
+    """--from: an earlier JSON report as the Markdown table (printed, and written to ``markdown``)."""
+    import json
+
+    from ...benchmark import markdown_table
+    from ...io import atomic_open
+
+    try:
+        report = json.loads(path.read_text())
+        text = markdown_table(report)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"{path}: not a readable apdepth bench report ({e})") from None
+    if markdown is not None:
+        with atomic_open(markdown, "w") as f:
+            f.write(text + "\n")
+    print(text)
+    return 0
+
+
+def bench_config(args: argparse.Namespace, device):
+    """The BenchConfig the flags describe; what a flag leaves open depends on whether ``device`` is a GPU."""
+    from ...benchmark import BenchConfig
+
     gpu = device.type == "cuda"
-    config = BenchConfig(
+    return BenchConfig(
         device=str(device),
         arch=args.arch,
         prior=args.prior or ("large" if gpu else "small"),
@@ -176,15 +204,16 @@ def run(args: argparse.Namespace) -> int:
         flop_resolutions=args.flop_res if args.flop_res is not None else _sizes(ISSUE_SCALE_RES),
         allocators=args.allocators,
     )
-    bad = [d for d in config.dtypes if d not in ("fp32", "bf16", "fp16")]
-    if bad:
-        raise SystemExit(f"--dtypes: unknown {bad}; choose among fp32, bf16, fp16")
-    torch.manual_seed(0)
-    # The report is saved after every row, so an interrupted run (out of time, a crash) keeps what it measured.
-    bench = Benchmark(config, on_row=lambda b: save_json(args.output, b.report()))
-    rows = bench.run()
-    report = bench.report()
-    save_json(args.output, report)
+
+
+def print_report(config, rows: list, report: dict, markdown: Path | None) -> None:
+    """The table, the goals and the FLOP counts on stdout; the Markdown table to ``markdown`` when given."""
+    import torch
+
+    from ...benchmark import format_goals, format_table, markdown_table
+    from ...benchmark.scaling import describe_superlinear, flop_table
+    from ...io import atomic_open
+
     hw = report["hardware"]
     print(f"\napdepth bench on {hw.get('gpu') or hw['cpu']} ({hw['cpu_count']} CPUs, torch {torch.__version__}), "
           f"{config.arch} architectures, prior DA2-{config.prior}")
@@ -194,8 +223,6 @@ def run(args: argparse.Namespace) -> int:
     if report["flops"]:
         print("\nCounted FLOPs (meta device, batch 1):\n" + flop_table(report["flops"]))
         print("\n".join(f"faster than the pixel count: {line}" for line in describe_superlinear(report["flops"])))
-    if args.markdown is not None:
-        with atomic_open(args.markdown, "w") as f:
+    if markdown is not None:
+        with atomic_open(markdown, "w") as f:
             f.write(markdown_table(report) + "\n")
-    print(f"\nJSON report: {args.output}")
-    return 0

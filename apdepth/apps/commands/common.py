@@ -1,4 +1,6 @@
-"""What every command shares: device and dtype flags, option checks, and loading the pipeline.
+"""What every command shares: device and dtype flags, option checks, and loading the pipeline. Which model and
+which device a command gets is decided in :mod:`apdepth.hub` (shared with :func:`apdepth.depth_pipeline`);
+this module only turns flags into its arguments and its errors into :class:`UsageError`.
 
 Nothing here imports torch, diffusers or transformers at module level: the command line parses and
 checks its options (``check`` functions, :class:`UsageError`) before any heavy import.
@@ -7,17 +9,17 @@ checks its options (``check`` functions, :class:`UsageError`) before any heavy i
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
 from pathlib import Path
 
+from ... import hub
+from ...hub import DEFAULT_MODEL, EMBEDDED
+
 logger = logging.getLogger(__name__)
 
 DTYPES = ("fp32", "fp16", "bf16", "auto")
-DEFAULT_MODEL = "developy/ApDepth"
-EMBEDDED = "embedded"
 # Upper bound of --processing-res (and --tta-res) unless --max-processing-res raises it: 4096 px on the long
 # edge already needs tens of GB on a GPU; a typo such as 100000 would try to allocate ~90 GB.
 MAX_PROCESSING_RES = 4096
@@ -197,123 +199,14 @@ def check_output_folder(outdir: Path, subfolders=()) -> None:
         probe(existing)
 
 
-# ---------------------------------------------------------------------------- which model
-
-
-# files that hold a tokenizer's vocabulary (tokenizer.json: fast tokenizers; vocab.json + merges.txt: BPE)
-TOKENIZER_VOCABS = ("tokenizer.json", "vocab.txt", "spiece.model", "tokenizer.model")
-
-
-def _component_missing(folder: Path, class_name: str) -> list[str]:
-    """Files of one pipeline component that a complete download has and ``folder`` lacks."""
-    name = folder.name
-    if not folder.is_dir():
-        return [f"{name}/"]
-    if class_name.endswith("Scheduler"):
-        need = ["scheduler_config.json"]
-    elif "Tokenizer" in class_name:  # its config and a vocabulary (a BPE vocab.json needs its merges.txt)
-        missing = [] if (folder / "tokenizer_config.json").is_file() else [f"{name}/tokenizer_config.json"]
-        if (folder / "tokenizer.json").is_file() or any((folder / f).is_file() for f in TOKENIZER_VOCABS[1:]):
-            return missing
-        if (folder / "vocab.json").is_file():
-            return missing + ([] if (folder / "merges.txt").is_file() else [f"{name}/merges.txt"])
-        return missing + [f"{name}/ vocabulary (tokenizer.json or vocab.json)"]
-    elif class_name.endswith(("FeatureExtractor", "ImageProcessor", "Processor")):
-        need = ["preprocessor_config.json"]
-    else:  # a model: its config and all of its weights (every shard an index lists)
-        missing = [] if (folder / "config.json").is_file() else [f"{name}/config.json"]
-        indexes = sorted(folder.glob("*.index.json"))
-        if indexes:
-            try:
-                shards = set(json.loads(indexes[0].read_text())["weight_map"].values())
-            except (OSError, ValueError, KeyError):
-                return [*missing, f"{name}/{indexes[0].name} (unreadable)"]
-            missing += [f"{name}/{s}" for s in sorted(shards) if not (folder / s).is_file()]
-        # weights may sit one level down (an apdepth prior keeps its network in prior/depth_anything/)
-        elif not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")) and not any(
-                (sub / "config.json").is_file() and any(sub.glob("*.safetensors")) for sub in folder.iterdir()
-                if sub.is_dir()):
-            missing.append(f"{name}/ weights (*.safetensors)")
-        return missing
-    return [f"{name}/{f}" for f in need if not (folder / f).is_file()]
-
-
-def cached_snapshot_missing(repo_id: str, cache_dir: str | os.PathLike | None = None,
-                            files: tuple[str, ...] | None = None) -> list[str] | None:
-    """What the locally cached snapshot of hub repository ``repo_id`` lacks (no network).
-
-    ``None``: nothing of it is cached. ``[]``: complete. For a pipeline (``model_index.json``) every
-    component's files are checked (config, all weight shards, scheduler and tokenizer files); for a single
-    model (``files`` given, e.g. a prior's ``config.json``) the named files and its weights. The hub
-    cache links a file into its snapshot only once downloaded in full, so a present file is complete.
-    """
-    from huggingface_hub import try_to_load_from_cache
-
-    first = "model_index.json" if files is None else files[0]
-    found = try_to_load_from_cache(repo_id, first, cache_dir=cache_dir)
-    if not isinstance(found, str):
-        return None
-    snapshot = Path(found).parent
-    if files is not None:
-        missing = [f for f in files if not (snapshot / f).is_file()]
-        if not any(snapshot.glob("*.safetensors")) and not any(snapshot.glob("*.bin")):
-            missing.append("weights (*.safetensors)")
-        return missing
-    try:
-        index = json.loads(Path(found).read_text())
-    except (OSError, ValueError):
-        return ["model_index.json (unreadable)"]
-    missing = []
-    for name, value in index.items():
-        if name.startswith("_") or not isinstance(value, list) or len(value) != 2 or None in value:
-            continue
-        missing += _component_missing(snapshot / name, value[1])
-    if index.get("prior") in (None, [None, None]) and index.get("use_prior", True):
-        # the release records no prior: the pipeline fetches Depth Anything V2 from its own repository
-        prior = _prior_hub_id(index.get("prior_name") or "large")
-        if prior is not None:
-            lacking = cached_snapshot_missing(prior, cache_dir, files=("config.json",))
-            missing += [f"{prior}: not cached"] if lacking is None else [f"{prior}/{f}" for f in lacking]
-    return missing
-
-
-def _prior_hub_id(name: str) -> str | None:
-    from ...priors.variants import ALIASES, VARIANTS
-
-    if name.lower() in ALIASES:
-        return VARIANTS[ALIASES[name.lower()]].hub_id
-    return name if name.count("/") == 1 else None
-
-
-def released_checkpoint_cached(repo_id: str = DEFAULT_MODEL) -> bool:
-    """Whether the hub checkpoint ``repo_id`` is complete in the local Hugging Face cache (no network)."""
-    return cached_snapshot_missing(repo_id) == []
+# ---------------------------------------------------------------------------- which model (apdepth.hub)
 
 
 def resolve_model(args: argparse.Namespace) -> str:
-    """What ``--model`` names: ``embedded`` -> the packaged demo model; no ``--model`` -> the released
-    checkpoint when it is complete in the local cache, else the embedded model (said in one line, with how
-    to finish a partial download). Sets ``args.model`` to the choice."""
-    from ...embedded import embedded_model_path
-
-    if args.model is None:
-        missing = [] if released_checkpoint_cached() else cached_snapshot_missing(DEFAULT_MODEL)
-        if missing == []:
-            args.model = DEFAULT_MODEL
-        elif missing is None:
-            args.model = EMBEDDED
-            logger.info("No --model given and %s is not cached: using the embedded demo model (small, trained "
-                        "only on synthetic scenes; for real images pass --model %s).", DEFAULT_MODEL, DEFAULT_MODEL)
-        else:
-            args.model = EMBEDDED
-            shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
-            logger.warning("No --model given and %s is only partly in the Hugging Face cache (missing %s; an "
-                           "interrupted download?): using the embedded demo model. To finish the download: "
-                           "`hf download %s` (or run with --model %s, which downloads what is missing).",
-                           DEFAULT_MODEL, shown, DEFAULT_MODEL, DEFAULT_MODEL)
-    if args.model == EMBEDDED:
-        return str(embedded_model_path())
-    return args.model
+    """What ``--model`` names (:func:`apdepth.hub.resolve_model`): sets ``args.model`` to the choice (the
+    released checkpoint or ``embedded`` when none was given) and returns the source to load."""
+    args.model, source = hub.resolve_model(args.model)
+    return source
 
 
 def distributed_state(device: str | None = None):
@@ -328,18 +221,11 @@ def distributed_state(device: str | None = None):
 
 
 def resolve_device(name: str | None):
-    import torch
-
-    if name:
-        try:
-            return torch.device(name)
-        except RuntimeError as e:
-            raise UsageError(f"--device {name!r}: {e}") from None
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """:func:`apdepth.hub.resolve_device`, a bad ``--device`` being a :class:`UsageError`."""
+    try:
+        return hub.resolve_device(name)
+    except ValueError as e:
+        raise UsageError(f"--device {name!r}: {e.__cause__ or e}") from None
 
 
 def parse_dtype(name: str, device=None):
@@ -374,16 +260,7 @@ def load_pipeline(args: argparse.Namespace, device=None):
     quiet_loading_bars()
     device = resolve_device(args.device) if args.device or device is None else device
     dtype = parse_dtype(args.dtype, device)
-    cpu_fp16 = device.type == "cpu" and dtype == parse_dtype("fp16")
-    if cpu_fp16:
-        logger.warning("--dtype fp16 on the CPU: it runs, but slowly (few CPU kernels for fp16); fp32 is faster "
-                       "here, and bf16 too on CPUs with AMX/AVX-512-BF16 (--dtype auto picks).")
-    if device.type == "cpu" and args.dtype == "bf16":
-        from ...devices import cpu_has_native_bf16
-
-        if not cpu_has_native_bf16():
-            logger.warning("This CPU has no native bf16 (AMX or AVX-512 BF16): bf16 runs emulated, several times "
-                           "slower than fp32. --dtype auto picks the fast one.")
+    cpu_fp16 = _warn_if_slow_on_cpu(args.dtype, dtype, device)
     model = resolve_model(args)
     try:
         pipe = ApDepthPipeline.from_pretrained(model, prior=args.prior, dtype=dtype, local_files_only=args.offline)
@@ -405,6 +282,21 @@ def load_pipeline(args: argparse.Namespace, device=None):
         return pipe
     # diffusers warns at every fp16 module moved to the CPU ("cannot run": it does); said once above
     return pipe.to(device, silence_dtype_warnings=cpu_fp16)
+
+
+def _warn_if_slow_on_cpu(name: str, dtype, device) -> bool:
+    """Say in one line when the dtype runs slowly on this CPU; returns whether it is fp16 on the CPU."""
+    cpu_fp16 = device.type == "cpu" and dtype == parse_dtype("fp16")
+    if cpu_fp16:
+        logger.warning("--dtype fp16 on the CPU: it runs, but slowly (few CPU kernels for fp16); fp32 is faster "
+                       "here, and bf16 too on CPUs with AMX/AVX-512-BF16 (--dtype auto picks).")
+    if device.type == "cpu" and name == "bf16":
+        from ...devices import cpu_has_native_bf16
+
+        if not cpu_has_native_bf16():
+            logger.warning("This CPU has no native bf16 (AMX or AVX-512 BF16): bf16 runs emulated, several times "
+                           "slower than fp32. --dtype auto picks the fast one.")
+    return cpu_fp16
 
 
 def load_failure_message(args: argparse.Namespace, model: str, error: BaseException) -> str:

@@ -160,16 +160,6 @@ class _LazyPipeline:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ...evaluation import (
-        PipelinePredictor,
-        Protocol,
-        ResumeMismatchError,
-        SavedPredictions,
-        evaluate_dataset,
-        table1,
-        write_combined_report,
-    )
-    from ...evaluation.report import dataset_table
     from .common import load_pipeline, resolve_device, resolve_model
 
     if args.batch_size < 1 or args.workers < 0 or (args.limit is not None and args.limit < 1):
@@ -182,45 +172,64 @@ def run(args: argparse.Namespace) -> int:
     pipe = _LazyPipeline(args, load_pipeline)  # loaded on the first prediction: a finished resume needs none
     method = args.method or (str(args.predictions) if args.predictions is not None else args.model)
     try:  # check every data set, setting and predictions folder before any work
-        specs = resolve_specs(args)
-        jobs = []
-        for spec in specs:
-            dataset = build_dataset(spec, args)
-            overrides = {"processing_resolution": args.processing_res, "alignment_space": args.alignment_space,
-                         "alignment_max_resolution": args.alignment_max_res,
-                         "alignment_subsample": args.alignment_subsample, "nonfinite": args.nonfinite,
-                         "edge_metrics": False if args.no_edge_metrics else None, **spec.protocol}
-            protocol = Protocol.for_dataset(dataset, **overrides)
-            if spec.predictions is not None or args.predictions is not None:
-                folder = predictions_folder(args.predictions, spec)
-                predictor = SavedPredictions(folder, device=device)
-                source = {"predictions": str(Path(folder).resolve())}
-            else:
-                predictor = PipelinePredictor(pipe, protocol.processing_resolution, protocol.resample)
-                source = {"model": args.model, "prior": args.prior, "dtype": args.dtype}
-            jobs.append((spec, dataset, protocol, predictor, source))
+        jobs = [plan_job(spec, args, pipe, device) for spec in resolve_specs(args)]
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"apdepth evaluate: {e}") from None
-
-    incomplete = []
-    for spec, dataset, protocol, predictor, source in jobs:
-        logger.info("%s: %d samples from %s (processing resolution %s)", spec.name, len(dataset), spec.data,
-                    protocol.processing_resolution or "native")
-        try:
-            result = evaluate_dataset(
-                dataset, predictor, args.output / spec.name, protocol, source=source, device=device,
-                batch_size=args.batch_size, workers=args.workers, save_predictions=args.save_predictions,
-                limit=args.limit, overwrite=args.overwrite,
-            )
-        except ResumeMismatchError as e:
-            raise SystemExit(f"apdepth evaluate: {e}") from None
-        print(dataset_table(result.summary), file=sys.stderr)
+    incomplete = []  # (name, result) of the data sets with failed, missing or unscored samples
+    for job in jobs:
+        result = run_job(job, args, device)
         if not result.ok:
-            incomplete.append((spec.name, result))
+            incomplete.append((job[0].name, result))
+    return report_results(args.output, method, incomplete)
 
-    summaries = write_combined_report(args.output, method=method)
+
+def plan_job(spec, args: argparse.Namespace, pipe, device) -> tuple:
+    """(spec, dataset, protocol, predictor, source) of one data set: everything checked, nothing run yet."""
+    from ...evaluation import PipelinePredictor, Protocol, SavedPredictions
+
+    dataset = build_dataset(spec, args)
+    overrides = {"processing_resolution": args.processing_res, "alignment_space": args.alignment_space,
+                 "alignment_max_resolution": args.alignment_max_res,
+                 "alignment_subsample": args.alignment_subsample, "nonfinite": args.nonfinite,
+                 "edge_metrics": False if args.no_edge_metrics else None, **spec.protocol}
+    protocol = Protocol.for_dataset(dataset, **overrides)
+    if spec.predictions is not None or args.predictions is not None:
+        folder = predictions_folder(args.predictions, spec)
+        predictor = SavedPredictions(folder, device=device)
+        source = {"predictions": str(Path(folder).resolve())}
+    else:
+        predictor = PipelinePredictor(pipe, protocol.processing_resolution, protocol.resample)
+        source = {"model": args.model, "prior": args.prior, "dtype": args.dtype}
+    return spec, dataset, protocol, predictor, source
+
+
+def run_job(job: tuple, args: argparse.Namespace, device):
+    """Evaluate one data set (resuming what OUTDIR/<name> already holds); prints its table."""
+    from ...evaluation import ResumeMismatchError, evaluate_dataset
+    from ...evaluation.report import dataset_table
+
+    spec, dataset, protocol, predictor, source = job
+    logger.info("%s: %d samples from %s (processing resolution %s)", spec.name, len(dataset), spec.data,
+                protocol.processing_resolution or "native")
+    try:
+        result = evaluate_dataset(
+            dataset, predictor, args.output / spec.name, protocol, source=source, device=device,
+            batch_size=args.batch_size, workers=args.workers, save_predictions=args.save_predictions,
+            limit=args.limit, overwrite=args.overwrite,
+        )
+    except ResumeMismatchError as e:
+        raise SystemExit(f"apdepth evaluate: {e}") from None
+    print(dataset_table(result.summary), file=sys.stderr)
+    return result
+
+
+def report_results(output: Path, method: str, incomplete: list) -> int:
+    """OUTDIR/results.md and Table 1 on stderr, then what was incomplete or left out; the exit status."""
+    from ...evaluation import table1, write_combined_report
+
+    summaries = write_combined_report(output, method=method)
     print(table1(summaries, method=method), file=sys.stderr)
-    print(f"apdepth evaluate: results in {args.output}/results.md", file=sys.stderr)
+    print(f"apdepth evaluate: results in {output}/results.md", file=sys.stderr)
     for name, result in incomplete:
         s = result.summary
         print(f"  {name}: INCOMPLETE ({len(s['failed'])} failed, {s['not_evaluated']} not evaluated, "

@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 from collections import deque
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -39,12 +40,13 @@ from .common import (
     split_list,
 )
 from .export import add_backend_arguments, load_backend_pipeline
+from .predict_extras import ExtraOptions, ImageResult
 from .predict_inputs import LIST_EXTENSIONS, OUTPUT_MARKER, Report, WorkItem, check_outputs, collect_inputs
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMATS", "LIST_EXTENSIONS", "OUTPUT_MARKER", "SUFFIXES", "WRITERS", "Report", "WorkItem",
-           "collect_inputs", "parse_formats", "run"]
+__all__ = ["FORMATS", "LIST_EXTENSIONS", "OUTPUT_MARKER", "SUFFIXES", "WRITERS", "PredictOptions", "Report",
+           "WorkItem", "collect_inputs", "parse_formats", "run"]
 
 FORMATS = ("npy", "png16", "color", "ply", "exr", "tiff32", "png16mm")
 DEFAULT_FORMATS = "npy,png16,color"
@@ -77,26 +79,243 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_backend_arguments(parser)
 
 
+@dataclass(frozen=True)
+class PredictOptions:
+    """``apdepth predict``'s options, checked: built once from the command line (:meth:`from_args`). The
+    model flags stay in the argparse namespace, for :func:`~.common.load_pipeline`."""
+
+    inputs: tuple[str, ...]
+    outdir: Path
+    formats: tuple[str, ...]
+    colormap: str | None  # None: no 'color' output
+    processing_res: int | None
+    match_input_res: bool
+    resample: str
+    batch_size: int
+    skip_existing: bool
+    extras: ExtraOptions
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> PredictOptions:
+        """Every option that can be checked without the model or the inputs (raises UsageError)."""
+        tokens = split_list(args.formats)
+        strays = [t for t in tokens if t not in FORMATS and Path(t).exists()]
+        if strays:
+            raise UsageError(f"--formats: {', '.join(strays)} is an input, not a format: put the INPUTs before "
+                             "--formats (or end the list of formats with --)")
+        if not args.inputs:
+            raise UsageError("give at least one INPUT: an image file, a folder or a .txt list of image paths")
+        formats = parse_formats(tokens)
+        if "color" in formats and args.colormap != "Spectral":
+            check_colormap(args.colormap)
+        if args.resample not in RESAMPLE_MODES:
+            raise UsageError(f"--resample {args.resample!r}: choose among {', '.join(RESAMPLE_MODES)}")
+        if args.batch_size < 1:
+            raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+        if args.output.exists() and not args.output.is_dir():
+            raise UsageError(f"-o {args.output}: a file, not a folder")
+        check_model_arguments(args)
+        return cls(tuple(args.inputs), args.output, tuple(formats), args.colormap if "color" in formats else None,
+                   args.processing_res, not args.no_match_input_res, args.resample, args.batch_size,
+                   args.skip_existing, ExtraOptions.from_args(args, formats))
+
+    def pipeline_call(self) -> dict:
+        """Keyword arguments of every pipeline call."""
+        return dict(processing_resolution=self.processing_res, match_input_resolution=self.match_input_res,
+                    resample=self.resample, colormap=self.colormap, output_type="np")
+
+    def output_paths(self, item: WorkItem) -> dict[str, Path]:
+        """Output key (a format, or an extra such as ``metric``) -> file, for one input."""
+        paths = {fmt: self.outdir / (item.stem + SUFFIXES[fmt]) for fmt in self.formats if fmt in SUFFIXES}
+        return {**paths, **self.extras.paths(self.outdir, item.stem)}
+
+
 def check(args: argparse.Namespace) -> None:
-    """Every option that can be checked without the model or the inputs (raises UsageError)."""
-    tokens = split_list(args.formats)
-    strays = [t for t in tokens if t not in FORMATS and Path(t).exists()]
-    if strays:
-        raise UsageError(f"--formats: {', '.join(strays)} is an input, not a format: put the INPUTs before "
-                         "--formats (or end the list of formats with --)")
-    if not args.inputs:
-        raise UsageError("give at least one INPUT: an image file, a folder or a .txt list of image paths")
-    args.formats = parse_formats(tokens)
-    if "color" in args.formats and args.colormap != "Spectral":
-        check_colormap(args.colormap)
-    if args.resample not in RESAMPLE_MODES:
-        raise UsageError(f"--resample {args.resample!r}: choose among {', '.join(RESAMPLE_MODES)}")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.output.exists() and not args.output.is_dir():
-        raise UsageError(f"-o {args.output}: a file, not a folder")
-    check_model_arguments(args)
-    predict_extras.check_arguments(args)
+    """Every option that can be checked without the model or the inputs (raises UsageError); ``run`` uses
+    the options built here."""
+    args.predict_options = PredictOptions.from_args(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The road: options -> inputs and their outputs -> pipeline -> per image the depth-map writers, then the
+    post-steps asked for (metric alignment, TTA std, point cloud) -> the summary."""
+    from .common import distributed_state
+
+    options = getattr(args, "predict_options", None) or PredictOptions.from_args(args)
+    state = distributed_state(args.device)  # None unless launched as several processes
+    report = Report()
+    todo = plan(options, report, state)  # [(item, paths)]: this process's share, outputs checked writable
+    interrupted = False
+    if todo:
+        pipe = _load_pipeline(args, state)
+        steps = [write_depth_maps, *predict_extras.post_steps(options.extras)]
+        predict = partial(predict_extras.predictor(options.extras), pipe, call=options.pipeline_call())
+        interrupted = predict_all(todo, partial(_predict_batch, predict, steps), options.batch_size, report,
+                                  show_progress=state is None or state.is_main_process)
+    return summarize(options, state, report, interrupted)
+
+
+# ---------------------------------------------------------------------------- the road's stages
+
+
+def plan(options: PredictOptions, report: Report, state) -> list[tuple[WorkItem, dict[str, Path]]]:
+    """Inputs -> (item, output paths) still to do, this process's share; the outputs are checked writable
+    before the model loads (a read-only or misplaced OUTDIR fails now)."""
+    from ...io import clean_stale_temp_files
+
+    is_main = state is None or state.is_main_process
+    items = collect_inputs(list(options.inputs), report if is_main else Report(),  # input errors reported once
+                           options.outdir, output_image_suffixes())
+    if not items:
+        reasons = [reason for _, reason in report.failed]
+        raise UsageError(f"nothing to do: no images found in {', '.join(options.inputs)}"
+                         + (f" ({'; '.join(reasons[:3])}{'; ...' if len(reasons) > 3 else ''})" if reasons else ""))
+    options.extras.check_inputs(len(items))
+    todo = []
+    for item in items:
+        paths = options.output_paths(item)
+        if options.skip_existing and all(p.is_file() for p in paths.values()):
+            report.skipped += is_main  # every process sees every input: count skips once
+        else:
+            todo.append((item, paths))
+    check_outputs(options.outdir, todo)
+    if is_main:
+        clean_stale_temp_files(options.outdir)
+    if state is None:
+        return todo
+    with state.split_between_processes(todo) as share:  # the input order is the same in every process
+        mine = list(share)
+    logger.info("process %d of %d: %d of %d images", state.process_index, state.num_processes, len(mine), len(todo))
+    return mine
+
+
+def _load_pipeline(args: argparse.Namespace, state):
+    """The exported model --backend names, else the torch pipeline (on this process's GPU under accelerate)."""
+    from . import common
+
+    pipe = load_backend_pipeline(args)  # None: torch
+    if pipe is None:
+        pipe = common.load_pipeline(args, device=state.device if state is not None else None)
+    return pipe
+
+
+def predict_all(todo: list, predict_batch, batch_size: int, report: Report, show_progress: bool = True) -> bool:
+    """Read the images (the next ones decoded while the model runs) and hand them to ``predict_batch`` in
+    batches. Ctrl-C stops at the next image boundary (a second one at once). Returns whether interrupted,
+    the count not processed then in ``report``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), desc="predict", unit="img", disable=None if show_progress else True)
+    settled = 0  # images done or failed
+
+    def settle(count: int) -> None:
+        nonlocal settled
+        settled += count
+        bar.update(count)
+
+    pool = ThreadPoolExecutor(max_workers=2)
+    stop = StopOnSignal()
+    try:
+        with stop:
+            images = prefetch(pool, _read, todo, ahead=batch_size + 2)
+            for batch in _batches(todo, images, batch_size, report, settle, stop):
+                predict_batch(batch, report)
+                settle(len(batch))
+    except KeyboardInterrupt:  # a second Ctrl-C: the current image is abandoned (its partial files removed)
+        stop.requested = True
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        bar.close()
+    report.not_processed = len(todo) - settled if stop.requested else 0
+    return stop.requested
+
+
+def _read(entry):
+    """The image of one (item, paths) entry, or the ImageReadError saying why not."""
+    from ...io import ImageReadError, read_image
+
+    try:
+        return read_image(entry[0].source)
+    except ImageReadError as e:
+        return e
+
+
+def _batches(todo: list, images, batch_size: int, report: Report, settle, stop: StopOnSignal):
+    """Batches of ((item, paths), image); an unreadable image is reported (and settled) here, what reading
+    lost (alpha, bit depth) said once per kind. Ends early when a stop is requested."""
+    from ...io import ImageReadError, conversion_notes
+
+    noted: set[str] = set()
+    batch = []
+    for entry, image in zip(todo, images):
+        if stop.requested:
+            return
+        if isinstance(image, ImageReadError):
+            report.fail(str(entry[0].source), str(image))
+            settle(1)
+            continue
+        for note in conversion_notes(image):
+            if note not in noted:
+                noted.add(note)
+                logger.info("%s: %s (said once: other inputs like it are not named)", entry[0].source, note)
+        batch.append((entry, image))
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch and not stop.requested:
+        yield batch
+
+
+def _predict_batch(predict, steps: list, batch: list, report: Report) -> None:
+    """Run one batch, then per image the writers and post-steps; if the batch fails, retry its images one by
+    one so one bad image fails alone."""
+    try:
+        results = predict([image for _, image in batch])
+    except Exception as e:  # noqa: BLE001 - isolated below, then reported per file
+        if len(batch) == 1:
+            (item, _), _ = batch[0]
+            report.fail(str(item.source), f"{item.source}: prediction failed ({type(e).__name__}: {e})")
+            return
+        for single in batch:
+            _predict_batch(predict, steps, [single], report)
+        return
+    for ((item, paths), image), result in zip(batch, results):
+        image_result = ImageResult(item.source, item.stem, paths, image, **result)
+        try:
+            problems = [problem for step in steps for problem in step(image_result)]
+        except OSError as e:
+            report.fail(str(item.source), f"{item.source}: cannot write outputs ({e})")
+            continue
+        for problem in problems:
+            report.fail(str(item.source), problem)
+        if not problems:
+            report.done += 1
+
+
+def summarize(options: PredictOptions, state, report: Report, interrupted: bool) -> int:
+    """Gather the processes' reports, print the summary; the exit status."""
+    if state is not None and not interrupted:
+        report = merge_reports(state, report)
+        # An orderly end for every process: left to the interpreter's exit, a process whose share was empty
+        # could tear its process group down while the other still used it (seen once as SIGABRT under load).
+        state.wait_for_everyone()
+        state.destroy_process_group()
+        if not state.is_main_process:
+            return 1 if report.failed else 0
+    tail = f", {report.not_processed} not processed (interrupted)" if interrupted else ""
+    print(f"apdepth predict: {report.done} done, {report.skipped} skipped, {len(report.failed)} failed{tail} "
+          f"-> {options.outdir}", file=sys.stderr)
+    for _, reason in report.failed:
+        print(f"  FAILED {reason}", file=sys.stderr)
+    if interrupted:
+        print("  re-run the same command with --skip-existing to finish", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 1 if report.failed else 0
+
+
+# ---------------------------------------------------------------------------- formats and writers
 
 
 def parse_formats(text: str | list[str]) -> list[str]:
@@ -110,12 +329,6 @@ def output_image_suffixes() -> tuple[str, ...]:
     from ...io import IMAGE_EXTENSIONS
 
     return tuple(s for s in SUFFIXES.values() if s.lower().endswith(IMAGE_EXTENSIONS))
-
-
-def output_paths(outdir: Path, item: WorkItem, formats: list[str],
-                 extras: predict_extras.Extras | None = None) -> dict[str, Path]:
-    paths = {fmt: outdir / (item.stem + SUFFIXES[fmt]) for fmt in formats if fmt in SUFFIXES}
-    return {**paths, **extras.paths(outdir, item.stem)} if extras is not None else paths
 
 
 def _write_npy(path: Path, depth, colored) -> None:
@@ -149,10 +362,15 @@ WRITERS = {"npy": _write_npy, "png16": _write_png16, "color": _write_color,
            "exr": partial(_write_float, "exr"), "tiff32": partial(_write_float, "tiff32")}
 
 
-def write_outputs(paths: dict[str, Path], depth, colored) -> None:
-    for fmt, path in paths.items():
+def write_depth_maps(result: ImageResult) -> list[str]:
+    """The first step for every image: each depth-map format asked for (ply and the extras: post-steps)."""
+    for fmt, path in result.paths.items():
         if fmt in WRITERS:
-            WRITERS[fmt](path, depth, colored)
+            WRITERS[fmt](path, result.depth, result.colored)
+    return []
+
+
+# ---------------------------------------------------------------------------- running
 
 
 class StopOnSignal:
@@ -197,115 +415,6 @@ def prefetch(pool, fn, items: list, ahead: int):
         yield result
 
 
-def run(args: argparse.Namespace) -> int:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tqdm.auto import tqdm
-
-    from ...io import ImageReadError, clean_stale_temp_files, conversion_notes, read_image
-    from .common import distributed_state, load_pipeline
-
-    formats = args.formats if isinstance(args.formats, list) else parse_formats(args.formats)
-    state = distributed_state(args.device)
-    is_main = state is None or state.is_main_process
-    report = Report()
-    items = collect_inputs(args.inputs, report if is_main else Report(), args.output,  # input errors reported once
-                           output_image_suffixes())
-    if not items:
-        reasons = [reason for _, reason in report.failed]
-        raise UsageError(f"nothing to do: no images found in {', '.join(args.inputs)}"
-                         + (f" ({'; '.join(reasons[:3])}{'; ...' if len(reasons) > 3 else ''})" if reasons else ""))
-    extras = predict_extras.Extras.from_args(args, formats, len(items))
-    todo = []
-    for item in items:
-        paths = output_paths(args.output, item, formats, extras)
-        if args.skip_existing and all(p.is_file() for p in paths.values()):
-            report.skipped += is_main  # every process sees every input: count skips once
-        else:
-            todo.append((item, paths))
-    check_outputs(args.output, todo)  # before the model loads: a read-only or misplaced OUTDIR fails now
-    if is_main:
-        clean_stale_temp_files(args.output)
-
-    if state is not None:  # this process's share; the input order is the same in every process
-        total = len(todo)
-        with state.split_between_processes(todo) as share:
-            todo = list(share)
-        logger.info("process %d of %d: %d of %d images", state.process_index, state.num_processes, len(todo), total)
-
-    interrupted = False
-    if todo:
-        pipe = load_backend_pipeline(args)  # None: torch
-        if pipe is None:
-            pipe = load_pipeline(args, device=state.device if state is not None else None)
-        colormap = args.colormap if "color" in formats else None
-        call = dict(processing_resolution=args.processing_res, match_input_resolution=not args.no_match_input_res,
-                    resample=args.resample, colormap=colormap, output_type="np")
-        noted: set[str] = set()
-
-        def read(entry):
-            try:
-                return read_image(entry[0].source)
-            except ImageReadError as e:
-                return e
-
-        bar = tqdm(total=len(todo), desc="predict", unit="img", disable=None if is_main else True)
-        pool = ThreadPoolExecutor(max_workers=2)  # decode the next images while the model runs
-        stop = StopOnSignal()
-        settled = 0  # images done or failed
-        try:
-            with stop:
-                batch = []
-                for entry, image in zip(todo, prefetch(pool, read, todo, ahead=args.batch_size + 2)):
-                    if stop.requested:
-                        break
-                    if isinstance(image, ImageReadError):
-                        report.fail(str(entry[0].source), str(image))
-                        settled += 1
-                        bar.update(1)
-                        continue
-                    for note in conversion_notes(image):
-                        if note not in noted:
-                            noted.add(note)
-                            logger.info("%s: %s (said once: other inputs like it are not named)",
-                                        entry[0].source, note)
-                    batch.append((entry, image))
-                    if len(batch) == args.batch_size:
-                        _predict_batch(pipe, batch, call, report, extras)
-                        settled += len(batch)
-                        bar.update(len(batch))
-                        batch = []
-                if batch and not stop.requested:
-                    _predict_batch(pipe, batch, call, report, extras)
-                    settled += len(batch)
-                    bar.update(len(batch))
-        except KeyboardInterrupt:  # a second Ctrl-C: the current image is abandoned (its partial files removed)
-            stop.requested = True
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
-            bar.close()
-        interrupted = stop.requested
-        report.not_processed = len(todo) - settled if interrupted else 0
-
-    if state is not None and not interrupted:
-        report = merge_reports(state, report)
-        # An orderly end for every process: left to the interpreter's exit, a process whose share was empty
-        # could tear its process group down while the other still used it (seen once as SIGABRT under load).
-        state.wait_for_everyone()
-        state.destroy_process_group()
-        if not is_main:
-            return 1 if report.failed else 0
-    tail = f", {report.not_processed} not processed (interrupted)" if interrupted else ""
-    print(f"apdepth predict: {report.done} done, {report.skipped} skipped, {len(report.failed)} failed{tail} "
-          f"-> {args.output}", file=sys.stderr)
-    for _, reason in report.failed:
-        print(f"  FAILED {reason}", file=sys.stderr)
-    if interrupted:
-        print("  re-run the same command with --skip-existing to finish", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return 1 if report.failed else 0
-
-
 def merge_reports(state, report: Report) -> Report:
     """Every process's report combined (all processes receive the total)."""
     from accelerate.utils import gather_object
@@ -316,28 +425,3 @@ def merge_reports(state, report: Report) -> Report:
         merged.skipped += part.skipped
         merged.failed.extend(part.failed)
     return merged
-
-
-def _predict_batch(pipe, batch, call: dict, report: Report, extras: predict_extras.Extras) -> None:
-    """Run one batch; if it fails, retry its images one by one so one bad image fails alone."""
-    try:
-        results = extras.predict(pipe, [image for _, image in batch], call)
-    except Exception as e:  # noqa: BLE001 - isolated below, then reported per file
-        if len(batch) == 1:
-            (item, _), _ = batch[0]
-            report.fail(str(item.source), f"{item.source}: prediction failed ({type(e).__name__}: {e})")
-            return
-        for single in batch:
-            _predict_batch(pipe, [single], call, report, extras)
-        return
-    for ((item, paths), image), result in zip(batch, results):
-        try:
-            write_outputs(paths, result["depth"], result["colored"])
-            problems = extras.write(item.source, item.stem, paths, image, result)
-        except OSError as e:
-            report.fail(str(item.source), f"{item.source}: cannot write outputs ({e})")
-            continue
-        for problem in problems:
-            report.fail(str(item.source), problem)
-        if not problems:
-            report.done += 1

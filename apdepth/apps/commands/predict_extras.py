@@ -1,12 +1,20 @@
-"""`apdepth predict` options beyond the depth map: metric scale from sparse depths, point clouds (PLY)
-and test-time-augmentation uncertainty. Kept apart from predict.py, which calls into it."""
+"""`apdepth predict` beyond the depth map: test-time augmentation (how the pipeline is called) and the
+post-steps that run after the depth-map writers, each only when asked for: metric scale from sparse depths
+(with its EXR / TIFF / millimetre PNG copies), the TTA standard deviation, point clouds (PLY).
+
+predict.py builds :class:`ExtraOptions` once from the command line, then asks :func:`predictor` for the
+pipeline call and :func:`post_steps` for the list of steps; each step takes one :class:`ImageResult`
+and returns the problems it met (empty when all went well)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from .common import MAX_PROCESSING_RES, UsageError, check_processing_res
 
@@ -52,59 +60,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="the second processing resolution (default: 3/4 of the first)")
 
 
-def check_arguments(args: argparse.Namespace) -> None:
-    """The options of this module that can be checked without inputs or model (raises UsageError)."""
-    if args.focal is not None and args.fov is not None:
-        raise UsageError("--focal and --fov: give one of them")
-    if args.focal is not None and not args.focal > 0:
-        raise UsageError(f"--focal must be > 0 pixels, got {args.focal}")
-    if args.fov is not None and not 0 < args.fov < 180:
-        raise UsageError(f"--fov must be in (0, 180) degrees, got {args.fov}")
-    if args.edge_threshold < 0:
-        raise UsageError(f"--edge-threshold must be >= 0, got {args.edge_threshold}")
-    if args.tta and args.no_match_input_res:
-        raise UsageError("--tta needs outputs at the input size; drop --no-match-input-res")
-    if args.tta_res is not None and (args.tta_res < 0 or not args.tta):
-        raise UsageError("--tta-res needs --tta and a resolution >= 0")
-    check_processing_res(args.tta_res, getattr(args, "max_processing_res", MAX_PROCESSING_RES), "--tta-res")
-    if args.sparse_depth is not None and not args.sparse_depth.exists():
-        raise UsageError(f"--sparse-depth: {args.sparse_depth}: no such file or folder")
-    formats = getattr(args, "formats", None) or []
-    if "exr" in formats:
-        import importlib.util
+@dataclass(frozen=True)
+class ExtraOptions:
+    """The extras' options, checked (built once from the command line by :meth:`from_args`)."""
 
-        if importlib.util.find_spec("OpenEXR") is None:
-            raise UsageError("--formats exr needs the OpenEXR package: pip install 'apdepth[exr]'")
-    if "png16mm" in formats and args.sparse_depth is None:
-        raise UsageError("--formats png16mm writes metric depth: it needs --sparse-depth")
-
-
-@dataclass
-class Extras:
-    formats: list[str]
-    sparse: Path | None
-    sparse_scale: float
-    align_space: str
-    align_loss: str
-    align_threshold: float | None
-    focal: float | None
-    fov: float | None
-    edge_threshold: float
-    ply_ascii: bool
-    ply_offset: float
-    tta: bool
-    tta_res: int | None
+    formats: tuple[str, ...]
+    sparse: Path | None = None
+    sparse_scale: float = 1.0
+    align_space: str = "depth"
+    align_loss: str = "tukey"
+    align_threshold: float | None = None
+    focal: float | None = None
+    fov: float | None = None
+    edge_threshold: float = 0.05
+    ply_ascii: bool = False
+    ply_offset: float = 0.25
+    tta: bool = False
+    tta_res: int | None = None
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, formats: list[str], num_inputs: int) -> Extras:
-        if args.sparse_depth is not None:
-            if args.sparse_depth.is_file() and num_inputs != 1:
-                raise UsageError(f"--sparse-depth {args.sparse_depth} is one file but there are {num_inputs} "
-                                 "inputs; pass a folder with one sparse file per image")
-        check_arguments(args)
-        return cls(formats, args.sparse_depth, args.sparse_scale, args.align_space, args.align_loss,
+    def from_args(cls, args: argparse.Namespace, formats: list[str]) -> ExtraOptions:
+        """Everything that can be checked without inputs or model (raises UsageError); ``formats``: the
+        parsed --formats."""
+        _check_ply_options(args)
+        _check_tta_options(args)
+        _check_metric_options(args, formats)
+        return cls(tuple(formats), args.sparse_depth, args.sparse_scale, args.align_space, args.align_loss,
                    args.align_threshold, args.focal, args.fov, args.edge_threshold, args.ply_ascii,
                    args.ply_offset, args.tta, args.tta_res)
+
+    def check_inputs(self, num_inputs: int) -> None:
+        """One --sparse-depth file serves one input only."""
+        if self.sparse is not None and self.sparse.is_file() and num_inputs != 1:
+            raise UsageError(f"--sparse-depth {self.sparse} is one file but there are {num_inputs} "
+                             "inputs; pass a folder with one sparse file per image")
 
     @property
     def wants_prior(self) -> bool:
@@ -116,127 +105,218 @@ class Extras:
             keys += [f"metric_{fmt}" for fmt in METRIC_FORMATS if fmt in self.formats]
         return {key: outdir / (stem + EXTRA_SUFFIXES[key]) for key in keys}
 
-    # ---------------------------------------------------------------- prediction
 
-    def predict(self, pipe, images: list, call: dict) -> list[dict]:
-        """Per image: ``{"depth", "colored", "std", "prior"}`` (std/prior ``None`` when not asked for)."""
-        if not self.tta:
-            out = pipe(images, batch_size=len(images), output_prior=self.wants_prior, **call)
-            colored = out.depth_colored or [None] * len(images)
-            priors = out.prior if self.wants_prior else [None] * len(images)
-            return [{"depth": d, "colored": c, "std": None, "prior": p}
-                    for d, c, p in zip(out.depth, colored, priors)]
-        from ...postprocessing.tta import predict_tta, second_resolution
+def _check_ply_options(args: argparse.Namespace) -> None:
+    if args.focal is not None and args.fov is not None:
+        raise UsageError("--focal and --fov: give one of them")
+    if args.focal is not None and not args.focal > 0:
+        raise UsageError(f"--focal must be > 0 pixels, got {args.focal}")
+    if args.fov is not None and not 0 < args.fov < 180:
+        raise UsageError(f"--fov must be in (0, 180) degrees, got {args.fov}")
+    if args.edge_threshold < 0:
+        raise UsageError(f"--edge-threshold must be >= 0, got {args.edge_threshold}")
 
-        base = call["processing_resolution"]
-        base = pipe.config.default_processing_resolution if base is None else base
-        tta_call = {k: v for k, v in call.items()
-                    if k not in ("match_input_resolution", "processing_resolution", "output_type")}
-        results = []
-        for image in images:  # each image with its flip in one batch
-            second = self.tta_res if self.tta_res is not None else second_resolution(image.height, image.width, base)
-            out = predict_tta(pipe, image, processing_resolutions=(base, second), batch_size=2, **tta_call)
-            prior = None
-            if self.wants_prior:
-                prior = pipe(image, processing_resolution=base, output_prior=True, output_type="np").prior[0]
-            results.append({"depth": out.depth[0], "colored": (out.depth_colored or [None])[0],
-                            "std": out.depth_std[0], "prior": prior})
-        return results
 
-    # ---------------------------------------------------------------- outputs
+def _check_tta_options(args: argparse.Namespace) -> None:
+    if args.tta and args.no_match_input_res:
+        raise UsageError("--tta needs outputs at the input size; drop --no-match-input-res")
+    if args.tta_res is not None and (args.tta_res < 0 or not args.tta):
+        raise UsageError("--tta-res needs --tta and a resolution >= 0")
+    check_processing_res(args.tta_res, getattr(args, "max_processing_res", MAX_PROCESSING_RES), "--tta-res")
 
-    def find_sparse(self, source: Path, stem: str) -> Path | None:
-        from ...postprocessing.metric_scale import SPARSE_EXTENSIONS
 
-        if self.sparse.is_file():
-            return self.sparse
-        for name_suffix in SPARSE_NAME_SUFFIXES:
-            for ext in SPARSE_EXTENSIONS:
-                candidate = self.sparse / f"{stem}{name_suffix}{ext}"
-                if candidate.is_file() and candidate.resolve() != source.resolve():
-                    return candidate
-        return None
+def _check_metric_options(args: argparse.Namespace, formats: list[str]) -> None:
+    if args.sparse_depth is not None and not args.sparse_depth.exists():
+        raise UsageError(f"--sparse-depth: {args.sparse_depth}: no such file or folder")
+    if "exr" in formats:
+        import importlib.util
 
-    def write(self, source: Path, stem: str, paths: dict[str, Path], image, result: dict) -> list[str]:
-        """Write the metric, std and PLY outputs of one image; returns problems (empty when all went well)."""
-        import numpy as np
+        if importlib.util.find_spec("OpenEXR") is None:
+            raise UsageError("--formats exr needs the OpenEXR package: pip install 'apdepth[exr]'")
+    if "png16mm" in formats and args.sparse_depth is None:
+        raise UsageError("--formats png16mm writes metric depth: it needs --sparse-depth")
 
-        from ...io import save_json, save_npy
 
-        depth = np.asarray(result["depth"], dtype=np.float32)
-        problems: list[str] = []
-        alignment = None
-        if self.sparse is not None:
-            try:
-                sparse_file, alignment = self._align(source, stem, image, depth, result["prior"])
-                save_npy(paths["metric"], alignment.depth_metric)
-                record = {"sparse_depth": str(sparse_file), **alignment.to_dict()}
-                record.update(self._write_metric_formats(paths, alignment.depth_metric))
-                save_json(paths["metric_json"], record)
-                logger.info("%s: metric scale %.6g, shift %.6g (%s space), %d/%d sparse points inliers", source,
-                            alignment.scale, alignment.shift, alignment.space, alignment.num_inliers,
-                            alignment.num_points)
-            except (OSError, ValueError) as e:
-                problems.append(f"{source}: metric alignment failed ({e})")
-        if result["std"] is not None:
-            save_npy(paths["std"], np.asarray(result["std"], dtype=np.float32))
-        if "ply" in paths:
-            self._write_ply(paths["ply"], source, image, depth, alignment)
-        return problems
+# ---------------------------------------------------------------------------- the pipeline call
 
-    def _write_metric_formats(self, paths: dict[str, Path], depth_metric) -> dict:
-        """The metric depth as EXR / float TIFF / millimetre PNG when asked for; what to add to the JSON."""
-        from ...depth_io import save_float_depth, save_png16_mm
 
-        record = {}
-        for fmt in ("exr", "tiff32"):
-            if f"metric_{fmt}" in paths:
-                save_float_depth(fmt, paths[f"metric_{fmt}"], depth_metric,
-                                 "metric depth in the units of the sparse depths (apdepth)")
-        if "metric_png16mm" in paths:
-            png = save_png16_mm(paths["metric_png16mm"], depth_metric, unit="the sparse depths' units")
-            record["png16mm"] = {"file": paths["metric_png16mm"].name, **png}
-            if png["clipped"]:
-                logger.warning("%s: %d pixels beyond 65535 x %g clipped", paths["metric_png16mm"], png["clipped"],
-                               png["depth_scale"])
-        return record
+@dataclass
+class ImageResult:
+    """One image through the pipeline, handed to the writers and then to each post-step in turn."""
 
-    def _align(self, source: Path, stem: str, image, depth, prior):
-        import numpy as np
+    source: Path
+    stem: str  # output path without suffix, relative to OUTDIR
+    paths: dict[str, Path]  # output key (a format or an EXTRA_SUFFIXES key) -> file
+    image: Any  # the input, a PIL image
+    depth: Any  # [H, W] float in [0, 1], near small
+    colored: Any = None  # PIL image (the 'color' format) or None
+    std: Any = None  # [H, W] float (--tta) or None
+    prior: Any = None  # [H, W] the prior's relative disparity (--align-space disparity) or None
+    alignment: Any = None  # MetricAlignment: set by the metric step, read by the point cloud step
 
-        from ...postprocessing.metric_scale import align_to_metric, load_sparse_depth
 
-        sparse_file = self.find_sparse(source, stem)
-        if sparse_file is None:
-            raise ValueError(f"no sparse depth file for it under {self.sparse} (looked for {stem}"
-                             f"[{'|'.join(SPARSE_NAME_SUFFIXES[1:])}].npy/csv/txt/png/tif)")
-        sparse = load_sparse_depth(sparse_file, depth_scale=self.sparse_scale)
-        if sparse.size is None:  # (u, v) are pixels of the input image
-            sparse.size = (image.height, image.width)
-        relative = depth if self.align_space == "depth" else np.asarray(prior, dtype=np.float32)
-        return sparse_file, align_to_metric(relative, sparse, space=self.align_space, loss=self.align_loss,
-                                            threshold=self.align_threshold)
+Predictor = Callable[[Any, list, dict], list[dict]]  # (pipe, images, call kwargs) -> per image {depth, colored, std, prior}
 
-    def _write_ply(self, path: Path, source: Path, image, depth, alignment) -> None:
-        import numpy as np
-        from PIL import Image
 
-        from ...postprocessing.pointcloud import depth_to_ply, resolve_focal
+def predictor(options: ExtraOptions) -> Predictor:
+    """The pipeline call, chosen once: one batched call, or test-time augmentation (--tta) image by image."""
+    if options.tta:
+        return partial(predict_tta, tta_res=options.tta_res, want_prior=options.wants_prior)
+    return partial(predict_plain, want_prior=options.wants_prior)
 
-        H, W = depth.shape
-        focal, how = resolve_focal(image, W, H, focal=self.focal, fov=self.fov, default_fov=DEFAULT_FOV,
-                                   name=str(source))
-        rgb = np.asarray(image.convert("RGB").resize((W, H), Image.BILINEAR) if image.size != (W, H)
-                         else image.convert("RGB"))
-        if alignment is not None:
-            z = alignment.depth_metric
-            what = (f"metric depth (units of the sparse depths), {alignment.space}-space fit scale "
-                    f"{alignment.scale:.6g} shift {alignment.shift:.6g}")
-        else:
-            z = depth + self.ply_offset
-            what = (f"affine-invariant depth (not metric): z = depth + {self.ply_offset:g}; shape correct only up "
-                    "to an unknown scale and shift")
-        count = depth_to_ply(path, z, rgb, focal, edge_threshold=self.edge_threshold or None,
-                             binary=not self.ply_ascii,
-                             comments=[f"apdepth point cloud of {source.name}", what, f"focal from {how}"])
-        logger.debug("%s: %d points -> %s", source, count, path)
+
+def predict_plain(pipe, images: list, call: dict, want_prior: bool = False) -> list[dict]:
+    """Per image: ``{"depth", "colored", "std": None, "prior"}`` (prior ``None`` unless ``want_prior``)."""
+    out = pipe(images, batch_size=len(images), output_prior=want_prior, **call)
+    colored = out.depth_colored or [None] * len(images)
+    priors = out.prior if want_prior else [None] * len(images)
+    return [{"depth": d, "colored": c, "std": None, "prior": p} for d, c, p in zip(out.depth, colored, priors)]
+
+
+def predict_tta(pipe, images: list, call: dict, tta_res: int | None = None, want_prior: bool = False) -> list[dict]:
+    """Per image: the mean over a horizontal flip and two processing resolutions, and its standard deviation."""
+    from ...postprocessing import tta
+
+    base = call["processing_resolution"]
+    base = pipe.config.default_processing_resolution if base is None else base
+    tta_call = {k: v for k, v in call.items()
+                if k not in ("match_input_resolution", "processing_resolution", "output_type")}
+    results = []
+    for image in images:  # each image with its flip in one batch
+        second = tta_res if tta_res is not None else tta.second_resolution(image.height, image.width, base)
+        out = tta.predict_tta(pipe, image, processing_resolutions=(base, second), batch_size=2, **tta_call)
+        prior = None
+        if want_prior:
+            prior = pipe(image, processing_resolution=base, output_prior=True, output_type="np").prior[0]
+        results.append({"depth": out.depth[0], "colored": (out.depth_colored or [None])[0],
+                        "std": out.depth_std[0], "prior": prior})
+    return results
+
+
+# ---------------------------------------------------------------------------- post-steps
+
+PostStep = Callable[[ImageResult], list[str]]  # writes some outputs of one image; returns its problems
+
+
+def post_steps(options: ExtraOptions) -> list[PostStep]:
+    """The steps after the depth-map writers, in order, each only when asked for (the point cloud last: it
+    uses the metric alignment when there is one)."""
+    steps: list[PostStep] = []
+    if options.sparse is not None:
+        steps.append(partial(align_metric, options))
+    if options.tta:
+        steps.append(write_std)
+    if "ply" in options.formats:
+        steps.append(partial(write_point_cloud, options))
+    return steps
+
+
+def align_metric(options: ExtraOptions, result: ImageResult) -> list[str]:
+    """--sparse-depth: fit the depth to the sparse depths; write the metric depth (.npy, the asked-for float
+    formats) and the fit (.json). Sets ``result.alignment``."""
+    import numpy as np
+
+    from ...io import save_json, save_npy
+
+    depth = np.asarray(result.depth, dtype=np.float32)
+    try:
+        sparse_file, alignment = _align(options, result, depth)
+        result.alignment = alignment  # the point cloud uses it even if a file below cannot be written
+        save_npy(result.paths["metric"], alignment.depth_metric)
+        record = {"sparse_depth": str(sparse_file), **alignment.to_dict()}
+        record.update(_write_metric_formats(result.paths, alignment.depth_metric))
+        save_json(result.paths["metric_json"], record)
+    except (OSError, ValueError) as e:
+        return [f"{result.source}: metric alignment failed ({e})"]
+    logger.info("%s: metric scale %.6g, shift %.6g (%s space), %d/%d sparse points inliers", result.source,
+                alignment.scale, alignment.shift, alignment.space, alignment.num_inliers, alignment.num_points)
+    return []
+
+
+def write_std(result: ImageResult) -> list[str]:
+    """--tta: the per-pixel standard deviation."""
+    import numpy as np
+
+    from ...io import save_npy
+
+    save_npy(result.paths["std"], np.asarray(result.std, dtype=np.float32))
+    return []
+
+
+def find_sparse(sparse: Path, source: Path, stem: str) -> Path | None:
+    """The sparse depth file of one input: ``sparse`` itself (a file), or ``sparse/<stem>[_sparse|...].ext``."""
+    from ...postprocessing.metric_scale import SPARSE_EXTENSIONS
+
+    if sparse.is_file():
+        return sparse
+    for name_suffix in SPARSE_NAME_SUFFIXES:
+        for ext in SPARSE_EXTENSIONS:
+            candidate = sparse / f"{stem}{name_suffix}{ext}"
+            if candidate.is_file() and candidate.resolve() != source.resolve():
+                return candidate
+    return None
+
+
+def _write_metric_formats(paths: dict[str, Path], depth_metric) -> dict:
+    """The metric depth as EXR / float TIFF / millimetre PNG when asked for; what to add to the JSON."""
+    from ...depth_io import save_float_depth, save_png16_mm
+
+    record = {}
+    for fmt in ("exr", "tiff32"):
+        if f"metric_{fmt}" in paths:
+            save_float_depth(fmt, paths[f"metric_{fmt}"], depth_metric,
+                             "metric depth in the units of the sparse depths (apdepth)")
+    if "metric_png16mm" in paths:
+        png = save_png16_mm(paths["metric_png16mm"], depth_metric, unit="the sparse depths' units")
+        record["png16mm"] = {"file": paths["metric_png16mm"].name, **png}
+        if png["clipped"]:
+            logger.warning("%s: %d pixels beyond 65535 x %g clipped", paths["metric_png16mm"], png["clipped"],
+                           png["depth_scale"])
+    return record
+
+
+def _align(options: ExtraOptions, result: ImageResult, depth):
+    """(sparse file, MetricAlignment) of one image; ValueError when it has no sparse file."""
+    import numpy as np
+
+    from ...postprocessing.metric_scale import align_to_metric, load_sparse_depth
+
+    sparse_file = find_sparse(options.sparse, result.source, result.stem)
+    if sparse_file is None:
+        raise ValueError(f"no sparse depth file for it under {options.sparse} (looked for {result.stem}"
+                         f"[{'|'.join(SPARSE_NAME_SUFFIXES[1:])}].npy/csv/txt/png/tif)")
+    sparse = load_sparse_depth(sparse_file, depth_scale=options.sparse_scale)
+    if sparse.size is None:  # (u, v) are pixels of the input image
+        sparse.size = (result.image.height, result.image.width)
+    relative = depth if options.align_space == "depth" else np.asarray(result.prior, dtype=np.float32)
+    return sparse_file, align_to_metric(relative, sparse, space=options.align_space, loss=options.align_loss,
+                                        threshold=options.align_threshold)
+
+
+def write_point_cloud(options: ExtraOptions, result: ImageResult) -> list[str]:
+    """--formats ply: coloured points, metric when the alignment step succeeded, else z = depth + --ply-offset."""
+    import numpy as np
+    from PIL import Image
+
+    from ...postprocessing.pointcloud import depth_to_ply, resolve_focal
+
+    depth = np.asarray(result.depth, dtype=np.float32)  # [H, W]
+    image, alignment, source = result.image, result.alignment, result.source
+    H, W = depth.shape
+    focal, how = resolve_focal(image, W, H, focal=options.focal, fov=options.fov, default_fov=DEFAULT_FOV,
+                               name=str(source))
+    rgb = np.asarray(image.convert("RGB").resize((W, H), Image.BILINEAR) if image.size != (W, H)
+                     else image.convert("RGB"))  # [H, W, 3]
+    if alignment is not None:
+        z = alignment.depth_metric
+        what = (f"metric depth (units of the sparse depths), {alignment.space}-space fit scale "
+                f"{alignment.scale:.6g} shift {alignment.shift:.6g}")
+    else:
+        z = depth + options.ply_offset
+        what = (f"affine-invariant depth (not metric): z = depth + {options.ply_offset:g}; shape correct only up "
+                "to an unknown scale and shift")
+    count = depth_to_ply(result.paths["ply"], z, rgb, focal, edge_threshold=options.edge_threshold or None,
+                         binary=not options.ply_ascii,
+                         comments=[f"apdepth point cloud of {source.name}", what, f"focal from {how}"])
+    logger.debug("%s: %d points -> %s", source, count, result.paths["ply"])
+    return []

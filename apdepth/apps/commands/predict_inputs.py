@@ -115,41 +115,55 @@ def collect_inputs(inputs: list[str], report: Report, outdir: Path | None = None
     Folders never yield apdepth's own outputs (see :func:`scan_folder`; ``ours``: the name endings of the
     images apdepth writes); a file named explicitly (argument or list entry) that is one of them is a
     :class:`UsageError`."""
+    ours = tuple(o.lower() for o in ours)
     found: list[tuple[Path, Path]] = []  # (source, path relative to the output folder)
     clashes: list[Path] = []
-    ours = tuple(o.lower() for o in ours)
-
-    def explicit(entry: Path, rel: Path) -> None:
-        if ours and entry.is_file() and entry.name.lower().endswith(ours) and _within_output(entry, outdir):
-            clashes.append(entry)
-        else:
-            found.append((entry, rel))
-
     for raw in inputs:
-        path = Path(raw)
-        if path.is_dir():
-            files, left_out = scan_folder(path, outdir, ours)
-            for folder in left_out:
-                logger.info("%s: left out (an apdepth output folder)", folder)
-            if not files:
-                logger.warning("%s: no images (%s) in this folder", path, ", ".join(_extensions()))
-            found.extend((p, p.relative_to(path)) for p in files)
-        elif path.is_file() and path.suffix.lower() in LIST_EXTENSIONS:
-            for entry in read_list_file(path):
-                try:
-                    rel = entry.relative_to(path.parent)
-                except ValueError:
-                    rel = Path(entry.name)
-                explicit(entry, rel)
-        elif path.exists():
-            explicit(path, Path(path.name))
-        else:
-            report.fail(str(path), f"{path}: no such file or folder")
+        pairs, explicit = _expand(Path(raw), report, outdir, ours)
+        found += pairs
+        clashes += [source for source, _ in pairs if explicit and _is_our_output(source, outdir, ours)]
     if clashes:
         shown = ", ".join(map(str, clashes[:3])) + (f" and {len(clashes) - 3} more" if len(clashes) > 3 else "")
         raise UsageError(f"input {shown}: an output of apdepth (in {outdir} or an earlier output folder); "
                          "apdepth does not read its own outputs back as inputs: remove it from the inputs")
+    return _with_unique_stems(found, report)
 
+
+def _expand(path: Path, report: Report, outdir: Path | None,
+            ours: tuple[str, ...]) -> tuple[list[tuple[Path, Path]], bool]:
+    """One INPUT -> (source, path relative to the output folder) pairs: a folder's images (its output folders
+    left out), a list file's entries, or the file itself; a missing path is reported. And whether the files
+    were named explicitly (not found by a folder scan)."""
+    if path.is_dir():
+        files, left_out = scan_folder(path, outdir, ours)
+        for folder in left_out:
+            logger.info("%s: left out (an apdepth output folder)", folder)
+        if not files:
+            logger.warning("%s: no images (%s) in this folder", path, ", ".join(_extensions()))
+        return [(p, p.relative_to(path)) for p in files], False
+    if path.is_file() and path.suffix.lower() in LIST_EXTENSIONS:
+        pairs = []
+        for entry in read_list_file(path):
+            try:
+                rel = entry.relative_to(path.parent)
+            except ValueError:
+                rel = Path(entry.name)
+            pairs.append((entry, rel))
+        return pairs, True
+    if path.exists():
+        return [(path, Path(path.name))], True
+    report.fail(str(path), f"{path}: no such file or folder")
+    return [], True
+
+
+def _is_our_output(source: Path, outdir: Path | None, ours: tuple[str, ...]) -> bool:
+    """A file that apdepth wrote, in its output folder or an earlier one."""
+    return bool(ours) and source.is_file() and source.name.lower().endswith(ours) and _within_output(source, outdir)
+
+
+def _with_unique_stems(found: list[tuple[Path, Path]], report: Report) -> list[WorkItem]:
+    """Work items whose output stems differ: ``a.jpg`` and ``a.png`` in one folder are ``a`` and ``a_png``; a
+    third clash is reported and left out."""
     items: list[WorkItem] = []
     used: set[str] = set()
     for source, rel in found:
