@@ -265,6 +265,7 @@ def test_cached_and_raw_steps_agree(env, tmp_path):
     cfg = build_config(None, env.overrides(2, tmp_path / "cached", **extra))
     assert cache_latents(cfg) == tmp_path / "cache"
     AcceleratorState._reset_state(True)
+    assert not (tmp_path / "cached").exists()  # building the cache sets up no training run
     files = sorted((tmp_path / "cache" / "hypersim").iterdir())
     assert len(files) == 4 and set(load_file(files[0])) == {f"{k}_{f}" for k in ("rgb_latent", "prior_latent",
                                                                               "depth_latent") for f in (0, 1)}
@@ -291,6 +292,15 @@ def test_cached_and_raw_steps_agree(env, tmp_path):
     other = build_config(None, env.overrides(2, tmp_path / "other", **extra, **{"model.prior": "none"}))
     with pytest.raises(ValueError, match="built for another model or data"):
         train(other)
+
+
+def test_the_cache_entry_point_needs_a_cache_dir_and_no_run_folder(env, tmp_path):
+    with pytest.raises(ConfigError, match="needs data.cache_dir"):
+        cache_latents(build_config(None, env.overrides(2, tmp_path / "run")))
+    cfg = build_config(None, env.overrides(2, tmp_path / "run", **{"data.cache_dir": tmp_path / "cache",
+                                                                   "run.output_dir": "null"}))
+    assert cfg.run.output_dir is None
+    assert cache_latents(cfg) == tmp_path / "cache" and len(list((tmp_path / "cache" / "hypersim").iterdir())) == 4
 
 
 def test_no_prior_variant_trains_and_predicts_with_a_zero_prior_latent(env, tmp_path):
