@@ -89,7 +89,7 @@ class DataConfig:
     min_valid_pixels: int = 10
     low_valid: str = "clear"  # samples under min_valid_pixels: clear (mask emptied) | redraw (the release)
     missing: str = "error"  # split entries whose files are missing: error | skip
-    cache_dir: str | None = None  # latent cache (apdepth train ... --build-cache fills it)
+    cache_dir: str | None = None  # latent cache (`apdepth cache -c CONFIG` fills it)
     cache_dtype: str = "fp32"
 
 
