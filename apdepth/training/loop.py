@@ -115,10 +115,9 @@ class Trainer:
         self.module = self._trainable_module()
         self.modules = {"unet": self.module.unet, **self.stage.trainable_modules()}  # checkpointed by name
         self.params = [p for p in self.module.parameters() if p.requires_grad]
-        self._optimizer()
-        self.step, consumed = self._resume(resume_from) if resume_from is not None else (0, 0)
-        self.consumed = consumed
-        self.batches = self._batches(view, sizes, probs, consumed)
+        self.optimizer, self.scheduler, self.model, self.ema = self._optimizer()
+        self.step, self.consumed = self._resume(resume_from) if resume_from is not None else (0, 0)
+        self.batches = self._batches(view, sizes, probs, self.consumed)
         self.config_yaml = cfg.to_yaml()
         self.writer = self._writer()
         self.window = LossWindow(self.device)
@@ -144,19 +143,20 @@ class Trainer:
             frozen.to(self.device)
         return TrainModule(self.pipe, **self.stage.trainable_modules()).train()
 
-    def _optimizer(self) -> None:
+    def _optimizer(self):
         """Adam, the learning-rate schedule, the accelerate-wrapped model and the optional EMA."""
         o = self.cfg.optim
-        self.optimizer = torch.optim.Adam(self.params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay,
-                                          fused=o.fused or None)
-        self.scheduler = LRSchedule.from_config(o).scheduler(self.optimizer)
-        self.model, self.optimizer = self.accelerator.prepare(self.module, self.optimizer)
-        self.ema = None
+        optimizer = torch.optim.Adam(self.params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay,
+                                     fused=o.fused or None)
+        scheduler = LRSchedule.from_config(o).scheduler(optimizer)
+        model, optimizer = self.accelerator.prepare(self.module, optimizer)
+        ema = None
         if o.ema:
             from diffusers.training_utils import EMAModel
 
-            self.ema = EMAModel(self.params, decay=o.ema_decay)
-            self.ema.to(self.device)
+            ema = EMAModel(self.params, decay=o.ema_decay)
+            ema.to(self.device)
+        return optimizer, scheduler, model, ema
 
     def _resume(self, folder: Path) -> tuple[int, int]:
         """Restore a checkpoint; returns (optimizer steps done, micro-batches consumed by all processes)."""
