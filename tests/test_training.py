@@ -1,5 +1,6 @@
 """The training engine on tiny models and tiny data in the real layouts: the stages' losses and
-gradients, overfitting a small batch, exact kill-and-resume, the latent cache, fail-fast checks."""
+gradients, the stage interface the loop trains through, overfitting a small batch, exact kill-and-resume,
+the latent cache (its own entry point), fail-fast checks."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from safetensors.torch import load_file
 from training_env import make_training_env
 
 from apdepth.pipeline import ApDepthPipeline
-from apdepth.training import build_config, train
+from apdepth.training import TrainingStage, build_config, cache_latents, train
 from apdepth.training.build import build_datasets, build_pipeline, build_stage
 from apdepth.training.checkpoint import list_checkpoints
 from apdepth.training.config import ConfigError
@@ -38,7 +39,7 @@ def setup(env, tmp_path, stage, scale=1, flip=True, **extra):
     pipe = build_pipeline(cfg)
     st = build_stage(cfg, pipe)
     st.prepare_unet(pipe.unet)
-    module = TrainModule(pipe, getattr(st, "adapter", None)).train()
+    module = TrainModule(pipe, **st.trainable_modules()).train()
     batch = {k: torch.stack([view[(0, i, flip and i == 1)][k] for i in range(2)])
              for k in ("rgb", "depth_norm", "valid_mask")}
     if scale > 1:
@@ -94,6 +95,77 @@ def test_stage2_phases_and_the_gradient_through_the_frozen_decoder(env, tmp_path
     assert grad_norm(pipe.unet) > 0 and all(p.grad is None for p in pipe.vae.parameters())
     stage.cfg.freq_space = "latent"
     assert torch.isfinite(stage.losses(module, inputs, step=6)["freq"])
+
+
+def test_each_stage_declares_what_the_loop_needs(env, tmp_path):
+    from apdepth.modules import load_adapter
+
+    _, pipe, one, module, _ = setup(env, tmp_path, 1)
+    assert isinstance(one, TrainingStage) and one.name == "stage1"
+    assert one.trainable_modules() == {"adapter": one.adapter} and module.adapter is one.adapter
+    assert list(one.frozen_modules()) == ["encoder"] and not any(
+        p.requires_grad for p in one.frozen_modules()["encoder"].parameters())
+    assert one.needs_depth_latent is False  # alignment alone reads no depth latent
+    one.cfg.latent_mse_weight = 1.0
+    assert one.needs_depth_latent is True
+    assert [one.phase(s) for s in (1, 20_000, 10**6)] == [1, 1, 1] and one.log_values(7) == {}
+    one.export(tmp_path / "final1")
+    saved = load_adapter(tmp_path / "final1" / "adapter").state_dict()
+    assert all(torch.equal(saved[k], v) for k, v in one.adapter.state_dict().items())
+
+    cfg, pipe, two, module, _ = setup(env, tmp_path, 2, **{"stage2.phase1_steps": 5})
+    assert isinstance(two, TrainingStage) and two.name == "stage2" and two.needs_depth_latent is True
+    assert two.trainable_modules() == {} and module.adapter is None
+    assert two.frozen_modules() == {"vae": pipe.vae}  # its decoder: the pixel losses
+    assert [two.phase(s) for s in (1, 5, 6, 21_000)] == [1, 1, 2, 2]
+    assert two.log_values(5) == {"train/phase": 1} and two.log_values(6) == {"train/phase": 2}
+    (tmp_path / "final2").mkdir()
+    two.export(tmp_path / "final2")
+    assert list((tmp_path / "final2").iterdir()) == []  # the pipeline is the whole model
+
+
+def test_a_stage_must_declare_every_part_of_the_interface():
+    class LossOnly(TrainingStage):
+        name = "loss_only"
+
+        def losses(self, model, inputs, step):
+            return {"loss": torch.zeros(())}
+
+    with pytest.raises(TypeError, match="abstract"):
+        LossOnly()
+
+
+def test_the_loop_trains_any_stage_through_the_interface(env, tmp_path, monkeypatch):
+    """A stage the loop has never seen: its losses (by phase), logged values and export are the stage's own."""
+    from apdepth.training import build as build_module
+    from apdepth.training.stage2 import Stage2
+
+    class LatentOnly(Stage2):
+        name = "latent_only"
+
+        def phase(self, step):
+            return 1 if step == 1 else 2
+
+        def losses(self, model, inputs, step):
+            mse = torch.nn.functional.mse_loss(model(inputs.condition())["latent"], inputs.depth_latent)
+            return {"loss": mse if self.phase(step) == 1 else 0.5 * mse, "mse": mse}
+
+        def log_values(self, step):
+            return {"train/custom": 100.0 + step}
+
+        def export(self, folder):
+            (folder / "stage.txt").write_text(self.name)
+
+    monkeypatch.setitem(build_module.STAGES, 2, lambda cfg, pipe: LatentOnly(cfg.stage2, pipe.vae))
+    logged = {}
+    cfg = build_config(None, env.overrides(2, tmp_path / "run", **{"optim.max_steps": 2}))
+    final = train(cfg, on_step=lambda step, values: logged.update({step: values}))
+    assert (final / "stage.txt").read_text() == "latent_only" and (final / "unet").is_dir()
+    assert logged[1]["train/custom"] == 101.0 and logged[2]["train/custom"] == 102.0
+    assert set(logged[1]) == {"train/loss", "train/mse", "train/lr", "train/custom", "perf/seconds_per_step",
+                              "perf/samples_per_second"}
+    assert logged[1]["train/loss"] == pytest.approx(logged[1]["train/mse"], rel=1e-6)
+    assert logged[2]["train/loss"] == pytest.approx(0.5 * logged[2]["train/mse"], rel=1e-6)
 
 
 @pytest.mark.parametrize("stage, term, extra", [
@@ -191,8 +263,9 @@ def test_cached_and_raw_steps_agree(env, tmp_path):
 
     extra = {"optim.max_steps": 1, "data.cache_dir": tmp_path / "cache"}
     cfg = build_config(None, env.overrides(2, tmp_path / "cached", **extra))
-    train(cfg, build_cache=True)
+    assert cache_latents(cfg) == tmp_path / "cache"
     AcceleratorState._reset_state(True)
+    assert not (tmp_path / "cached").exists()  # building the cache sets up no training run
     files = sorted((tmp_path / "cache" / "hypersim").iterdir())
     assert len(files) == 4 and set(load_file(files[0])) == {f"{k}_{f}" for k in ("rgb_latent", "prior_latent",
                                                                               "depth_latent") for f in (0, 1)}
@@ -219,6 +292,15 @@ def test_cached_and_raw_steps_agree(env, tmp_path):
     other = build_config(None, env.overrides(2, tmp_path / "other", **extra, **{"model.prior": "none"}))
     with pytest.raises(ValueError, match="built for another model or data"):
         train(other)
+
+
+def test_the_cache_entry_point_needs_a_cache_dir_and_no_run_folder(env, tmp_path):
+    with pytest.raises(ConfigError, match="needs data.cache_dir"):
+        cache_latents(build_config(None, env.overrides(2, tmp_path / "run")))
+    cfg = build_config(None, env.overrides(2, tmp_path / "run", **{"data.cache_dir": tmp_path / "cache",
+                                                                   "run.output_dir": "null"}))
+    assert cfg.run.output_dir is None
+    assert cache_latents(cfg) == tmp_path / "cache" and len(list((tmp_path / "cache" / "hypersim").iterdir())) == 4
 
 
 def test_no_prior_variant_trains_and_predicts_with_a_zero_prior_latent(env, tmp_path):

@@ -1,5 +1,6 @@
-"""Both stages end to end through `apdepth train`, resuming from a checkpoint alone, config errors, and
-a two-process run through `accelerate launch` on the CPU."""
+"""Both stages end to end through `apdepth train`, resuming from a checkpoint alone, config errors, the
+latent cache through `apdepth cache` (and `apdepth train --build-cache`), and a two-process run through
+`accelerate launch` on the CPU."""
 
 from __future__ import annotations
 
@@ -92,6 +93,25 @@ def test_config_errors_exit_with_status_2(env, tmp_path, caplog):
     assert main(["train", "-c", str(bad), "stage2.freq_p=1", f"data.hypersim.split={tmp_path}/nope.txt"]) == 2
     assert f"data.hypersim.split: '{tmp_path}/nope.txt' is not a file" in caplog.text
     assert main(["train"]) == 2
+
+
+def test_cache_command_builds_the_latent_cache_without_training(env, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    cfg = write_config(tmp_path / "s2.yaml", env.overrides(2, tmp_path / "run", **{"data.cache_dir": cache}))
+    assert main(["cache", "-c", str(cfg)]) == 0
+    files = sorted((cache / "hypersim").iterdir())
+    assert (cache / "meta.json").is_file() and len(files) == 4
+    assert not (tmp_path / "run").exists()  # no training set up: no run folder, logs or checkpoints
+    # `apdepth train --build-cache` is the same entry point: it completes an interrupted cache and exits
+    before = {f.name: f.stat().st_mtime_ns for f in files[1:]}
+    files[0].unlink()
+    assert main(["train", "-c", str(cfg), "--build-cache"]) == 0
+    assert files[0].is_file() and {f.name: f.stat().st_mtime_ns for f in files[1:]} == before
+    assert not (tmp_path / "run").exists()
+    # errors: no data.cache_dir (exit 2, naming the key), no config (usage error)
+    assert main(["cache", "-c", str(cfg), "data.cache_dir=null"]) == 2
+    assert "the latent cache needs data.cache_dir" in caplog.text
+    assert main(["cache"]) == 2
 
 
 def free_port() -> int:

@@ -203,8 +203,7 @@ SCHEDULE = {
 
 
 def _schedule(cfg) -> LRSchedule:
-    o = cfg.optim
-    return LRSchedule(o.warmup_steps, o.decay_steps, o.final_ratio, warmup_from_zero=o.warmup_from_zero)
+    return LRSchedule.from_config(cfg.optim)  # what the training loop runs
 
 
 @pytest.mark.parametrize("n", sorted(SCHEDULE))
@@ -218,7 +217,7 @@ def test_learning_rate_schedules_at_hand_computed_steps(n):
 def test_release_first_optimizer_step_runs_at_learning_rate_zero():
     weight = torch.nn.Parameter(torch.ones(3))
     optimizer = torch.optim.Adam([weight], lr=3e-5)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(RELEASE_S2))
+    scheduler = _schedule(RELEASE_S2).scheduler(optimizer)
     lrs = []
     for _ in range(3):
         lrs.append(optimizer.param_groups[0]["lr"])

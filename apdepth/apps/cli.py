@@ -20,6 +20,7 @@ from .. import allocator
 COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("apdepth.apps.commands.predict", "predict depth maps for images, folders or lists of paths"),
     "train": ("apdepth.apps.commands.train", "train stage 1 (feature alignment) or stage 2 (depth) from a config"),
+    "cache": ("apdepth.apps.commands.cache", "build the latent cache of a training config (frozen encoders' latents)"),
     "bench": ("apdepth.apps.commands.bench", "measure speed and memory on full-size architectures (no download)"),
     "evaluate": ("apdepth.apps.commands.evaluate", "zero-shot benchmark (Table 1): NYUv2, KITTI, ETH3D, ScanNet, DIODE"),
     "evaluate-whdr": ("apdepth.apps.commands.whdr", "relative depth on real photographs: WHDR on labelled point pairs"),

@@ -1,4 +1,4 @@
-"""Turn a :class:`~.config.TrainConfig` into data, model and stage, failing fast on bad paths.
+"""Turn a :class:`~.config.TrainConfig` into data, model, stage and accelerator, failing fast on bad paths.
 
 Everything here runs before the first step: a missing data set, a wrong path, or a checkpoint that
 does not fit the config stops the run within seconds with a message naming the config key.
@@ -18,7 +18,9 @@ from ..data import get_dataset
 from ..data.training import TrainingView
 from ..modules import DINOv2Encoder, build_adapter, load_external_encoder
 from ..pipeline import ApDepthPipeline
+from .checkpoint import find_latest, read_trainer_state, resolve_checkpoint
 from .config import ConfigError, FolderSourceConfig, LoraConfig, TrainConfig, config_differences
+from .stage import TrainingStage
 from .stage1 import Stage1
 from .stage2 import Stage2
 
@@ -55,7 +57,16 @@ def _is_prior_size(encoder: str, spec: str) -> bool:
 
 
 def check_paths(cfg: TrainConfig, need_validation: bool = True) -> None:
-    """Raise :class:`ConfigError` naming the config key of every missing input."""
+    """Raise :class:`ConfigError` naming the config key of every missing input (all of them at once)."""
+    problems = [*_data_problems(cfg), *_model_problems(cfg), *_encoder_problems(cfg)]
+    if need_validation:
+        problems += _validation_problems(cfg)
+    if problems:
+        raise ConfigError("The config names inputs that are not there:\n  " + "\n  ".join(problems))
+
+
+def _data_problems(cfg: TrainConfig) -> list[str]:
+    """``data.<set>.root`` and ``data.<set>.split`` of every training set with a share."""
     problems = []
     for name in cfg.active_sources():
         source = getattr(cfg.data, name)
@@ -67,38 +78,52 @@ def check_paths(cfg: TrainConfig, need_validation: bool = True) -> None:
                                 "(apdepth.data.folder.write_split)")
         elif not source.split or not os.path.isfile(source.split):
             problems.append(f"data.{name}.split: {source.split!r} is not a file")
-    base = cfg.model.base
-    init = cfg.model.init_from
-    if init is not None:
-        if init != EMBEDDED and (_looks_local(init) or cfg.model.local_files_only):
-            if not (Path(init) / "model_index.json").is_file() or not (Path(init) / "unet" / "config.json").is_file():
-                problems.append(f"model.init_from: {init!r} is not an ApDepth pipeline folder (model_index.json, "
-                                "unet/)")
-    elif _looks_local(base) or cfg.model.local_files_only:
-        if os.path.isdir(base):
-            if not (Path(base) / "unet" / "config.json").is_file() or not (Path(base) / "vae").is_dir():
-                problems.append(f"model.base: {base} has no unet/config.json or vae/: not a Stable Diffusion "
-                                "(or ApDepth) folder")
-        elif _looks_local(base):
-            problems.append(f"model.base: folder {base!r} does not exist")
-    prior = cfg.model.prior
-    if prior.endswith((".pth", ".pt")) and _looks_local(prior) and not os.path.isfile(prior):
-        problems.append(f"model.prior: {prior!r} does not exist")
+    return problems
+
+
+def _is_pipeline_folder(path: Path) -> bool:
+    return (path / "model_index.json").is_file() and (path / "unet" / "config.json").is_file()
+
+
+def _model_problems(cfg: TrainConfig) -> list[str]:
+    """``model.init_from`` (or ``model.base``) and a ``.pth`` ``model.prior``; hub ids are checked on loading."""
+    m = cfg.model
+    problems = []
+    local = m.local_files_only
+    if m.init_from is not None:
+        if m.init_from != EMBEDDED and (_looks_local(m.init_from) or local) and not _is_pipeline_folder(Path(m.init_from)):
+            problems.append(f"model.init_from: {m.init_from!r} is not an ApDepth pipeline folder (model_index.json, "
+                            "unet/)")
+    elif os.path.isdir(m.base) and (_looks_local(m.base) or local):
+        if not (Path(m.base) / "unet" / "config.json").is_file() or not (Path(m.base) / "vae").is_dir():
+            problems.append(f"model.base: {m.base} has no unet/config.json or vae/: not a Stable Diffusion "
+                            "(or ApDepth) folder")
+    elif _looks_local(m.base):
+        problems.append(f"model.base: folder {m.base!r} does not exist")
+    if m.prior.endswith((".pth", ".pt")) and _looks_local(m.prior) and not os.path.isfile(m.prior):
+        problems.append(f"model.prior: {m.prior!r} does not exist")
+    return problems
+
+
+def _encoder_problems(cfg: TrainConfig) -> list[str]:
+    """Stage 1's ``stage1.encoder_source`` when it is a local file or folder."""
     source = cfg.stage1.encoder_source
-    if cfg.stage == 1 and source and _looks_local(source) and not _is_prior_size(cfg.stage1.encoder, source):
-        if source.endswith((".pth", ".pt")) and cfg.stage1.encoder == "prior":
-            if not os.path.isfile(source):
-                problems.append(f"stage1.encoder_source: {source!r} does not exist")
-        elif not os.path.isdir(source):
-            problems.append(f"stage1.encoder_source: folder {source!r} does not exist")
+    if cfg.stage != 1 or not source or not _looks_local(source) or _is_prior_size(cfg.stage1.encoder, source):
+        return []
+    if source.endswith((".pth", ".pt")) and cfg.stage1.encoder == "prior":
+        return [] if os.path.isfile(source) else [f"stage1.encoder_source: {source!r} does not exist"]
+    return [] if os.path.isdir(source) else [f"stage1.encoder_source: folder {source!r} does not exist"]
+
+
+def _validation_problems(cfg: TrainConfig) -> list[str]:
     v = cfg.validation
-    if need_validation and v.every > 0:
+    problems = []
+    if v.every > 0:
         if not v.root or not os.path.exists(v.root):
             problems.append(f"validation.root: {v.root!r} does not exist")
         if not v.split or not os.path.isfile(v.split):
             problems.append(f"validation.split: {v.split!r} is not a file")
-    if problems:
-        raise ConfigError("The config names inputs that are not there:\n  " + "\n  ".join(problems))
+    return problems
 
 
 # Keys added after checkpoints were first written, with the behaviour those checkpoints trained with.
@@ -276,9 +301,7 @@ def prior_encoder(cfg: TrainConfig, pipe: ApDepthPipeline) -> DINOv2Encoder:
     return encoder
 
 
-def build_stage(cfg: TrainConfig, pipe: ApDepthPipeline) -> Stage1 | Stage2:
-    if cfg.stage == 2:
-        return Stage2(cfg.stage2, pipe.vae)
+def _build_stage1(cfg: TrainConfig, pipe: ApDepthPipeline) -> Stage1:
     s1 = cfg.stage1
     encoder = adapter = None
     if s1.encoder == "prior":
@@ -295,3 +318,63 @@ def build_stage(cfg: TrainConfig, pipe: ApDepthPipeline) -> Stage1 | Stage2:
         adapter = build_adapter(s1.adapter, pipe.unet.config.block_out_channels[-1], encoder.out_channels,
                                 s1.adapter_hidden, s1.adapter_groups)
     return Stage1(s1, encoder, adapter)
+
+
+def _build_stage2(cfg: TrainConfig, pipe: ApDepthPipeline) -> Stage2:
+    return Stage2(cfg.stage2, pipe.vae)
+
+
+STAGES = {1: _build_stage1, 2: _build_stage2}  # cfg.stage -> the stage's builder
+
+
+def build_stage(cfg: TrainConfig, pipe: ApDepthPipeline) -> TrainingStage:
+    """The :class:`~.stage.TrainingStage` that ``cfg.stage`` names, with its own modules built."""
+    return STAGES[cfg.stage](cfg, pipe)
+
+
+# ---------------------------------------------------------------------------------------------- run start
+
+
+def build_accelerator(cfg: TrainConfig):
+    """accelerate's :class:`~accelerate.Accelerator` with ``run.mixed_precision`` (the launcher's flag loses);
+    processes other than the main one log warnings only."""
+    from accelerate import Accelerator
+
+    launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if launcher_precision not in (None, cfg.run.mixed_precision):
+        logger.warning("The launcher's mixed precision %r is ignored: the config's run.mixed_precision=%r applies "
+                       "(set it in the config or as run.mixed_precision=...)", launcher_precision,
+                       cfg.run.mixed_precision)
+    accelerator = Accelerator(mixed_precision=cfg.run.mixed_precision)
+    if not accelerator.is_main_process:
+        logging.getLogger("apdepth").setLevel(logging.WARNING)
+    return accelerator
+
+
+def place_frozen(pipe: ApDepthPipeline, device: torch.device) -> None:
+    """The frozen encoders a step runs (VAE, prior) onto the training device; the text encoder stays on the
+    CPU (only its cached empty-prompt embedding is used)."""
+    pipe.vae.to(device)
+    if pipe.prior is not None:
+        pipe.prior.to(device)
+
+
+def resume_checkpoint(cfg: TrainConfig, resume: str | os.PathLike | bool | None) -> Path | None:
+    """The checkpoint to resume from (checked against ``cfg``), or ``None`` for a new run, which must not
+    write over another run's checkpoints. ``resume``: a checkpoint or run folder, or ``True`` for the latest
+    checkpoint in ``run.output_dir``."""
+    output_dir = Path(cfg.run.output_dir)
+    if not resume:
+        if find_latest(output_dir) is not None:
+            raise ConfigError(f"{output_dir} already holds checkpoints; resume with --resume, or choose another "
+                              "run.output_dir")
+        return None
+    try:
+        folder = resolve_checkpoint(output_dir if resume is True else resume)
+    except FileNotFoundError as e:
+        raise ConfigError(f"--resume: {e}") from None
+    import yaml
+
+    saved = yaml.safe_load((folder / "config.yaml").read_text())
+    check_resume(cfg, saved, read_trainer_state(folder), folder)
+    return folder

@@ -1,5 +1,8 @@
 """The latent cache: RGB, prior and ground-truth latents of every training sample, both flips.
 
+Built by its own entry point, :func:`cache_latents` (``apdepth cache -c CONFIG``), before training;
+a run whose ``data.cache_dir`` is set reads it (:func:`open_cached_view`).
+
 A training step's heaviest fixed cost is the frozen part: the prior on the RGB, and three VAE
 encodes (RGB, prior, ground truth). These depend only on the sample and its flip, so a pre-pass can
 store them once. Layout::
@@ -7,7 +10,7 @@ store them once. Layout::
     <cache_dir>/meta.json                 fingerprint: VAE and prior weights, preprocessing, splits, dtype
     <cache_dir>/<dataset>/<index>.safetensors   rgb_latent_{0,1}, prior_latent_{0,1}, depth_latent_{0,1}
 
-(0: as stored, 1: flipped). Steps that use the cache still read the sample itself: the pixel-space
+(0: as stored, 1: flipped). Every stage's latents are stored, so stage 1 and stage 2 share one cache. Steps that use the cache still read the sample itself: the pixel-space
 losses need the normalised depth and the valid mask, and stage 1's external encoder needs the RGB.
 The latents are computed by the same function as in a raw step (:func:`~.inputs.encode_inputs`), so
 cached and raw steps give the same losses: with ``cache_dtype=fp32`` the latents are bit-identical
@@ -20,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -30,6 +34,8 @@ from ..data.training import TrainingView
 from ..devices import DTYPES
 from ..io import atomic_open, save_json
 from ..pipeline import ApDepthPipeline
+from .build import build_accelerator, build_datasets, build_pipeline, check_paths, place_frozen
+from .config import ConfigError, TrainConfig, build_config
 from .inputs import CACHED_KEYS, encode_inputs
 
 logger = logging.getLogger(__name__)
@@ -80,7 +86,7 @@ class LatentCache:
         meta = self.root / "meta.json"
         if not meta.is_file():
             raise FileNotFoundError(f"latent cache {self.root} is not built (no meta.json); run "
-                                    "`apdepth train --config ... --build-cache` first")
+                                    "`apdepth cache --config ...` (the run's config) first")
         with open(meta) as f:
             stored = json.load(f)
         stored_sets = stored.get("datasets", {})
@@ -91,7 +97,7 @@ class LatentCache:
         if have != wanted:
             diff = sorted(k for k in wanted if have.get(k) != wanted[k])
             raise ValueError(f"latent cache {self.root} was built for another model or data ({', '.join(diff)} "
-                             f"differ); rebuild it with --build-cache or point data.cache_dir elsewhere")
+                             f"differ); rebuild it with `apdepth cache` or point data.cache_dir elsewhere")
         self.names = names
 
     def path(self, name: str, index: int) -> Path:
@@ -101,7 +107,7 @@ class LatentCache:
         path = self.path(name, index)
         if not path.is_file():
             raise FileNotFoundError(f"latent cache {self.root}: {path.name} of {name} is missing; "
-                                    "finish the pre-pass with --build-cache")
+                                    "finish the pre-pass with `apdepth cache`")
         tensors = load_file(path)
         return {k: tensors[f"{k}_{int(flip)}"] for k in CACHED_KEYS}
 
@@ -164,3 +170,51 @@ def build_latent_cache(pipe: ApDepthPipeline, view: TrainingView, names: list[st
                 logger.info("latent cache: %s %d/%d", name, index + 1, total)
     wait()
     return written
+
+
+# ---------------------------------------------------------------------------------------------- a run's cache
+
+
+def run_fingerprint(cfg: TrainConfig, pipe: ApDepthPipeline, names: list[str], view: TrainingView) -> dict:
+    """:func:`cache_fingerprint` of the run ``cfg`` describes (its training sets, quantiles and cache dtype)."""
+    sources = {n: (getattr(cfg.data, n).split, len(d), getattr(cfg.data, n).resize)
+               for n, d in zip(names, view.datasets)}
+    return cache_fingerprint(pipe, sources, cfg.data.quantiles, cfg.data.cache_dtype)
+
+
+def open_cached_view(cfg: TrainConfig, pipe: ApDepthPipeline, names: list[str], view: TrainingView) -> CachedView:
+    """``view`` with the latents of ``data.cache_dir``, which must have been built for this model and data."""
+    try:
+        return CachedView(view, LatentCache(cfg.data.cache_dir, run_fingerprint(cfg, pipe, names, view), names))
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"data.cache_dir: {e}") from None
+
+
+def cache_latents(cfg: TrainConfig) -> Path:
+    """Fill ``data.cache_dir`` with the latent cache of the run ``cfg`` describes and return the folder.
+
+    The entry point of ``apdepth cache``: no training is set up (no ``run.output_dir``, validation set or
+    TensorBoard needed). Under ``accelerate launch`` the processes split the samples; an interrupted
+    pre-pass resumes where it stopped.
+    """
+    from accelerate.utils import set_seed
+
+    if not cfg.data.cache_dir:
+        raise ConfigError("the latent cache needs data.cache_dir (the folder to fill): give it in the config or "
+                          "as data.cache_dir=...")
+    check_paths(cfg, need_validation=False)
+    accelerator = build_accelerator(cfg)
+    set_seed(cfg.run.seed)
+    names, _, view = build_datasets(cfg)
+    pipe = build_pipeline(cfg)
+    place_frozen(pipe, accelerator.device)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    written = build_latent_cache(pipe, view, names, cfg.data.cache_dir, run_fingerprint(cfg, pipe, names, view),
+                                 cfg.data.cache_dtype, rank, world, accelerator.wait_for_everyone)
+    logger.info("Latent cache %s: %d files written by process %d", cfg.data.cache_dir, written, rank)
+    return Path(cfg.data.cache_dir)
+
+
+def cache_latents_from_files(config_files: list[str | os.PathLike], overrides: list[str]) -> Path:
+    """``apdepth cache``'s entry: :func:`cache_latents` of the configs + ``KEY=VALUE`` overrides."""
+    return cache_latents(build_config(config_files, overrides))

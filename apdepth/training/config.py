@@ -89,7 +89,7 @@ class DataConfig:
     min_valid_pixels: int = 10
     low_valid: str = "clear"  # samples under min_valid_pixels: clear (mask emptied) | redraw (the release)
     missing: str = "error"  # split entries whose files are missing: error | skip
-    cache_dir: str | None = None  # latent cache (apdepth train ... --build-cache fills it)
+    cache_dir: str | None = None  # latent cache (`apdepth cache -c CONFIG` fills it)
     cache_dtype: str = "fp32"
 
 
@@ -381,19 +381,24 @@ def _positive(key: str, value, allow_zero: bool = False) -> None:
 
 
 def validate(cfg: TrainConfig) -> None:
-    """Value checks that need no file system (paths are checked when the run starts)."""
+    """Value checks that need no file system (paths are checked when the run starts), section by section;
+    the first problem raises :class:`ConfigError` naming its key."""
     _choice("stage", cfg.stage, (1, 2))
     _choice("model.prior_preprocessing", cfg.model.prior_preprocessing, ("compat", "normalized"))
+    _validate_data(cfg)
+    _validate_stage1(cfg)
+    _validate_stage2(cfg.stage2)
+    _validate_optim(cfg.optim)
+    _validate_run(cfg.run, cfg.validation)
+    _validate_lora(cfg)
+    if cfg.model.init_from is not None and not str(cfg.model.init_from).strip():
+        raise ConfigError("model.init_from is empty; give a folder, hub id or 'embedded' (or null for model.base)")
+
+
+def _validate_data(cfg: TrainConfig) -> None:
     d = cfg.data
-    unknown = set(d.mix) - set(TRAIN_SETS)
-    if unknown:
-        raise ConfigError(f"data.mix names unknown training sets {sorted(unknown)}; allowed: {TRAIN_SETS}")
-    if any(not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 for v in d.mix.values()):
-        raise ConfigError(f"data.mix values must be numbers >= 0, got {d.mix}")
-    if not cfg.active_sources():
-        raise ConfigError(f"data.mix gives no training set a positive share: {d.mix}")
-    for key in ("batch_size",):
-        _positive(f"data.{key}", getattr(d, key))
+    _validate_mix(cfg)
+    _positive("data.batch_size", d.batch_size)
     _positive("data.num_workers", d.num_workers, allow_zero=True)
     _positive("data.min_valid_pixels", d.min_valid_pixels, allow_zero=True)
     if not 0 <= d.flip_prob <= 1:
@@ -402,28 +407,48 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"data.quantiles must be [low, high] with 0 <= low < high <= 1, got {d.quantiles}")
     _choice("data.missing", d.missing, ("error", "skip"))
     _choice("data.low_valid", d.low_valid, LOW_VALID)
+    for name in TRAIN_SETS:
+        _validate_resize(name, getattr(d, name).resize)
+    _validate_folder(d.folder)
+    _choice("data.cache_dtype", d.cache_dtype, CACHE_DTYPES)
+
+
+def _validate_mix(cfg: TrainConfig) -> None:
+    mix = cfg.data.mix
+    unknown = set(mix) - set(TRAIN_SETS)
+    if unknown:
+        raise ConfigError(f"data.mix names unknown training sets {sorted(unknown)}; allowed: {TRAIN_SETS}")
+    if any(not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 for v in mix.values()):
+        raise ConfigError(f"data.mix values must be numbers >= 0, got {mix}")
+    if not cfg.active_sources():
+        raise ConfigError(f"data.mix gives no training set a positive share: {mix}")
+
+
+def _validate_resize(name: str, spec: str) -> None:
     from ..data.hypersim import parse_resize
 
-    for name in TRAIN_SETS:
-        spec = getattr(d, name).resize
-        if name == "vkitti" and spec != "native":
-            raise ConfigError(f"data.{name}.resize must be 'native' (only Hypersim and folder frames are resized), "
-                              f"got {spec!r}")
-        if name == "folder" and spec == "marigold":
-            raise ConfigError("data.folder.resize must be 'native' or 'HxW' (e.g. '480x640'), got 'marigold'")
-        try:
-            parse_resize(spec)
-        except ValueError as e:
-            raise ConfigError(f"data.{name}.resize: {e}") from None
-    f = d.folder
+    if name == "vkitti" and spec != "native":
+        raise ConfigError(f"data.{name}.resize must be 'native' (only Hypersim and folder frames are resized), "
+                          f"got {spec!r}")
+    if name == "folder" and spec == "marigold":
+        raise ConfigError("data.folder.resize must be 'native' or 'HxW' (e.g. '480x640'), got 'marigold'")
+    try:
+        parse_resize(spec)
+    except ValueError as e:
+        raise ConfigError(f"data.{name}.resize: {e}") from None
+
+
+def _validate_folder(f: FolderSourceConfig) -> None:
     _choice("data.folder.depth_kind", f.depth_kind, ("depth", "disparity"))
     if f.depth_scale is not None:
         _positive("data.folder.depth_scale", f.depth_scale)
     _positive("data.folder.min_depth", f.min_depth, allow_zero=True)
     if f.max_depth is not None and f.max_depth <= f.min_depth:
         raise ConfigError(f"data.folder.max_depth must be > data.folder.min_depth, got {f.max_depth} <= {f.min_depth}")
-    _choice("data.cache_dtype", d.cache_dtype, CACHE_DTYPES)
 
+
+def _validate_stage1(cfg: TrainConfig) -> None:
+    """``stage1.*`` values always; whether they make a stage 1 only in a stage-1 run."""
     s1 = cfg.stage1
     _choice("stage1.encoder", s1.encoder, ENCODER_KINDS)
     _choice("stage1.adapter", s1.adapter, ADAPTER_KINDS)
@@ -440,16 +465,22 @@ def validate(cfg: TrainConfig) -> None:
     _positive("stage1.align_weight", s1.align_weight, allow_zero=True)
     _positive("stage1.latent_mse_weight", s1.latent_mse_weight, allow_zero=True)
     if cfg.stage == 1:
-        if s1.encoder == "none" and s1.latent_mse_weight == 0:
-            raise ConfigError("stage1.encoder=none leaves stage 1 without a loss. Table 5's 'w/o Ext.' baseline "
-                             "skips stage 1: train stage 2 from SD2 (-c ablation/encoder_none).")
-        if s1.encoder != "none" and s1.align_weight == 0:
-            raise ConfigError("stage1.align_weight is 0 with an external encoder: the adapter would get no gradient; "
-                              "use stage1.encoder=none instead")
-        if s1.encoder == "prior" and cfg.model.prior.lower() == "none":
-            raise ConfigError("stage1.encoder=prior needs a prior (model.prior is 'none')")
+        _validate_stage1_losses(cfg)
 
-    s2 = cfg.stage2
+
+def _validate_stage1_losses(cfg: TrainConfig) -> None:
+    s1 = cfg.stage1
+    if s1.encoder == "none" and s1.latent_mse_weight == 0:
+        raise ConfigError("stage1.encoder=none leaves stage 1 without a loss. Table 5's 'w/o Ext.' baseline "
+                          "skips stage 1: train stage 2 from SD2 (-c ablation/encoder_none).")
+    if s1.encoder != "none" and s1.align_weight == 0:
+        raise ConfigError("stage1.align_weight is 0 with an external encoder: the adapter would get no gradient; "
+                          "use stage1.encoder=none instead")
+    if s1.encoder == "prior" and cfg.model.prior.lower() == "none":
+        raise ConfigError("stage1.encoder=prior needs a prior (model.prior is 'none')")
+
+
+def _validate_stage2(s2: Stage2Config) -> None:
     _choice("stage2.freq_space", s2.freq_space, FREQ_SPACES)
     _choice("stage2.freq_p", s2.freq_p, (1, 2))
     _choice("stage2.freq_mean", s2.freq_mean, FREQ_MEANS)
@@ -458,7 +489,8 @@ def validate(cfg: TrainConfig) -> None:
         _positive(f"stage2.{key}", getattr(s2, key), allow_zero=True)
     s2.l1_crop_size()
 
-    o = cfg.optim
+
+def _validate_optim(o: OptimConfig) -> None:
     _positive("optim.lr", o.lr)
     _positive("optim.effective_batch", o.effective_batch)
     if o.max_steps is not None:
@@ -472,14 +504,17 @@ def validate(cfg: TrainConfig) -> None:
     if not 0 < o.ema_decay < 1:
         raise ConfigError(f"optim.ema_decay must be in (0, 1), got {o.ema_decay}")
 
-    r = cfg.run
+
+def _validate_run(r: RunConfig, v: ValidationConfig) -> None:
     _choice("run.mixed_precision", r.mixed_precision, MIXED_PRECISION)
     _positive("run.checkpoint_every", r.checkpoint_every)
     _positive("run.keep_checkpoints", r.keep_checkpoints, allow_zero=True)
     _positive("run.log_every", r.log_every)
-    v = cfg.validation
     _positive("validation.every", v.every, allow_zero=True)
     _positive("validation.max_samples", v.max_samples)
+
+
+def _validate_lora(cfg: TrainConfig) -> None:
     lo = cfg.lora
     _positive("lora.rank", lo.rank, allow_zero=True)
     _positive("lora.dropout", lo.dropout, allow_zero=True)
@@ -490,8 +525,6 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError("lora.rank > 0 is for stage-2 fine-tuning; stage 1 trains the whole UNet (lora.rank=0)")
         if not lo.target_modules or not all(isinstance(t, str) and t for t in lo.target_modules):
             raise ConfigError(f"lora.target_modules must be a non-empty list of module names, got {lo.target_modules}")
-    if cfg.model.init_from is not None and not str(cfg.model.init_from).strip():
-        raise ConfigError("model.init_from is empty; give a folder, hub id or 'embedded' (or null for model.base)")
 
 
 def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:

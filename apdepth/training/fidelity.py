@@ -24,8 +24,7 @@ STEPS = (0, 1, 100, 101, 20_000, 20_001, 25_000)
 def _schedule(cfg):
     from .schedule import LRSchedule
 
-    o = cfg.optim
-    return LRSchedule(o.warmup_steps, o.decay_steps, o.final_ratio, warmup_from_zero=o.warmup_from_zero)
+    return LRSchedule.from_config(cfg.optim)
 
 
 def schedules(configs: Path) -> list[str]:

@@ -1,8 +1,10 @@
 """The learning-rate schedule: a linear warm-up, then an exponential (or cosine) decay.
 
-One implementation serves both ApDepth stages and the component pre-training of the demo model.
+The package's one learning-rate schedule: both ApDepth stages (:meth:`LRSchedule.from_config`, the
+``optim.*`` keys), the fidelity report and the component pre-training of the demo model use it.
 ``LRSchedule(n)`` is the factor ``torch.optim.lr_scheduler.LambdaLR`` multiplies the base rate by
-after ``n`` optimizer steps, so optimizer step ``n + 1`` runs at ``lr * LRSchedule(n)``.
+after ``n`` optimizer steps, so optimizer step ``n + 1`` runs at ``lr * LRSchedule(n)``
+(:meth:`LRSchedule.scheduler` makes that ``LambdaLR``).
 
 Warm-up (``n < warmup_steps``):
 
@@ -23,6 +25,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 DECAYS = ("exponential", "cosine")
 
 
@@ -42,6 +46,16 @@ class LRSchedule:
         self.warmup_steps, self.decay_steps, self.final_ratio = int(warmup_steps), int(decay_steps), float(final_ratio)
         self.warmup_from_zero = bool(warmup_from_zero)
         self.decay = decay
+
+    @classmethod
+    def from_config(cls, optim) -> LRSchedule:
+        """The schedule of a training run's :class:`~.config.OptimConfig` (``optim.warmup_steps``,
+        ``optim.decay_steps``, ``optim.final_ratio``, ``optim.warmup_from_zero``; exponential decay)."""
+        return cls(optim.warmup_steps, optim.decay_steps, optim.final_ratio, warmup_from_zero=optim.warmup_from_zero)
+
+    def scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+        """The torch scheduler that applies this schedule to ``optimizer`` (``.step()`` after each optimizer step)."""
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, self)
 
     def __call__(self, n: int) -> float:
         if n < self.warmup_steps:

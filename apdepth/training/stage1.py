@@ -12,6 +12,7 @@ the optimizer holds no state for them. They still run in the forward pass.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -21,14 +22,15 @@ from ..losses import cosine_alignment_loss, masked_mse
 from ..modules import ExternalEncoder
 from .config import Stage1Config
 from .inputs import StepInputs
+from .stage import TrainingStage
 
 logger = logging.getLogger(__name__)
 
 AFTER_TAP = ("up_blocks", "conv_norm_out", "conv_out")  # UNet parts downstream of the mid block
 
 
-class Stage1:
-    """Computes ``{"loss", "align"[, "latent_mse"]}`` for one micro-batch."""
+class Stage1(TrainingStage):
+    """Computes ``{"loss", "align"[, "latent_mse"]}`` for one micro-batch; trains the adapter with the UNet."""
 
     name = "stage1"
 
@@ -40,7 +42,10 @@ class Stage1:
         self.cfg = cfg
         self.encoder = encoder
         self.adapter = adapter
-        self.needs_depth_latent = cfg.latent_mse_weight > 0
+
+    @property
+    def needs_depth_latent(self) -> bool:
+        return self.cfg.latent_mse_weight > 0
 
     def prepare_unet(self, unet: nn.Module) -> None:
         """Freeze what the loss cannot reach."""
@@ -53,6 +58,20 @@ class Stage1:
 
     def trainable_modules(self) -> dict[str, nn.Module]:
         return {"adapter": self.adapter} if self.adapter is not None else {}
+
+    def frozen_modules(self) -> dict[str, nn.Module]:
+        return {"encoder": self.encoder} if self.encoder is not None else {}
+
+    def phase(self, step: int) -> int:
+        return 1  # one loss throughout
+
+    def log_values(self, step: int) -> dict[str, float]:
+        return {}
+
+    def export(self, folder: Path) -> None:
+        """``<folder>/adapter``: the trained adapter (:func:`apdepth.modules.load_adapter` reads it)."""
+        if self.adapter is not None:
+            self.adapter.save_pretrained(folder / "adapter")
 
     def losses(self, model: nn.Module, inputs: StepInputs, step: int) -> dict[str, torch.Tensor]:
         """``step``: the optimizer step being computed (1-based); stage 1 has no schedule."""

@@ -21,6 +21,8 @@ the decoder sees less context than in a full decode). A crop as large as the ima
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -28,13 +30,13 @@ from ..diffusion import decode_depth
 from ..losses import frequency_loss, masked_l1, masked_mse
 from .config import Stage2Config
 from .inputs import StepInputs
+from .stage import TrainingStage
 
 
-class Stage2:
+class Stage2(TrainingStage):
     """Computes ``{"loss", ...terms}`` for one micro-batch; the terms depend on the phase."""
 
     name = "stage2"
-    needs_depth_latent = True
 
     def __init__(self, cfg: Stage2Config, vae: nn.Module, generator: torch.Generator | None = None):
         """``generator`` (CPU) draws the L1 crops' positions; ``None``: torch's global generator."""
@@ -44,10 +46,23 @@ class Stage2:
         self.l1_crop = cfg.l1_crop_size()
 
     def prepare_unet(self, unet: nn.Module) -> None:
-        pass
+        pass  # every loss reaches the whole UNet
 
     def trainable_modules(self) -> dict[str, nn.Module]:
         return {}
+
+    def frozen_modules(self) -> dict[str, nn.Module]:
+        return {"vae": self.vae} if self.vae is not None else {}  # its decoder: the pixel losses
+
+    @property
+    def needs_depth_latent(self) -> bool:
+        return True  # phase 1's latent MSE, the latent FFT loss
+
+    def log_values(self, step: int) -> dict[str, float]:
+        return {"train/phase": self.phase(step)}
+
+    def export(self, folder: Path) -> None:
+        pass  # the pipeline is the whole model
 
     def phase(self, step: int) -> int:
         """Phase of optimizer step ``step`` (1-based): 1 up to ``phase1_steps``, then 2."""

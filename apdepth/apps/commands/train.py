@@ -4,7 +4,9 @@
     apdepth train --config configs/stage2.yaml model.base=runs/stage1/final run.output_dir=runs/stage2
     apdepth train --config configs/stage2.yaml --resume            # latest checkpoint of run.output_dir
     apdepth train --resume runs/stage2/checkpoints/step_0005000    # that checkpoint, its own config
-    apdepth train --config configs/stage2.yaml data.cache_dir=cache/s2 --build-cache
+
+The latent cache (data.cache_dir) is built by its own command, `apdepth cache --config ...`;
+`--build-cache` here does the same and exits without training.
 
 Configs hold only what differs from the defaults in apdepth/training/config.py; KEY=VALUE overrides
 (dotted keys, YAML values) go on top. Several GPUs or nodes: start it with
@@ -29,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                         help="resume: a checkpoint or run folder; alone, the latest checkpoint of run.output_dir")
     parser.add_argument("--build-cache", action="store_true",
-                        help="fill data.cache_dir with the latent cache (RGB, prior and GT latents, both flips) "
-                             "and exit")
+                        help="fill data.cache_dir with the latent cache and exit, without training (the same as "
+                             "`apdepth cache`)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
