@@ -24,7 +24,7 @@ import pytest
 import apdepth
 
 PACKAGE = Path(apdepth.__file__).resolve().parent
-MAX_LINES = 60
+MAX_LINES = 60  # lines of a function, its docstring not counted
 MAX_COMPLEXITY = 12
 
 # ---------------------------------------------------------------------------------------------- the layers
@@ -58,10 +58,6 @@ EXCEPTIONS = {
 }
 # Imports against the rules today that are being moved; remove an entry when its fix lands (the test says so).
 KNOWN_VIOLATIONS = {
-    ("apdepth.hf_pipeline", "apdepth.apps.commands.common"):
-        "model and device resolution is moving from apps/commands/common.py to apdepth/hub.py",
-    ("apdepth.evaluation.fidelity", "apdepth.pipeline"):
-        "the fidelity check runs the embedded model end to end; it belongs above evaluation",
 }
 
 # ---------------------------------------------------------------------------------------------- long functions
@@ -69,17 +65,8 @@ KNOWN_VIOLATIONS = {
 # Today's functions over MAX_LINES lines or MAX_COMPLEXITY that are being split. A function that must stay
 # long or branchy says why on its `def` line instead: `# long: <reason>` / `# complex: <reason>`.
 KNOWN_LONG = {
-    "apdepth.apps.commands.bench.run": "being split: benchmark command (78 lines)",
-    "apdepth.apps.commands.evaluate.run": "being split: evaluate command (77 lines, complexity 15)",
-    "apdepth.apps.commands.predict.run": "being split: predict command (107 lines, complexity 22)",
-    "apdepth.apps.commands.predict_inputs.collect_inputs": "being split: input collection (complexity 15)",
     "apdepth.embedded.card.write_card": "being split: model card writer (81 lines)",
-    "apdepth.pipeline.ApDepthPipeline.__call__": "being split: pipeline call (83 lines)",
-    "apdepth.postprocessing.video.stabilize.process_video": "being split: video loop (70 lines)",
     "apdepth.synth.render._render_band": "being split: band renderer (84 lines)",
-    "apdepth.training.build.check_paths": "being split: path checks (complexity 22)",
-    "apdepth.training.config.validate": "being split: config validation (112 lines, complexity 30)",
-    "apdepth.training.loop.train": "being split: training loop (208 lines, complexity 37)",
 }
 
 # ---------------------------------------------------------------------------------------------- reading the code
@@ -312,7 +299,12 @@ def package_functions(root: Path = PACKAGE) -> list[Function]:
                 if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
                     name = f"{prefix}.{child.name}"
                     header = "\n".join(text[child.lineno - 1:max(child.lineno, child.body[0].lineno - 1)])
-                    out.append(Function(name, path, child.lineno, child.end_lineno - child.lineno + 1, header))
+                    lines = child.end_lineno - child.lineno + 1
+                    first = child.body[0]
+                    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                            and isinstance(first.value.value, str):  # the docstring does not count
+                        lines -= first.end_lineno - first.lineno + 1
+                    out.append(Function(name, path, child.lineno, lines, header))
                     visit(child, name)
                 elif isinstance(child, ast.ClassDef):
                     visit(child, f"{prefix}.{child.name}")

@@ -7,7 +7,7 @@
 - :mod:`.protocol`: :class:`Protocol` and :func:`evaluate_sample` (resize, align, clip, score)
 - :mod:`.runner`: :func:`evaluate_dataset` (resumable, per-sample CSV, summary, table) and predictors
 - :mod:`.presets`: the Table 1 preset, config files, the combined report
-- :mod:`.fidelity`: the evaluation options that can differ from Marigold's code, measured on procedural scenes
+- ``scripts/fidelity_evaluation.py`` measures the evaluation options that can differ from Marigold's code
 
 Scoring imports no inference code (the pipeline, diffusers, transformers): saved predictions are scored with
 torch, numpy and the data readers alone (the model comes in through :class:`PipelinePredictor`'s argument).

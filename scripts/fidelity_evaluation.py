@@ -1,7 +1,7 @@
 """Measure the evaluation options that can differ from Marigold's code, on procedural scenes with the
 embedded model (the numbers of docs/fidelity.md, "Evaluation", and docs/evaluation.md)::
 
-    python -m apdepth.evaluation.fidelity [--frames 4] [--seed 0] [--json OUT.json]
+    python scripts/fidelity_evaluation.py [--frames 4] [--seed 0] [--json OUT.json]
 
 Each frame is rendered by :mod:`apdepth.synth` (indoor rooms, exact depth), written in the real on-disk
 format of the data set (ETH3D: RGB JPEG and raw float32 depth at 4032x6048, the rendering upsampled 6x;
@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..data import get_dataset
-from .protocol import Protocol, evaluate_sample
+from apdepth.data import get_dataset
+from apdepth.evaluation.protocol import Protocol, evaluate_sample
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +35,8 @@ KEYS = ("abs_rel", "delta1", "rmse", "scale", "shift")
 
 def render_frames(num: int, size: tuple[int, int], seed: int):
     """``num`` (uint8 RGB ``[H, W, 3]``, float32 depth ``[H, W]`` (inf: nothing hit), hole mask) triples."""
-    from ..synth import encode
-    from ..synth.datasets import render_scene
+    from apdepth.synth import encode
+    from apdepth.synth.datasets import render_scene
 
     out = []
     for i in range(num):
@@ -55,7 +55,7 @@ def _save(path: Path, data: bytes) -> None:
 
 def write_eth3d(folder: Path, frames, factor: int = 6) -> Path:
     """ETH3D's layout; depth inf where the render or the Kinect-like holes have none (as ETH3D's inf)."""
-    from ..synth import encode
+    from apdepth.synth import encode
 
     lines = []
     for i, (rgb, depth, holes) in enumerate(frames):
@@ -73,7 +73,7 @@ def write_eth3d(folder: Path, frames, factor: int = 6) -> Path:
 
 def write_diode(folder: Path, frames) -> Path:
     """DIODE's layout; the provided mask drops the holes, whose depth is stored as 0."""
-    from ..synth import encode
+    from apdepth.synth import encode
 
     lines = []
     for i, (rgb, depth, holes) in enumerate(frames):
@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from ..embedded import embedded_model_path
-    from ..pipeline import ApDepthPipeline
+    from apdepth.embedded import embedded_model_path
+    from apdepth.pipeline import ApDepthPipeline
 
     torch.manual_seed(0)
     pipe = ApDepthPipeline.from_pretrained(str(embedded_model_path()))
