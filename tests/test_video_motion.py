@@ -146,7 +146,9 @@ def test_probe_tells_static_pan_and_forward():
     assert matcher.probe(frame, frame + 0.001)[0] == "static"
     assert matcher.probe(frame, big[16:112, 35:163])[0] == "flow"
     assert matcher.probe(frame, forward)[0] == "forward"
-    fit, measure = matcher(frame, forward)
+    fit, measure = matcher(frame, forward)  # flow for both (the stabiliser corrects the fit's reference)
+    assert not fit.identity and fit.kind == "forward" and measure.kind == "flow" and fit.map_x is measure.map_x
+    fit, measure = FlowMatcher("auto", expansion=False)(frame, forward)  # the same-pixel heuristic
     assert fit.identity and fit.kind == "forward" and measure.kind == "flow"
     assert FlowMatcher("static")(frame, forward)[0].identity
     with pytest.raises(ValueError, match="motion must be one of"):

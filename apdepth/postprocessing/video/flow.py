@@ -270,7 +270,7 @@ class Expansion:
 
 
 def radial_expansion(matches: Matches, *, min_flow_px: float = 0.25, min_radius: float = 0.1,
-                     max_angle_deg: float = 20.0, iterations: int = 4) -> Expansion:
+                     max_angle_deg: float = 20.0, iterations: int = 4, max_points: int = 20_000) -> Expansion:
     """The depth ratio ``z_k / z_(k-1)`` of each matched pixel under a camera translation.
 
     Let ``q = p + b(p)`` be pixel p's match in frame k - 1 (``b``: the backward flow of ``matches``).
@@ -282,8 +282,8 @@ def radial_expansion(matches: Matches, *, min_flow_px: float = 0.25, min_radius:
 
     ``e`` is found as the point all flow vectors point away from: in homogeneous form ``e = v / w``,
     each pixel with ``|b| >= min_flow_px`` gives ``b x (w p - v) = 0``, a linear equation in ``(v, w)``,
-    solved by SVD (least squares with ``|(v, w)| = 1``) and re-weighted (Cauchy) on the angle between
-    ``b`` and ``p - e`` ``iterations`` times. ``w -> 0`` is an FOE at infinity (a pan, a sideways
+    solved as least squares with ``|(v, w)| = 1`` on at most ``max_points`` evenly spread pixels and
+    re-weighted (Cauchy) on the angle between ``b`` and ``p - e`` ``iterations`` times. ``w -> 0`` is an FOE at infinity (a pan, a sideways
     move): the flow is then parallel and ``r = 1 + w b.(w p - v) / |w p - v|^2 -> 1``, today's
     alignment. Then ``r - 1`` is ``b`` projected on ``p - e``, divided by ``|p - e|``.
 
@@ -296,9 +296,9 @@ def radial_expansion(matches: Matches, *, min_flow_px: float = 0.25, min_radius:
     H, W = matches.valid.shape
     if matches.identity:
         return Expansion(np.ones((H, W), np.float32), matches.valid.copy(), None)
-    scale = max(H, W) / 2.0  # normalised coordinates: centred, about [-1, 1]
-    rows, cols = np.mgrid[0:H, 0:W]
-    px, py = (cols - (W - 1) / 2) / scale, (rows - (H - 1) / 2) / scale  # [H, W]
+    scale = np.float32(max(H, W) / 2.0)  # normalised coordinates: centred, about [-1, 1]
+    rows, cols = np.mgrid[0:H, 0:W].astype(np.float32)
+    px, py = (cols - np.float32((W - 1) / 2)) / scale, (rows - np.float32((H - 1) / 2)) / scale  # [H, W]
     bx = (matches.map_x - cols) / scale
     by = (matches.map_y - rows) / scale
     mag = np.hypot(bx, by)  # [H, W], normalised units
@@ -306,18 +306,22 @@ def radial_expansion(matches: Matches, *, min_flow_px: float = 0.25, min_radius:
     ratio = np.ones((H, W), np.float32)
     if moving.sum() < 20:  # nothing moves enough to tell a direction: depth unchanged
         return Expansion(ratio, matches.valid.copy(), None)
-    ux, uy = bx[moving] / mag[moving], by[moving] / mag[moving]  # unit flow directions [M]
-    mx, my = px[moving], py[moving]
+    index = np.flatnonzero(moving)
+    index = index[::max(1, index.size // max_points)]  # an even subsample is plenty for 3 unknowns
+    ux, uy = bx.flat[index] / mag.flat[index], by.flat[index] / mag.flat[index]  # unit flow directions [M]
+    mx, my = px.flat[index], py.flat[index]
     # b x (w p - v) = ux (w py - vy) - uy (w px - vx) = uy vx - ux vy + (ux py - uy px) w
     rows_eq = np.stack([uy, -ux, ux * my - uy * mx], axis=1).astype(np.float64)  # [M, 3]
     weights = np.ones(len(rows_eq))
     for _ in range(max(1, iterations)):
-        sol = np.linalg.svd(rows_eq * weights[:, None], full_matrices=False)[2][-1]  # (vx, vy, w)
+        # least squares with |(v, w)| = 1: the eigenvector of the smallest eigenvalue of A^T diag(w^2) A
+        normal = (rows_eq * weights[:, None] ** 2).T @ rows_eq  # [3, 3]
+        sol = np.linalg.eigh(normal)[1][:, 0]  # (vx, vy, w)
         residual = np.abs(rows_eq @ sol) / np.maximum(np.hypot(sol[2] * mx - sol[0], sol[2] * my - sol[1]), 1e-12)
         spread = 1.4826 * np.median(residual) + 1e-6
         weights = 1.0 / (1.0 + (residual / (2.0 * spread)) ** 2)
-    vx, vy, w = sol
-    rx, ry = w * px - vx, w * py - vy  # [H, W]: (p - e) * w
+    vx, vy, w = (float(v) for v in sol)
+    rx, ry = np.float32(w) * px - np.float32(vx), np.float32(w) * py - np.float32(vy)  # [H, W]: (p - e) * w
     rad2 = rx * rx + ry * ry
     ratio = (1.0 + w * (bx * rx + by * ry) / np.maximum(rad2, 1e-12)).astype(np.float32)
     # the angle between the flow and the radial line, where the flow is long enough to have a direction
