@@ -12,10 +12,11 @@ on *corresponding* pixels, and the flicker report compares depth along the same 
   |F|^2) + beta``, which also rejects occluded and disoccluded pixels) and ``p + B(p)`` lies inside
   frame k - 1 with a margin (out-of-frame rejection).
 - ``auto``: a cheap global-motion test per frame pair (DIS on a copy at most ``probe_size`` pixels
-  wide, :meth:`FlowMatcher.probe`): the static path when a tenth of the pixels move by less than
-  ``static_motion_px`` pixels; flow under a pan or sideways motion; under a move along the optical axis flow
-  too, with the depth change the move causes taken from the flow (:func:`radial_expansion`), or, with
-  ``FlowMatcher(expansion=False)``, same-pixel matches for the fit (see :meth:`FlowMatcher.__call__`).
+  wide, :meth:`FlowMatcher.probe`): under a move along the optical axis (the flow looks like an expansion
+  of the whole image) flow, with the depth change the move causes taken from the flow
+  (:func:`radial_expansion`; with ``FlowMatcher(expansion=False)`` same-pixel matches for the fit, see
+  :meth:`FlowMatcher.__call__`); else the static path when a tenth of the pixels move by less than
+  ``static_motion_px`` pixels; else flow (a pan, a sideways move).
 
 A camera that moves along its optical axis changes the depth of every static point, by the same
 distance. :func:`radial_expansion` measures that change as a depth *ratio*, which a per-frame shift

@@ -6,7 +6,10 @@ whole video. Frame k's depth is fitted (robust least squares, :func:`apdepth.pos
 to a reference, the previous aligned frame or a running average of them, on *corresponding* pixels
 (:mod:`apdepth.postprocessing.video.flow`): the same pixel where the grey level did not change (a static camera), or
 optical-flow matches that pass a forward-backward check and stay inside the frame (a moving camera).
-Moving objects and disoccluded pixels that slip through are rejected by the robust loss.
+Moving objects and disoccluded pixels that slip through are rejected by the robust loss. Under a move
+along the optical axis the reference is first moved to the depth frame k should have, with each
+pixel's depth ratio from the flow's expansion about the focus of expansion
+(:func:`apdepth.postprocessing.video.flow.radial_expansion`; ``DepthStabilizer(expansion=True)``).
 
 Flicker is the mean absolute change of depth between matched pixels of consecutive frames; drift the
 same between frame k and frame 0 along the chained matches; both are divided by the sequence's depth
