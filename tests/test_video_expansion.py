@@ -58,6 +58,18 @@ def test_radial_expansion_is_one_under_parallel_flow():
     assert still.foe is None and np.all(still.ratio == 1.0)
 
 
+def test_radial_expansion_falls_back_to_one_on_a_roll():
+    # a camera roll of 1 degree about the image centre: tangential flow, no line through a common point
+    rows, cols = np.mgrid[0:H, 0:W].astype(np.float32)
+    c, s = np.cos(np.radians(1.0)), np.sin(np.radians(1.0))
+    x, y = cols - (W - 1) / 2, rows - (H - 1) / 2
+    ones = np.ones((H, W), bool)
+    roll = Matches((W - 1) / 2 + c * x - s * y, (H - 1) / 2 + s * x + c * y, ones, ones, "flow")
+    expansion = radial_expansion(roll)
+    assert expansion.radial_fraction < 0.5 and expansion.foe is None
+    assert np.all(expansion.ratio == 1.0) and expansion.valid.all()
+
+
 def noise_texture(size=600, seed=0):
     rng = np.random.default_rng(seed)
     noise = cv2.GaussianBlur(rng.uniform(0, 1, (size, size)).astype(np.float32), (0, 0), 6.0)

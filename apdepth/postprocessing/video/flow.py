@@ -262,16 +262,21 @@ class Expansion:
         valid: bool ``[H, W]``, pixels whose ratio is trusted (valid match, flow along the line through
             the FOE, not too close to the FOE).
         foe: the focus of expansion ``(column, row)`` in frame k, ``None`` at infinity (no motion along the
-            axis: a pan, a sideways move) or when the flow is too small to tell.
+            axis: a pan, a sideways move), when the flow is too small to tell or not radial.
+        radial_fraction: the fraction of the moving pixels whose flow lies along the radial line (1 when
+            nothing moves); below ``min_radial_fraction`` the flow is not a translation's (a roll, a
+            large moving object) and the ratios are all 1.
     """
 
     ratio: np.ndarray
     valid: np.ndarray
     foe: tuple[float, float] | None
+    radial_fraction: float = 1.0
 
 
 def radial_expansion(matches: Matches, *, min_flow_px: float = 0.25, min_radius: float = 0.1,
-                     max_angle_deg: float = 20.0, iterations: int = 4, max_points: int = 20_000) -> Expansion:
+                     max_angle_deg: float = 20.0, iterations: int = 4, max_points: int = 20_000,
+                     min_radial_fraction: float = 0.5) -> Expansion:
     """The depth ratio ``z_k / z_(k-1)`` of each matched pixel under a camera translation.
 
     Let ``q = p + b(p)`` be pixel p's match in frame k - 1 (``b``: the backward flow of ``matches``).
@@ -291,8 +296,10 @@ def radial_expansion(matches: Matches, *, min_flow_px: float = 0.25, min_radius:
     Rejected (``valid`` False): invalid matches; pixels within ``min_radius`` (a fraction of the image
     diagonal) of the FOE, where the ratio divides by a small distance; pixels whose flow is at least
     ``min_flow_px`` long and more than ``max_angle_deg`` away from the radial line (a moving object,
-    a bad match; smaller flows have no reliable direction and keep ``r`` close to 1). A camera
-    rotation is not modelled (a pan reads as an FOE at infinity, a roll is rejected by the angle test).
+    a bad match; smaller flows have no reliable direction and keep ``r`` close to 1). When under
+    ``min_radial_fraction`` of the moving pixels pass the angle test the flow is not a translation's
+    (a roll, a moving object filling the moving pixels): every ratio is 1 (the plain alignment). A
+    camera rotation is not modelled (a pan reads as an FOE at infinity, a roll as no translation).
     """
     H, W = matches.valid.shape
     if matches.identity:
@@ -328,10 +335,13 @@ def radial_expansion(matches: Matches, *, min_flow_px: float = 0.25, min_radius:
     # the angle between the flow and the radial line, where the flow is long enough to have a direction
     sin_angle = np.abs(bx * ry - by * rx) / np.maximum(mag * np.sqrt(rad2), 1e-12)
     radial = (mag * scale < min_flow_px) | (sin_angle <= np.sin(np.radians(max_angle_deg)))
+    radial_fraction = float(radial[moving].mean())
+    if radial_fraction < min_radial_fraction:
+        return Expansion(np.ones((H, W), np.float32), matches.valid.copy(), None, radial_fraction)
     far = rad2 >= (min_radius * np.hypot(H, W) / scale * w) ** 2  # |p - e| >= min_radius * diagonal
     valid = matches.valid & radial & far & np.isfinite(ratio) & (ratio > 0)
     ratio[~np.isfinite(ratio) | (ratio <= 0)] = 1.0
     foe = None
     if abs(w) > 1e-9 and max(abs(vx / w), abs(vy / w)) < 1e3:
         foe = (float(vx / w * scale + (W - 1) / 2), float(vy / w * scale + (H - 1) / 2))
-    return Expansion(ratio, valid, foe)
+    return Expansion(ratio, valid, foe, radial_fraction)
