@@ -2,16 +2,18 @@
 
 For every motion type of `apdepth synth clip` (static, pan, forward, object) and every seed, render a
 clip with exact depth, predict it frame by frame with a model (default: the embedded demo model),
-optionally add known random per-frame affine drifts (--drift), stabilise it with each --alignment,
-and score per-frame and stabilised depth after one affine fit per video (AbsRel), next to the
+optionally add known random per-frame affine drifts (--drift), stabilise it with each --alignment
+and --expansion setting (the depth ratios from the flow's radial expansion under forward motion), and score per-frame and stabilised depth after one affine fit per video (AbsRel), next to the
 stabiliser's own motion-compensated flicker and drift. Prints a Markdown table; --json saves all rows.
 
     python scripts/video_motion_eval.py --seeds 0 1 2 --drift 0 0.1
+    python scripts/video_motion_eval.py --seeds 0 1 2 3 4 --alignment auto flow --expansion on off
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import sys
@@ -29,6 +31,8 @@ def main(argv=None) -> int:
     parser.add_argument("--drift", type=float, nargs="+", default=[0.0, 0.1],
                         help="strengths of the added per-frame drifts (0: the model's own outputs)")
     parser.add_argument("--alignment", nargs="+", default=["static", "flow", "auto"])
+    parser.add_argument("--expansion", nargs="+", default=["on"], choices=["on", "off"],
+                        help="DepthStabilizer(expansion=...) settings to compare (default: on)")
     parser.add_argument("--motions", nargs="+", default=["static", "pan", "forward", "object"])
     parser.add_argument("--pan-deg", type=float, default=1.5)
     parser.add_argument("--step", type=float, default=0.08)
@@ -39,7 +43,7 @@ def main(argv=None) -> int:
 
     from apdepth import ApDepthPipeline
     from apdepth.embedded import embedded_model_path
-    from apdepth.postprocessing.video.ground_truth import evaluate_clip
+    from apdepth.postprocessing.video.ground_truth import evaluate_clip, predict_clip
     from apdepth.synth.clip import render_clip
 
     pipe = ApDepthPipeline.from_pretrained(args.model or embedded_model_path(), dtype=torch.float32)
@@ -49,32 +53,32 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         for motion in args.motions:
             clip = render_clip(motion, args.frames, size, seed=seed, pan_deg=args.pan_deg, step_m=args.step)
-            for drift in args.drift:
-                for alignment in args.alignment:
-                    row = evaluate_clip(pipe, clip, motion=alignment, drift=drift, seed=seed, batch_size=args.frames,
-                                        flow_preset=args.flow_preset)
-                    rows.append({"seed": seed, **row})
-                    print(f"seed {seed} {motion:8s} drift {drift:.2f} {alignment:6s} AbsRel {row['absrel_raw']:.4f} -> "
-                          f"{row['absrel_stabilized']:.4f}  flicker {row['flicker_raw']:.4f} -> "
-                          f"{row['flicker_stabilized']:.4f}  drift {row['drift_raw']:.4f} -> "
-                          f"{row['drift_stabilized']:.4f}", file=sys.stderr, flush=True)
-    print("| motion | added drift | alignment | AbsRel per-frame | AbsRel stabilised | GT better in | "
+            predictions = predict_clip(pipe, clip, batch_size=args.frames)  # once per clip
+            for drift, alignment, expansion in itertools.product(args.drift, args.alignment, args.expansion):
+                row = evaluate_clip(pipe, clip, motion=alignment, drift=drift, seed=seed, predictions=predictions,
+                                    flow_preset=args.flow_preset, expansion=expansion == "on")
+                rows.append({"seed": seed, **row})
+                print(f"seed {seed} {motion:8s} drift {drift:.2f} {alignment:6s} expansion {expansion:3s} "
+                      f"AbsRel {row['absrel_raw']:.4f} -> "
+                      f"{row['absrel_stabilized']:.4f}  flicker {row['flicker_raw']:.4f} -> "
+                      f"{row['flicker_stabilized']:.4f}  drift {row['drift_raw']:.4f} -> "
+                      f"{row['drift_stabilized']:.4f}", file=sys.stderr, flush=True)
+    print("| motion | added drift | alignment | expansion | AbsRel per-frame | AbsRel stabilised | GT better in | "
           "flicker per-frame -> stabilised | drift vs frame 0 per-frame -> stabilised | metric agrees |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for motion in args.motions:
-        for drift in args.drift:
-            for alignment in args.alignment:
-                sel = [r for r in rows if r["motion"] == motion and r["drift_added"] == drift
-                       and r["alignment"] == alignment]
-                mean = {k: float(np.mean([r[k] for r in sel])) for k in
-                        ("absrel_raw", "absrel_stabilized", "flicker_raw", "flicker_stabilized", "drift_raw",
-                         "drift_stabilized")}
-                better = sum(r["absrel_stabilized"] < r["absrel_raw"] for r in sel)
-                agree = sum((r["absrel_stabilized"] < r["absrel_raw"]) == (r["flicker_stabilized"] < r["flicker_raw"])
-                            for r in sel)
-                print(f"| {motion} | {drift:g} | {alignment} | {mean['absrel_raw']:.4f} | {mean['absrel_stabilized']:.4f} "
-                      f"| {better}/{len(sel)} | {mean['flicker_raw']:.4f} -> {mean['flicker_stabilized']:.4f} "
-                      f"| {mean['drift_raw']:.4f} -> {mean['drift_stabilized']:.4f} | {agree}/{len(sel)} |")
+        for drift, alignment, expansion in itertools.product(args.drift, args.alignment, args.expansion):
+            sel = [r for r in rows if r["motion"] == motion and r["drift_added"] == drift
+                   and r["alignment"] == alignment and r["expansion"] == (expansion == "on")]
+            mean = {k: float(np.mean([r[k] for r in sel])) for k in
+                    ("absrel_raw", "absrel_stabilized", "flicker_raw", "flicker_stabilized", "drift_raw",
+                     "drift_stabilized")}
+            better = sum(r["absrel_stabilized"] < r["absrel_raw"] for r in sel)
+            agree = sum((r["absrel_stabilized"] < r["absrel_raw"]) == (r["flicker_stabilized"] < r["flicker_raw"])
+                        for r in sel)
+            print(f"| {motion} | {drift:g} | {alignment} | {expansion} | {mean['absrel_raw']:.4f} | {mean['absrel_stabilized']:.4f} "
+                  f"| {better}/{len(sel)} | {mean['flicker_raw']:.4f} -> {mean['flicker_stabilized']:.4f} "
+                  f"| {mean['drift_raw']:.4f} -> {mean['drift_stabilized']:.4f} | {agree}/{len(sel)} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

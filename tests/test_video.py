@@ -215,6 +215,12 @@ def test_video_cli_motion_and_ground_truth(tiny_pipeline_dir, tmp_path, capsys):
     assert set(gt) >= {"absrel_raw", "absrel_stabilized", "absrel_per_frame_fit", "improvement"}
     assert gt["improvement"] == pytest.approx((gt["absrel_raw"] - gt["absrel_stabilized"]) / gt["absrel_raw"])
     assert np.isfinite(report["drift_raw"]) and np.isfinite(report["drift_stabilized"])
+    # under flow matches the fit expects the depth ratios from the flow's expansion, unless --no-expansion
+    assert all(f["depth_ratio"] != 1.0 for f in report["frames"][1:]) and report["frames"][0]["depth_ratio"] == 1.0
+    rc = main(["video", str(tmp_path / "pan" / "rgb"), "-o", str(tmp_path / "noexp"), "--motion", "flow",
+               "--no-expansion", *common])
+    assert rc == 0 and all(f["depth_ratio"] == 1.0
+                           for f in json.loads((tmp_path / "noexp" / "video.json").read_text())["frames"])
     # without stabilisation the two sequences are the same one
     rc = main(["video", str(tmp_path / "pan" / "rgb"), "-o", str(tmp_path / "off"), "--no-stabilize", *common])
     off = json.loads((tmp_path / "off" / "video.json").read_text())

@@ -54,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="pixel correspondences between frames: static = same pixel (a camera on a tripod; "
                         "fastest), flow = optical flow (a moving camera), auto = flow when a cheap test sees "
                         "the image move (default: auto)")
+    g.add_argument("--no-expansion", action="store_true",
+                   help="under a camera move along the optical axis, do not take the depth change it causes from "
+                        "the flow's expansion (then auto fits such frames on same-pixel matches, as before)")
+    g.add_argument("--depth-zero", type=float, default=0.0,
+                   help="the first frame's depth value at distance zero, about which the expansion's depth ratios "
+                        "are taken (default: 0, depth proportional to distance)")
     parser.add_argument("--gt", type=Path, default=None, metavar="DEPTH",
                         help="ground-truth depth of every source frame, a float [N, H, W] .npy or a clip folder "
                              "from `apdepth synth clip` (its depth.npy): video.json then reports the AbsRel of the "
@@ -84,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         ground_truth = _read_ground_truth(args.gt) if args.gt is not None else None
         stabilizer = DepthStabilizer(reference=args.reference, static_threshold=args.static_threshold,
-                                     enabled=not args.no_stabilize, motion=args.motion)
+                                     enabled=not args.no_stabilize, motion=args.motion,
+                                     expansion=not args.no_expansion, depth_zero=args.depth_zero)
     except (ValueError, OSError, ImportError) as e:
         print(f"apdepth video: FAILED {e}", file=sys.stderr)
         return 1

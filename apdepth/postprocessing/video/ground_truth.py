@@ -61,18 +61,27 @@ def random_drifts(num_frames: int, strength: float, seed: int = 0) -> tuple[np.n
     return scales, shifts
 
 
+def predict_clip(pipe, clip, *, processing_resolution: int | None = None, batch_size: int = 4) -> np.ndarray:
+    """``pipe``'s per-frame depth of ``clip``'s frames, float32 ``[N, H, W]``."""
+    return np.asarray(pipe(list(clip.rgb), processing_resolution=processing_resolution, batch_size=batch_size,
+                           output_type="np").depth, np.float32)
+
+
 def evaluate_clip(pipe, clip, *, motion: str = "auto", drift: float = 0.0, seed: int = 0,
-                  processing_resolution: int | None = None, batch_size: int = 4, **stabilizer_kwargs) -> dict:
+                  processing_resolution: int | None = None, batch_size: int = 4, predictions: np.ndarray | None = None,
+                  **stabilizer_kwargs) -> dict:
     """Predict ``clip`` (:class:`apdepth.synth.clip.Clip`) frame by frame, optionally distort each frame by
     :func:`random_drifts` (``drift`` > 0), stabilise it with ``motion`` and compare with the exact depth.
+    ``predictions`` (``[N, H, W]``, from :func:`predict_clip`) skips the prediction (``pipe`` unused).
 
     Returns :func:`ground_truth_report`'s dict plus the stabiliser's ``flicker_*`` and ``drift_*``
     (motion-compensated, from its own correspondences) and the per-frame ``motions`` it chose.
     """
     from .stabilize import DepthStabilizer
 
-    raw = np.asarray(pipe(list(clip.rgb), processing_resolution=processing_resolution, batch_size=batch_size,
-                          output_type="np").depth, np.float32)  # [N, H, W]
+    raw = predictions if predictions is not None else predict_clip(
+        pipe, clip, processing_resolution=processing_resolution, batch_size=batch_size)  # [N, H, W]
+    raw = np.asarray(raw, np.float32)
     if drift > 0:
         scales, shifts = random_drifts(len(raw), drift, seed)
         raw = raw * scales[:, None, None].astype(np.float32) + shifts[:, None, None].astype(np.float32)
@@ -81,6 +90,7 @@ def evaluate_clip(pipe, clip, *, motion: str = "auto", drift: float = 0.0, seed:
     report = ground_truth_report(raw, aligned, clip.depth)
     flick, drifts = stab.flicker(), stab.drift()
     report.update({"motion": clip.motion, "alignment": motion, "drift_added": drift,
+                   "expansion": stab.expansion,
                    "flicker_raw": flick["raw"], "flicker_stabilized": flick["stabilized"],
                    "drift_raw": drifts["raw"], "drift_stabilized": drifts["stabilized"],
                    "motions": [f.motion for f in stab.frames[1:]]})

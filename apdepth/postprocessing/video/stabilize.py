@@ -6,7 +6,10 @@ whole video. Frame k's depth is fitted (robust least squares, :func:`apdepth.pos
 to a reference, the previous aligned frame or a running average of them, on *corresponding* pixels
 (:mod:`apdepth.postprocessing.video.flow`): the same pixel where the grey level did not change (a static camera), or
 optical-flow matches that pass a forward-backward check and stay inside the frame (a moving camera).
-Moving objects and disoccluded pixels that slip through are rejected by the robust loss.
+Moving objects and disoccluded pixels that slip through are rejected by the robust loss. Under a move
+along the optical axis the reference is first moved to the depth frame k should have, with each
+pixel's depth ratio from the flow's expansion about the focus of expansion
+(:func:`apdepth.postprocessing.video.flow.radial_expansion`; ``DepthStabilizer(expansion=True)``).
 
 Flicker is the mean absolute change of depth between matched pixels of consecutive frames; drift the
 same between frame k and frame 0 along the chained matches; both are divided by the sequence's depth
@@ -30,7 +33,7 @@ import numpy as np
 from ...image_utils import colorize_depth, depth_to_uint16
 from ...io import save_image, save_json
 from ..affine import LOSSES, robust_fit_affine
-from .flow import MOTIONS, FlowMatcher, Matches, have_cv2
+from .flow import MOTIONS, FlowMatcher, Matches, have_cv2, radial_expansion
 from .frames import FrameReader, VideoWriter
 
 logger = logging.getLogger(__name__)
@@ -77,7 +80,9 @@ def flicker(depths: Sequence[np.ndarray], masks: Sequence[np.ndarray], value_ran
 class FrameAlignment:
     """How one frame was aligned: ``aligned = scale * depth + shift``. ``motion``: the correspondences used
     (``static`` or ``flow``); ``matched_fraction``: pixels with a trusted match in the previous frame;
-    ``first_frame_overlap``: pixels traced back to frame 0 (the drift is measured on them)."""
+    ``first_frame_overlap``: pixels traced back to frame 0 (the drift is measured on them); ``depth_ratio``:
+    the median depth ratio to the previous frame the fit assumed (:func:`apdepth.postprocessing.video.flow.radial_expansion`;
+    1 without it, below 1 when the camera moved forward)."""
 
     name: str
     scale: float
@@ -86,6 +91,7 @@ class FrameAlignment:
     matched_fraction: float
     first_frame_overlap: float
     num_inliers: int
+    depth_ratio: float = 1.0
 
 
 @dataclass
@@ -104,6 +110,16 @@ class DepthStabilizer:
             robust loss then rejects what moved).
         flow_preset: OpenCV DIS preset for the flow, ``ultrafast``, ``fast`` or ``medium`` (2-3x slower,
             sharper at the edges of small moving objects; as accurate on camera motion).
+        expansion: on flow matches, expect the depth change a camera translation causes: the reference
+            (the previous aligned frame seen from frame k) is multiplied by each pixel's depth ratio from
+            the flow's radial expansion (:func:`apdepth.postprocessing.video.flow.radial_expansion`), taken
+            about ``depth_zero``. Without it a move along the optical axis, which changes every depth by
+            the distance travelled, is absorbed into the fitted shift as if it were drift (``auto`` then
+            fits such frame pairs on same-pixel matches instead, a heuristic). No effect on the static
+            path (no flow is computed there); about 1 under a pan (the FOE is at infinity).
+        depth_zero: the aligned (= first frame's) depth value of a point at the camera, about which the
+            ratios are taken; 0 for depth that is proportional to distance (see docs/features.md for
+            what a wrong value costs).
         loss: ``huber`` or ``tukey``.
         max_points: pixels sampled per fit.
         enabled: ``False`` passes frames through unchanged (the flicker statistics are still kept).
@@ -127,6 +143,8 @@ class DepthStabilizer:
     enabled: bool = True
     motion: str = "auto"
     flow_preset: str = "fast"
+    expansion: bool = True
+    depth_zero: float = 0.0
     seed: int = 0
     frames: list[FrameAlignment] = field(default_factory=list, init=False)  # one entry per frame seen
 
@@ -143,9 +161,11 @@ class DepthStabilizer:
             logger.warning("OpenCV is not installed: video stabilisation assumes a static camera "
                            "(pip install 'apdepth[video]' for motion-compensated alignment)")
             self.motion = "static"
-        self.matcher = FlowMatcher(self.motion, preset=self.flow_preset, static_threshold=self.static_threshold)
+        self.matcher = FlowMatcher(self.motion, preset=self.flow_preset, static_threshold=self.static_threshold,
+                                   expansion=self.expansion)
         self._prev_gray = self._ref = self._prev_raw = self._prev_aligned = None
         self._gray0 = self._raw0 = self._to_first = None
+        self._ratio_to_first = self._ratio_valid = None  # [H, W] chained depth ratios to frame 0 (expansion)
         self._diffs: dict[str, list[float]] = {"raw": [], "stabilized": []}
         self._drifts: dict[str, list[float]] = {"raw": [], "stabilized": []}
         self._ranges: dict[str, list[float]] = {"raw": [np.inf, -np.inf], "stabilized": [np.inf, -np.inf]}
@@ -160,6 +180,7 @@ class DepthStabilizer:
         name = name if name is not None else f"{len(self.frames):06d}"
         if self._ref is None:
             aligned, fit, n_in, kind, matched, overlap = depth, (1.0, 0.0), depth.size, "static", 1.0, 1.0
+            ratio = 1.0
             self._gray0, self._raw0 = gray, depth
             next_ref = aligned
         else:
@@ -167,7 +188,14 @@ class DepthStabilizer:
                 raise ValueError(f"frame {name}: size {depth.shape} differs from the first frame's {self._ref.shape}")
             matches, measure = self.matcher(self._prev_gray, gray)  # frame k -> frame k - 1: to fit, to measure
             kind, valid = matches.kind, matches.valid
+            # depth ratios from the flow's expansion, on the measurement's flow (the fit's when it is the same)
+            expansion = radial_expansion(measure) if self._use_expansion(matches, measure) else None
             ref = matches.warp(self._ref)  # [H, W]: the reference seen from frame k
+            ratio = 1.0
+            if expansion is not None and matches.map_x is measure.map_x:
+                ref = self._expected(ref, expansion.ratio)  # what frame k's depth should be there
+                valid = valid & expansion.valid
+                ratio = float(np.median(expansion.ratio[valid])) if valid.any() else 1.0
             fit, n_in = (1.0, 0.0), 0
             if self.enabled:
                 use = valid if valid.mean() >= self.min_static_fraction else matches.inside
@@ -183,11 +211,14 @@ class DepthStabilizer:
                     prev = self.frames[-1]
                     fit = (prev.scale, prev.shift)
             aligned = (fit[0] * depth + fit[1]).astype(np.float32)
-            if measure.valid.any():
-                on = measure.valid
-                self._diffs["raw"].append(float(np.abs(depth - measure.warp(self._prev_raw))[on].mean()))
-                self._diffs["stabilized"].append(float(np.abs(aligned - measure.warp(self._prev_aligned))[on].mean()))
-            overlap = self._track_first_frame(measure, gray, depth, aligned)
+            on = measure.valid if expansion is None else measure.valid & expansion.valid
+            if on.any():  # the change beyond what the camera's translation explains (expansion on)
+                ratios = None if expansion is None else expansion.ratio
+                prev_raw = self._expected(measure.warp(self._prev_raw), ratios)
+                prev_aligned = self._expected(measure.warp(self._prev_aligned), ratios)
+                self._diffs["raw"].append(float(np.abs(depth - prev_raw)[on].mean()))
+                self._diffs["stabilized"].append(float(np.abs(aligned - prev_aligned)[on].mean()))
+            overlap = self._track_first_frame(measure, gray, depth, aligned, expansion)
             matched = float(valid.mean())
             next_ref = aligned
             if self.reference == "running":  # the running reference, carried along the matches
@@ -199,20 +230,48 @@ class DepthStabilizer:
             self._ranges[key] = [min(self._ranges[key][0], float(lo)), max(self._ranges[key][1], float(hi))]
         self._prev_gray, self._prev_raw, self._prev_aligned = gray, depth, aligned
         self.frames.append(FrameAlignment(name, float(fit[0]), float(fit[1]), kind, float(matched), float(overlap),
-                                          int(n_in)))
+                                          int(n_in), float(ratio)))
         return aligned
 
-    def _track_first_frame(self, matches: Matches, gray, depth, aligned) -> float:
-        """Chain the matches back to frame 0 and record the drift of this frame; returns the overlap."""
+    def _use_expansion(self, matches: Matches, measure: Matches) -> bool:
+        """Expansion on flow matches: every pair with ``motion="flow"``; with ``auto``, the pairs the probe
+        calls ``forward`` (a pan then stays exactly as without it: its FOE is at infinity anyway)."""
+        if not self.expansion or measure.identity:
+            return False
+        return self.motion == "flow" or matches.kind == "forward"
+
+    def _expected(self, depth: np.ndarray, ratio: np.ndarray | None) -> np.ndarray:
+        """``depth`` ``[H, W]`` moved by the depth ratios ``ratio`` ``[H, W]`` (``None``: unchanged), about
+        ``depth_zero``: ``zero + ratio * (depth - zero)``."""
+        if ratio is None:
+            return depth
+        zero = np.float32(self.depth_zero)
+        return (zero + ratio * (depth - zero)).astype(np.float32)
+
+    def _track_first_frame(self, matches: Matches, gray, depth, aligned, expansion=None) -> float:
+        """Chain the matches (and the depth ratios, with ``expansion``) back to frame 0 and record the
+        drift of this frame; returns the overlap."""
         if matches.identity and (self._to_first is None or self._to_first.identity):
             # a static camera so far: compare with frame 0 directly (no chained masks)
             valid = np.abs(gray - self._gray0) <= self.static_threshold
             self._to_first = Matches(None, None, valid, np.ones_like(valid), "static")
         else:
             self._to_first = matches if self._to_first is None else matches.compose(self._to_first)
+        if expansion is not None:  # ratio_to_first(p) = ratio(p) * ratio_to_first(match(p))
+            if self._ratio_to_first is None:
+                self._ratio_to_first, self._ratio_valid = expansion.ratio, expansion.valid
+            else:
+                self._ratio_to_first = expansion.ratio * matches.warp(self._ratio_to_first)
+                self._ratio_valid = expansion.valid & matches.warp_mask(self._ratio_valid)
+        elif self._ratio_to_first is not None and not matches.identity:  # flow without ratios: carry them
+            self._ratio_to_first = matches.warp(self._ratio_to_first)
+            self._ratio_valid = matches.warp_mask(self._ratio_valid)
         valid = self._to_first.valid
+        if self._ratio_valid is not None:
+            valid = valid & self._ratio_valid
         if valid.mean() >= 0.01:
-            first = self._to_first.warp(self._raw0)  # frame 0's depth (raw = aligned there) seen from frame k
+            # frame 0's depth (raw = aligned there) seen from frame k, moved by the chained depth ratios
+            first = self._expected(self._to_first.warp(self._raw0), self._ratio_to_first)
             self._drifts["raw"].append(float(np.abs(depth - first)[valid].mean()))
             self._drifts["stabilized"].append(float(np.abs(aligned - first)[valid].mean()))
         return float(valid.mean())
