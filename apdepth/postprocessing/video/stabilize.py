@@ -449,10 +449,13 @@ def _save_report(path: Path, result: VideoResult) -> None:
     report = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in asdict(result).items()}
     save_json(path, {
         **report,
-        "flicker_definition": "mean over frames of mean |depth_k(p) - depth_(k-1)(match(p))| on matched pixels "
-                              "(optical flow when the camera moves, same pixel otherwise) / (1%..99% depth range)",
-        "drift_definition": "mean over frames of mean |depth_k(p) - depth_0(match_0(p))| on pixels traced back to "
-                            "frame 0 through the chained matches / (1%..99% depth range)",
+        "flicker_definition": "mean over frames of mean |depth_k(p) - (zero + r_k (depth_(k-1)(match(p)) - zero))| "
+                              "on matched pixels (optical flow when the camera moves, same pixel otherwise) / "
+                              "(1%..99% depth range); r_k: the frame's depth_ratio (1 without a forward move), "
+                              "zero: depth_zero",
+        "drift_definition": "mean over frames of mean |depth_k(p) - (zero + R_k (depth_0(match_0(p)) - zero))| on "
+                            "pixels traced back to frame 0 through the chained matches / (1%..99% depth range); "
+                            "R_k: the product of the depth ratios since frame 0",
         "normalization": "aligned = lo + value * (hi - lo), value = png / 65535; aligned is in frame 0's units",
     })
 
