@@ -29,8 +29,8 @@ def _sizes(text: str) -> tuple[tuple[int, int], ...]:
     return () if text == "none" else tuple(_size(v) for v in text.split(",") if v)
 
 
-ISSUE_SCALE_RES = "320x240,640x480,1280x960,2048x1536"
-ISSUE_SCALE_BATCHES = "1,2,4,8"
+SCALING_RESOLUTIONS = "320x240,640x480,1280x960,2048x1536"
+SCALING_BATCH_SIZES = "1,2,4,8"
 
 
 def _marigold(text: str) -> tuple[tuple[int, int], ...]:
@@ -74,13 +74,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-components", action="store_true",
                         help="skip the bare diffusers components rows (end to end vs components)")
     parser.add_argument("--scale-res", type=_sizes, default=None, metavar="WxH,...",
-                        help=f"time end to end at each size (batch 1), e.g. {ISSUE_SCALE_RES}; default none")
+                        help=f"time end to end at each size (batch 1), e.g. {SCALING_RESOLUTIONS}; default none")
     parser.add_argument("--scale-batches", type=_ints, default=None, metavar="B,...",
-                        help=f"time end to end at each batch size (at --res), e.g. {ISSUE_SCALE_BATCHES}; default none")
+                        help=f"time end to end at each batch size (at --res), e.g. {SCALING_BATCH_SIZES}; default none")
     parser.add_argument("--scaling", action="store_true",
-                        help=f"shorthand for --scale-res {ISSUE_SCALE_RES} --scale-batches {ISSUE_SCALE_BATCHES}")
+                        help=f"shorthand for --scale-res {SCALING_RESOLUTIONS} --scale-batches {SCALING_BATCH_SIZES}")
     parser.add_argument("--flop-res", type=_sizes, default=None, metavar="WxH,...",
-                        help=f"count FLOPs per stage at these sizes (default {ISSUE_SCALE_RES}; 'none' skips)")
+                        help=f"count FLOPs per stage at these sizes (default {SCALING_RESOLUTIONS}; 'none' skips)")
     parser.add_argument("--allocators", action="store_true",
                         help="CPU: time a VAE encode and count its page faults under each installed allocator "
                              "(glibc, glibc retained, jemalloc, tcmalloc), each in a fresh process")
@@ -199,9 +199,9 @@ def bench_config(args: argparse.Namespace, device):
         marigold_full=args.marigold_full,
         release_resolution=args.release_res,
         components=not args.no_components,
-        scale_resolutions=args.scale_res or (_sizes(ISSUE_SCALE_RES) if args.scaling else ()),
-        scale_batches=args.scale_batches or (_ints(ISSUE_SCALE_BATCHES) if args.scaling else ()),
-        flop_resolutions=args.flop_res if args.flop_res is not None else _sizes(ISSUE_SCALE_RES),
+        scale_resolutions=args.scale_res or (_sizes(SCALING_RESOLUTIONS) if args.scaling else ()),
+        scale_batches=args.scale_batches or (_ints(SCALING_BATCH_SIZES) if args.scaling else ()),
+        flop_resolutions=args.flop_res if args.flop_res is not None else _sizes(SCALING_RESOLUTIONS),
         allocators=args.allocators,
     )
 
