@@ -1,0 +1,187 @@
+"""int8 weight-only quantisation (:mod:`apdepth.quantization`) measured: its effect on the depth against fp32
+eager and its speed on and off, timed interleaved (off, on, off, on, ...) so that a shared machine's load
+falls on both alike.
+
+    python -m apdepth.benchmark.quantization --model embedded --res 240x320
+    python -m apdepth.benchmark.quantization --model full --prior small --res 240x320 --repeats 2
+
+``--model full`` builds the full-size architectures with random weights (:mod:`.architectures`): their
+timing is the released model's, their accuracy only indicative (random weights are not a trained model's).
+The bench's fast-path rows (:meth:`.runner.Benchmark.fast_paths`) use :class:`SwappableWeights` too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from ..quantization import DEVICES, EXTRA, is_quantized, quantize_pipeline, torchao_available
+from .report import Row
+
+__all__ = ["SwappableWeights", "depth_difference", "int8_rows", "main", "measure_quantization"]
+
+INT8_OFF = "int8 weight-only off"
+INT8_ON = "int8 weight-only on (UNet + VAE Linear)"
+
+
+class SwappableWeights:
+    """Quantise ``components`` of ``pipe`` once, keeping the float Linear weights, so that the two can be
+    swapped in and out (``with weights.use(True): ...``); ``use(False)`` and :meth:`restore` give back the
+    exact original Parameters. Memory: the float weights plus their int8 copies."""
+
+    def __init__(self, pipe, components=("unet", "vae")):
+        self.pipe, self.components = pipe, tuple(components)
+        linears = [m for c in self.components for m in getattr(pipe, c).modules() if isinstance(m, nn.Linear)]
+        self.float_weights = {m: m.weight for m in linears}
+        self.counts = quantize_pipeline(pipe, self.components)
+        self.int8_weights = {m: m.weight for m in linears if is_quantized(m.weight)}
+        self._set(self.float_weights)
+
+    def _set(self, weights: dict) -> None:
+        for module, weight in weights.items():
+            module.weight = weight
+            if weights is self.float_weights and "extra_repr" in module.__dict__:
+                del module.extra_repr  # torchao's note on the quantised weight
+
+    @contextlib.contextmanager
+    def use(self, on: bool):
+        if on:
+            self._set(self.int8_weights)
+        try:
+            yield
+        finally:
+            self._set(self.float_weights)
+
+    def restore(self) -> None:
+        self._set(self.float_weights)
+
+    def int8_megabytes(self) -> tuple[float, float]:
+        """(float, int8) megabytes of the quantised Linear weights (int8 data plus per-row scales)."""
+        fp = sum(self.float_weights[m].numel() * self.float_weights[m].element_size() for m in self.int8_weights)
+        q = sum(w.qdata.numel() + w.scale.numel() * w.scale.element_size() for w in self.int8_weights.values())
+        return fp / 2**20, q / 2**20
+
+
+def depth_difference(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
+    """Max and mean absolute difference of two [0, 1] depth maps."""
+    d = (a.float() - b.float()).abs()
+    return {"max_abs": float(d.max()), "mean_abs": float(d.mean())}
+
+
+def int8_rows(bench, dtype: str) -> None:
+    """The bench's fast-path pair: end to end at batch 1 with the UNet's and VAE's float Linear weights, then
+    with their int8 copies (torchao), one after the other; the "on" row carries the depth's difference from
+    the "off" output (``max_abs``, ``mean_abs``). Without torchao, or on another device, one row says why."""
+    h, w = bench.cfg.resolution
+    why = (f"skipped: torchao is not installed ({EXTRA})" if not torchao_available()
+           else f"skipped: torchao int8 runs on {' and '.join(DEVICES)}" if bench.device.type not in DEVICES
+           else None)
+    if why:
+        bench.add(Row("fast path", INT8_ON, dtype, f"{w}x{h}", 1, None, note=why))
+        return
+    images = [bench.image]
+    with torch.no_grad():
+        reference = bench.call(images, output_type="pt").prediction
+    weights = SwappableWeights(bench.pipe, ("unet", "vae"))
+    try:
+        bench.record("fast path", INT8_OFF, dtype, 1, lambda: bench.call(images))
+        with weights.use(True), torch.no_grad():
+            diff = depth_difference(bench.call(images, output_type="pt").prediction, reference)
+            bench.record("fast path", INT8_ON, dtype, 1, lambda: bench.call(images),
+                         note=f"depth vs off: max {diff['max_abs']:.1e}, mean {diff['mean_abs']:.1e}", **diff)
+    finally:
+        weights.restore()
+
+
+def _pipeline(model: str, prior: str):
+    """fp32 on the CPU, in the command line's default memory format there (channels_last)."""
+    import diffusers
+    import transformers
+
+    from ..devices import prefers_channels_last
+    from .architectures import apdepth_pipeline, full_size_components
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    if model == "full":
+        pipe = apdepth_pipeline(full_size_components(prior=prior))
+    else:
+        from ..embedded import embedded_model_path
+        from ..pipeline import ApDepthPipeline
+
+        pipe = ApDepthPipeline.from_pretrained(embedded_model_path())
+        pipe.set_progress_bar_config(disable=True)
+    pipe.set_channels_last(prefers_channels_last(torch.device("cpu")))
+    return pipe
+
+
+def measure_quantization(pipe, image: Image.Image, settings: dict[str, tuple[str, ...]], repeats: int = 3,
+                         warmup: int = 1) -> list[dict]:
+    """Per setting (a name -> components): the depth's difference from fp32 eager, and the end-to-end
+    median time on and off, the calls interleaved. The pipeline is left with its float weights."""
+    def call():
+        with torch.no_grad():
+            return pipe(image, processing_resolution=0, output_type="pt").prediction  # [1, 1, H, W]
+
+    reference = call()
+    results = []
+    for name, components in settings.items():
+        weights = SwappableWeights(pipe, components)
+        with weights.use(True):
+            diff = depth_difference(call(), reference)
+        times = {False: [], True: []}
+        for i in range(warmup + repeats):
+            for on in (False, True):
+                with weights.use(on):
+                    start = time.perf_counter()
+                    call()
+                    if i >= warmup:
+                        times[on].append((time.perf_counter() - start) * 1000)
+        fp_mb, q_mb = weights.int8_megabytes()
+        weights.restore()
+        results.append({"setting": name, "components": list(components), "layers": weights.counts, **diff,
+                        "off_ms": statistics.median(times[False]), "on_ms": statistics.median(times[True]),
+                        "linear_weights_mb": [round(fp_mb, 1), round(q_mb, 1)], "repeats": repeats})
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m apdepth.benchmark.quantization",
+                                     description="int8 weight-only quantisation: depth difference and speed")
+    parser.add_argument("--model", choices=("embedded", "full"), default="embedded")
+    parser.add_argument("--prior", default="small", help="--model full: the DA2 size (default: small)")
+    parser.add_argument("--res", default="240x320", help="HxW of the random input image (default: 240x320)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    if not torchao_available():
+        parser.error('torchao is not installed: pip install "apdepth[quant]"')
+    h, w = (int(v) for v in args.res.lower().split("x"))
+    torch.manual_seed(0)
+    pipe = _pipeline(args.model, args.prior)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8))
+    settings = {"UNet + VAE": ("unet", "vae"), "UNet + VAE + prior": ("unet", "vae", "prior")}
+    results = measure_quantization(pipe, image, settings, repeats=args.repeats, warmup=args.warmup)
+    print(f"{args.model} model, {w}x{h}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"{'quantised':<20} {'max |d|':>9} {'mean |d|':>9} {'off ms':>9} {'on ms':>9}  Linear weights MB")
+    for r in results:
+        fp_mb, q_mb = r["linear_weights_mb"]
+        print(f"{r['setting']:<20} {r['max_abs']:9.2e} {r['mean_abs']:9.2e} {r['off_ms']:9.0f} {r['on_ms']:9.0f}"
+              f"  {fp_mb:.1f} -> {q_mb:.1f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"model": args.model, "resolution": [h, w], "results": results}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
