@@ -149,3 +149,26 @@ def test_predict_quantize_end_to_end(tiny_pipeline_dir, tmp_path):
     assert approx.shape == exact.shape == (48, 64)
     diff = np.abs(approx - exact)
     assert 0 < diff.max() <= MAX_ABS_TOL and diff.mean() <= MEAN_ABS_TOL
+
+
+def test_bench_rows_off_and_on(monkeypatch):
+    """`apdepth bench`'s fast-path pair, and the pipeline's float weights back afterwards; without torchao one
+    row says why."""
+    from apdepth.benchmark import quantization as bq
+    from apdepth.benchmark.runner import BenchConfig, Benchmark
+
+    bench = Benchmark(BenchConfig(arch="tiny", resolution=(48, 64), repeats=1, warmup=0))
+    before = {name: p for name, p in bench.pipe.unet.named_parameters()}
+    if torchao_available():
+        bq.int8_rows(bench, "fp32")
+        off, on = bench.rows
+        assert (off.setting, on.setting) == (bq.INT8_OFF, bq.INT8_ON)
+        assert off.timing.n == on.timing.n == 1
+        assert 0 < on.extra["max_abs"] <= MAX_ABS_TOL and on.extra["mean_abs"] <= MEAN_ABS_TOL
+        assert dict(bench.pipe.unet.named_parameters()) == before  # the same Parameter objects, float again
+        assert quantized_linear_names(bench.pipe.unet) == []
+        bench.rows.clear()
+    monkeypatch.setattr(bq, "torchao_available", lambda: False)
+    bq.int8_rows(bench, "fp32")
+    (row,) = bench.rows
+    assert row.timing is None and "apdepth[quant]" in row.note

@@ -63,12 +63,6 @@ class SwappableWeights:
     def restore(self) -> None:
         self._set(self.float_weights)
 
-    def int8_megabytes(self) -> tuple[float, float]:
-        """(float, int8) megabytes of the quantised Linear weights (int8 data plus per-row scales)."""
-        fp = sum(self.float_weights[m].numel() * self.float_weights[m].element_size() for m in self.int8_weights)
-        q = sum(w.qdata.numel() + w.scale.numel() * w.scale.element_size() for w in self.int8_weights.values())
-        return fp / 2**20, q / 2**20
-
 
 def depth_difference(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
     """Max and mean absolute difference of two [0, 1] depth maps."""
@@ -123,33 +117,57 @@ def _pipeline(model: str, prior: str):
     return pipe
 
 
+def _weights_mb(modules) -> float:
+    """Megabytes of the modules' parameters as stored (int8 data plus scales for quantised weights)."""
+    total = 0
+    for module in modules:
+        for p in module.parameters():
+            total += (p.qdata.numel() + p.scale.numel() * p.scale.element_size() if is_quantized(p)
+                      else p.numel() * p.element_size())
+    return total / 2**20
+
+
+def _interleaved(weights: SwappableWeights, fns: dict, repeats: int, warmup: int) -> dict[str, float]:
+    """Median milliseconds of each ``fns`` entry off and on (``{"<name>_off_ms": ...}``), the calls alternating
+    off, on, off, on so that a shared machine's load falls on both alike."""
+    times = {(name, on): [] for name in fns for on in (False, True)}
+    for i in range(warmup + repeats):
+        for name, fn in fns.items():
+            for on in (False, True):
+                with weights.use(on), torch.no_grad():
+                    start = time.perf_counter()
+                    fn()
+                    if i >= warmup:
+                        times[(name, on)].append((time.perf_counter() - start) * 1000)
+    return {f"{name}_{'on' if on else 'off'}_ms": statistics.median(t) for (name, on), t in times.items()}
+
+
 def measure_quantization(pipe, image: Image.Image, settings: dict[str, tuple[str, ...]], repeats: int = 3,
                          warmup: int = 1) -> list[dict]:
-    """Per setting (a name -> components): the depth's difference from fp32 eager, and the end-to-end
-    median time on and off, the calls interleaved. The pipeline is left with its float weights."""
+    """Per setting (a name -> components): the depth's difference from fp32 eager, the weights' memory, and
+    the median time on and off of the whole pipeline and of the UNet step alone, timed interleaved. The
+    pipeline is left with its float weights."""
     def call():
         with torch.no_grad():
             return pipe(image, processing_resolution=0, output_type="pt").prediction  # [1, 1, H, W]
 
     reference = call()
+    rgb = torch.rand(1, 3, image.height, image.width, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        condition = pipe.encode_condition(rgb, pipe.run_prior(rgb))  # [1, 8, H/8, W/8]
+    fns = {"e2e": call, "unet": lambda: pipe.predict_latent(condition)}
     results = []
     for name, components in settings.items():
+        modules = [getattr(pipe, c) for c in components]
+        float_mb = _weights_mb(modules)
         weights = SwappableWeights(pipe, components)
         with weights.use(True):
             diff = depth_difference(call(), reference)
-        times = {False: [], True: []}
-        for i in range(warmup + repeats):
-            for on in (False, True):
-                with weights.use(on):
-                    start = time.perf_counter()
-                    call()
-                    if i >= warmup:
-                        times[on].append((time.perf_counter() - start) * 1000)
-        fp_mb, q_mb = weights.int8_megabytes()
+            int8_mb = _weights_mb(modules)
+        times = _interleaved(weights, fns, repeats, warmup)
         weights.restore()
         results.append({"setting": name, "components": list(components), "layers": weights.counts, **diff,
-                        "off_ms": statistics.median(times[False]), "on_ms": statistics.median(times[True]),
-                        "linear_weights_mb": [round(fp_mb, 1), round(q_mb, 1)], "repeats": repeats})
+                        **times, "weights_mb": [round(float_mb, 1), round(int8_mb, 1)], "repeats": repeats})
     return results
 
 
@@ -172,11 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"UNet + VAE": ("unet", "vae"), "UNet + VAE + prior": ("unet", "vae", "prior")}
     results = measure_quantization(pipe, image, settings, repeats=args.repeats, warmup=args.warmup)
     print(f"{args.model} model, {w}x{h}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"{'quantised':<20} {'max |d|':>9} {'mean |d|':>9} {'off ms':>9} {'on ms':>9}  Linear weights MB")
+    print(f"{'quantised':<20} {'max |d|':>9} {'mean |d|':>9} {'e2e off':>9} {'e2e on':>9} {'UNet off':>9} "
+          f"{'UNet on':>9}  weights MB (median ms of {args.repeats}, interleaved)")
     for r in results:
-        fp_mb, q_mb = r["linear_weights_mb"]
-        print(f"{r['setting']:<20} {r['max_abs']:9.2e} {r['mean_abs']:9.2e} {r['off_ms']:9.0f} {r['on_ms']:9.0f}"
-              f"  {fp_mb:.1f} -> {q_mb:.1f}")
+        fp_mb, q_mb = r["weights_mb"]
+        print(f"{r['setting']:<20} {r['max_abs']:9.2e} {r['mean_abs']:9.2e} {r['e2e_off_ms']:9.0f} "
+              f"{r['e2e_on_ms']:9.0f} {r['unet_off_ms']:9.0f} {r['unet_on_ms']:9.0f}  {fp_mb:.1f} -> {q_mb:.1f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"model": args.model, "resolution": [h, w], "results": results}, f, indent=1)
