@@ -1,19 +1,22 @@
-"""Opt-in int8 weight-only quantisation of the pipeline's networks, through ``torchao`` (the ``quant`` extra).
+"""Opt-in int8 quantisation of the pipeline's Linear layers, through ``torchao`` (the ``quant`` extra).
 
 ``quantize_pipeline(pipe)`` replaces the weight of every ``nn.Linear`` in the UNet and the VAE (and, on
-request, the prior) by an int8 tensor with one float scale per output channel (torchao's
-``Int8WeightOnlyConfig``, symmetric, per row). Activations stay in the pipeline's dtype; the matmul
-runs on the weight converted back to that dtype. Convolutions stay in floating point: torchao 0.18 has no
-int8 convolution (its ``Int8Tensor`` implements ``linear`` only; its float8 convolutions need a CUDA GPU), so
-the VAE, which is almost all convolutions, keeps most of its weights.
+request, the prior) by an int8 tensor with one float scale per output row (symmetric). Two modes:
 
-What it buys, measured (``docs/benchmarks/README.md``, "int8 weight-only"): the UNet's Linear weights in a
-quarter of their memory; the speed on CPUs in eager mode is no better (the weight is converted back at
-every call); the depth moves by about 1e-3 of its [0, 1] range. Never on by default.
+- ``int8-weight`` (alias ``int8``, the default; torchao's ``Int8WeightOnlyConfig``): activations stay in the
+  pipeline's dtype and the matmul runs on the weight converted back to it at each call. Saves weight memory,
+  not time.
+- ``int8-dynamic`` (torchao's ``Int8DynamicActivationInt8WeightConfig``): the activations are quantised too,
+  per token at each call, and the matmul runs in int8 (``torch._int_mm``; VNNI on x86 CPUs). Faster Linear
+  layers on CPUs, a larger change in the depth. On CPUs without VNNI torchao's reduced range is used.
 
-Supported: CPU and CUDA devices, fp32 / bf16 / fp16 weights, before ``compile_models`` or after it (the
-compilation traces at the first call). Not with model CPU offload (accelerate's hooks move weights between
-devices each call); quantise a pipeline once.
+Convolutions stay in floating point: torchao 0.18 has no int8 convolution (its ``Int8Tensor`` implements
+``linear`` only: ``aten.convolution`` raises NotImplementedError) and its float8 convolutions need a CUDA GPU
+of compute capability 8.9 or later. The VAE, almost all convolutions, keeps most of its weights in float.
+
+Measured on the embedded model and on the full-size architecture (``docs/benchmarks/README.md``, "int8
+quantisation"). Never on by default. Devices: CPU (measured) and CUDA (torchao's own kernels; not measured
+here). Not with model CPU offload (accelerate's hooks move weights each call); quantise a pipeline once.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ __all__ = ["ALIASES", "COMPONENTS", "DEVICES", "EXTRA", "MODES", "QuantizationUn
            "is_quantized", "quantize_module", "quantize_pipeline", "quantized_linear_names", "require_torchao",
            "torchao_available"]
 
-MODES = ("int8-weight",)
+MODES = ("int8-weight", "int8-dynamic")
 ALIASES = {"int8": "int8-weight"}  # the command line's --quantize names
 COMPONENTS = ("unet", "vae", "prior")
 DEVICES = ("cpu", "cuda")
@@ -113,6 +116,17 @@ def _check_module(module: nn.Module, what: str) -> None:
         raise ValueError(f"{what}: already quantised (quantise a pipeline once)")
 
 
+def _config(taq, mode: str, device: torch.device):
+    """torchao's config for ``mode``. set_inductor_config=False: torch.compile's global settings stay the
+    user's."""
+    if mode == "int8-weight":
+        return taq.Int8WeightOnlyConfig(set_inductor_config=False)
+    from torchao.utils import should_reduce_range  # CPUs without VNNI: int8 products must not overflow
+
+    return taq.Int8DynamicActivationInt8WeightConfig(set_inductor_config=False,
+                                                     reduce_range=should_reduce_range(device))
+
+
 def quantize_module(module: nn.Module, mode: str = "int8-weight", what: str = "module") -> int:
     """Quantise the ``nn.Linear`` weights of ``module`` in place; returns how many layers were quantised."""
     from torch import nn
@@ -123,16 +137,16 @@ def quantize_module(module: nn.Module, mode: str = "int8-weight", what: str = "m
     linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
     if not linears:
         return 0
-    # set_inductor_config=False: leave torch.compile's global settings as the user has them
-    config = taq.Int8WeightOnlyConfig(set_inductor_config=False)
+    config = _config(taq, mode, next(module.parameters()).device)
     taq.quantize_(module, config, filter_fn=lambda m, _fqn: isinstance(m, nn.Linear))
     return len(quantized_linear_names(module))
 
 
 def quantize_pipeline(pipe, components: Iterable[str] = ("unet", "vae"), mode: str = "int8-weight") -> dict[str, int]:
-    """Quantise ``pipe``'s networks in place (int8 weight-only Linear layers; see the module docstring).
+    """Quantise the Linear layers of ``pipe``'s networks in place (see the module docstring).
 
-    ``mode``: ``int8-weight`` (alias ``int8``). ``components``: among ``unet``, ``vae`` and ``prior``. Returns ``{component: layers quantised}``.
+    ``mode``: ``int8-weight`` (alias ``int8``) or ``int8-dynamic``. ``components``: among ``unet``, ``vae``
+    and ``prior``. Returns ``{component: layers quantised}``.
     Raises ``ValueError`` for an unknown mode or component, a missing prior, an unsupported device, model
     CPU offload or a second quantisation; :class:`QuantizationUnavailable` (an ``ImportError``) without
     torchao. Every check runs before any weight changes."""

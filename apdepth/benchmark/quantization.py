@@ -28,8 +28,9 @@ from .report import Row
 
 __all__ = ["SwappableWeights", "depth_difference", "int8_rows", "main", "measure_quantization"]
 
-INT8_OFF = "int8 weight-only off"
-INT8_ON = "int8 weight-only on (UNet + VAE Linear)"
+INT8_OFF = "int8 Linear off (float weights)"
+INT8_ON = {"int8-weight": "int8 weight-only Linear (UNet + VAE)",
+           "int8-dynamic": "int8 dynamic Linear (UNet + VAE)"}
 
 
 class SwappableWeights:
@@ -37,11 +38,11 @@ class SwappableWeights:
     swapped in and out (``with weights.use(True): ...``); ``use(False)`` and :meth:`restore` give back the
     exact original Parameters. Memory: the float weights plus their int8 copies."""
 
-    def __init__(self, pipe, components=("unet", "vae")):
-        self.pipe, self.components = pipe, tuple(components)
+    def __init__(self, pipe, components=("unet", "vae"), mode: str = "int8-weight"):
+        self.pipe, self.components, self.mode = pipe, tuple(components), mode
         linears = [m for c in self.components for m in getattr(pipe, c).modules() if isinstance(m, nn.Linear)]
         self.float_weights = {m: m.weight for m in linears}
-        self.counts = quantize_pipeline(pipe, self.components)
+        self.counts = quantize_pipeline(pipe, self.components, mode=mode)
         self.int8_weights = {m: m.weight for m in linears if is_quantized(m.weight)}
         self._set(self.float_weights)
 
@@ -71,28 +72,30 @@ def depth_difference(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
 
 
 def int8_rows(bench, dtype: str) -> None:
-    """The bench's fast-path pair: end to end at batch 1 with the UNet's and VAE's float Linear weights, then
-    with their int8 copies (torchao), one after the other; the "on" row carries the depth's difference from
-    the "off" output (``max_abs``, ``mean_abs``). Without torchao, or on another device, one row says why."""
+    """The bench's fast-path rows: end to end at batch 1 with the UNet's and VAE's float Linear weights, then
+    with int8 weights (``int8-weight``) and with int8 weights and activations (``int8-dynamic``), one after
+    the other; each "on" row carries the depth's difference from the "off" output (``max_abs``, ``mean_abs``).
+    Without torchao, or on another device, one row says why."""
     h, w = bench.cfg.resolution
     why = (f"skipped: torchao is not installed ({EXTRA})" if not torchao_available()
            else f"skipped: torchao int8 runs on {' and '.join(DEVICES)}" if bench.device.type not in DEVICES
            else None)
     if why:
-        bench.add(Row("fast path", INT8_ON, dtype, f"{w}x{h}", 1, None, note=why))
+        bench.add(Row("fast path", INT8_ON["int8-weight"], dtype, f"{w}x{h}", 1, None, note=why))
         return
     images = [bench.image]
     with torch.no_grad():
         reference = bench.call(images, output_type="pt").prediction
-    weights = SwappableWeights(bench.pipe, ("unet", "vae"))
-    try:
-        bench.record("fast path", INT8_OFF, dtype, 1, lambda: bench.call(images))
-        with weights.use(True), torch.no_grad():
-            diff = depth_difference(bench.call(images, output_type="pt").prediction, reference)
-            bench.record("fast path", INT8_ON, dtype, 1, lambda: bench.call(images),
-                         note=f"depth vs off: max {diff['max_abs']:.1e}, mean {diff['mean_abs']:.1e}", **diff)
-    finally:
-        weights.restore()
+    bench.record("fast path", INT8_OFF, dtype, 1, lambda: bench.call(images))
+    for mode, setting in INT8_ON.items():
+        weights = SwappableWeights(bench.pipe, ("unet", "vae"), mode)
+        try:
+            with weights.use(True), torch.no_grad():
+                diff = depth_difference(bench.call(images, output_type="pt").prediction, reference)
+                bench.record("fast path", setting, dtype, 1, lambda: bench.call(images),
+                             note=f"depth vs off: max {diff['max_abs']:.1e}, mean {diff['mean_abs']:.1e}", **diff)
+        finally:
+            weights.restore()
 
 
 def _pipeline(model: str, prior: str):
@@ -142,9 +145,9 @@ def _interleaved(weights: SwappableWeights, fns: dict, repeats: int, warmup: int
     return {f"{name}_{'on' if on else 'off'}_ms": statistics.median(t) for (name, on), t in times.items()}
 
 
-def measure_quantization(pipe, image: Image.Image, settings: dict[str, tuple[str, ...]], repeats: int = 3,
-                         warmup: int = 1) -> list[dict]:
-    """Per setting (a name -> components): the depth's difference from fp32 eager, the weights' memory, and
+def measure_quantization(pipe, image: Image.Image, settings: dict[str, tuple[str, tuple[str, ...]]],
+                         repeats: int = 3, warmup: int = 1) -> list[dict]:
+    """Per setting (a name -> (mode, components)): the depth's difference from fp32 eager, the weights' memory, and
     the median time on and off of the whole pipeline and of the UNet step alone, timed interleaved. The
     pipeline is left with its float weights."""
     def call():
@@ -157,16 +160,16 @@ def measure_quantization(pipe, image: Image.Image, settings: dict[str, tuple[str
         condition = pipe.encode_condition(rgb, pipe.run_prior(rgb))  # [1, 8, H/8, W/8]
     fns = {"e2e": call, "unet": lambda: pipe.predict_latent(condition)}
     results = []
-    for name, components in settings.items():
+    for name, (mode, components) in settings.items():
         modules = [getattr(pipe, c) for c in components]
         float_mb = _weights_mb(modules)
-        weights = SwappableWeights(pipe, components)
+        weights = SwappableWeights(pipe, components, mode)
         with weights.use(True):
             diff = depth_difference(call(), reference)
             int8_mb = _weights_mb(modules)
         times = _interleaved(weights, fns, repeats, warmup)
         weights.restore()
-        results.append({"setting": name, "components": list(components), "layers": weights.counts, **diff,
+        results.append({"setting": name, "mode": mode, "components": list(components), "layers": weights.counts, **diff,
                         **times, "weights_mb": [round(float_mb, 1), round(int8_mb, 1)], "repeats": repeats})
     return results
 
@@ -177,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", choices=("embedded", "full"), default="embedded")
     parser.add_argument("--prior", default="small", help="--model full: the DA2 size (default: small)")
     parser.add_argument("--res", default="240x320", help="HxW of the random input image (default: 240x320)")
+    parser.add_argument("--modes", default="int8-weight,int8-dynamic", help="apdepth.quantization modes, comma-separated")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--json", default=None, help="also write the results here")
@@ -187,14 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     pipe = _pipeline(args.model, args.prior)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8))
-    settings = {"UNet + VAE": ("unet", "vae"), "UNet + VAE + prior": ("unet", "vae", "prior")}
+    settings = {f"{mode}: {label}": (mode, components) for mode in args.modes.split(",")
+                for label, components in (("UNet + VAE", ("unet", "vae")), ("+ prior", ("unet", "vae", "prior")))}
     results = measure_quantization(pipe, image, settings, repeats=args.repeats, warmup=args.warmup)
     print(f"{args.model} model, {w}x{h}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"{'quantised':<20} {'max |d|':>9} {'mean |d|':>9} {'e2e off':>9} {'e2e on':>9} {'UNet off':>9} "
+    print(f"{'quantised':<27} {'max |d|':>9} {'mean |d|':>9} {'e2e off':>9} {'e2e on':>9} {'UNet off':>9} "
           f"{'UNet on':>9}  weights MB (median ms of {args.repeats}, interleaved)")
     for r in results:
         fp_mb, q_mb = r["weights_mb"]
-        print(f"{r['setting']:<20} {r['max_abs']:9.2e} {r['mean_abs']:9.2e} {r['e2e_off_ms']:9.0f} "
+        print(f"{r['setting']:<27} {r['max_abs']:9.2e} {r['mean_abs']:9.2e} {r['e2e_off_ms']:9.0f} "
               f"{r['e2e_on_ms']:9.0f} {r['unet_off_ms']:9.0f} {r['unet_on_ms']:9.0f}  {fp_mb:.1f} -> {q_mb:.1f}")
     if args.json:
         with open(args.json, "w") as f:
