@@ -74,10 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"resize interpolation: {', '.join(RESAMPLE_MODES)} (default: bilinear)")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: 1)")
     parser.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs all exist")
-    parser.add_argument("--quantize", choices=("int8",), default=None,
-                        help="int8 weight-only Linear layers in the UNet and VAE (torchao: pip install "
-                             "\"apdepth[quant]\"); less weight memory, depth within about 1e-2 of fp32, not faster "
-                             "on CPUs (docs/benchmarks/README.md)")
+    parser.add_argument("--quantize", choices=("int8", "int8-dynamic"), default=None,
+                        help="int8 Linear layers in the UNet and VAE (torchao: pip install \"apdepth[quant]\"): "
+                             "int8 = weights only (less memory, not faster), int8-dynamic = weights and "
+                             "activations (faster Linear layers on CPUs); the depth changes by about 1e-2 at most "
+                             "(docs/benchmarks/README.md)")
     predict_extras.add_arguments(parser)
     add_model_arguments(parser)
     add_backend_arguments(parser)
@@ -98,7 +99,7 @@ class PredictOptions:
     batch_size: int
     skip_existing: bool
     extras: ExtraOptions
-    quantize: str | None = None  # apdepth.quantization mode (alias), None: off
+    quantize: str | None = None  # --quantize: an apdepth.quantization mode, None: float weights
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> PredictOptions:
@@ -167,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     todo = plan(options, report, state)  # [(item, paths)]: this process's share, outputs checked writable
     interrupted = False
     if todo:
-        pipe = _load_pipeline(args, state)
+        pipe = _load_pipeline(args, state, options.quantize)
         steps = [write_depth_maps, *predict_extras.post_steps(options.extras)]
         predict = partial(predict_extras.predictor(options.extras), pipe, call=options.pipeline_call())
         interrupted = predict_all(todo, partial(_predict_batch, predict, steps), options.batch_size, report,
@@ -209,21 +210,22 @@ def plan(options: PredictOptions, report: Report, state) -> list[tuple[WorkItem,
     return mine
 
 
-def _load_pipeline(args: argparse.Namespace, state):
-    """The exported model --backend names, else the torch pipeline (on this process's GPU under accelerate)."""
+def _load_pipeline(args: argparse.Namespace, state, quantize: str | None = None):
+    """The exported model --backend names, else the torch pipeline (on this process's GPU under accelerate),
+    its Linear layers in int8 with --quantize."""
     from . import common
 
     pipe = load_backend_pipeline(args)  # None: torch
     if pipe is None:
         pipe = common.load_pipeline(args, device=state.device if state is not None else None)
-        if getattr(args, "quantize", None):
+        if quantize:
             from ...quantization import quantize_pipeline
 
             try:
-                counts = quantize_pipeline(pipe, mode=args.quantize)
+                counts = quantize_pipeline(pipe, mode=quantize)
             except (ValueError, ImportError) as e:
-                raise UsageError(f"--quantize {args.quantize}: {e}") from e
-            logger.info("--quantize %s: int8 Linear layers %s", args.quantize, counts)
+                raise UsageError(f"--quantize {quantize}: {e}") from e
+            logger.info("--quantize %s: int8 Linear layers %s", quantize, counts)
     return pipe
 
 
