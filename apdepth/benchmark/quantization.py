@@ -146,40 +146,61 @@ def _interleaved(weights: SwappableWeights, fns: dict, repeats: int, warmup: int
 
 
 def measure_quantization(pipe, image: Image.Image, settings: dict[str, tuple[str, tuple[str, ...]]],
-                         repeats: int = 3, warmup: int = 1) -> list[dict]:
-    """Per setting (a name -> (mode, components)): the depth's difference from fp32 eager, the weights' memory, and
-    the median time on and off of the whole pipeline and of the UNet step alone, timed interleaved. The
-    pipeline is left with its float weights."""
+                         repeats: int = 3, warmup: int = 1, fp32_depth: torch.Tensor | None = None) -> list[dict]:
+    """Per setting (a name -> (mode, components)): the depth's difference from the unquantised pipeline
+    (``max_abs``, ``mean_abs``) and from fp32 eager (``*_fp32``: ``fp32_depth`` when the pipeline runs in
+    another dtype), the weights' memory, and the median time on and off of the whole pipeline and of the
+    UNet step alone, timed interleaved. The pipeline is left with its float weights."""
     def call():
         with torch.no_grad():
             return pipe(image, processing_resolution=0, output_type="pt").prediction  # [1, 1, H, W]
 
     reference = call()
+    fp32_depth = reference if fp32_depth is None else fp32_depth
     rgb = torch.rand(1, 3, image.height, image.width, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():
+        rgb = rgb.to(pipe.unet.dtype)
         condition = pipe.encode_condition(rgb, pipe.run_prior(rgb))  # [1, 8, H/8, W/8]
     fns = {"e2e": call, "unet": lambda: pipe.predict_latent(condition)}
-    results = []
+    unquantised = {f"{k}_fp32": v for k, v in depth_difference(reference, fp32_depth).items()}
+    results = [{"setting": "none", "mode": None, "components": [], "max_abs": 0.0, "mean_abs": 0.0, **unquantised}]
     for name, (mode, components) in settings.items():
         modules = [getattr(pipe, c) for c in components]
         float_mb = _weights_mb(modules)
         weights = SwappableWeights(pipe, components, mode)
         with weights.use(True):
-            diff = depth_difference(call(), reference)
+            depth = call()
             int8_mb = _weights_mb(modules)
+        versus_fp32 = {f"{k}_fp32": v for k, v in depth_difference(depth, fp32_depth).items()}
         times = _interleaved(weights, fns, repeats, warmup)
         weights.restore()
-        results.append({"setting": name, "mode": mode, "components": list(components), "layers": weights.counts, **diff,
-                        **times, "weights_mb": [round(float_mb, 1), round(int8_mb, 1)], "repeats": repeats})
+        results.append({"setting": name, "mode": mode, "components": list(components), "layers": weights.counts,
+                        **depth_difference(depth, reference), **versus_fp32, **times,
+                        "weights_mb": [round(float_mb, 1), round(int8_mb, 1)], "repeats": repeats})
     return results
+
+
+def _print(results: list[dict], args, h: int, w: int) -> None:
+    print(f"{args.model} model, {args.dtype}, {w}x{h}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+          f"|d|: depth difference from fp32 eager; ms: median of {args.repeats}, off and on interleaved")
+    print(f"{'quantised':<27} {'max |d|':>9} {'mean |d|':>9} {'e2e off':>8} {'e2e on':>8} {'UNet off':>8} "
+          f"{'UNet on':>8}  weights MB")
+    for r in results:
+        row = f"{r['setting']:<27} {r['max_abs_fp32']:9.2e} {r['mean_abs_fp32']:9.2e}"
+        if "weights_mb" in r:
+            fp_mb, q_mb = r["weights_mb"]
+            row += (f" {r['e2e_off_ms']:8.0f} {r['e2e_on_ms']:8.0f} {r['unet_off_ms']:8.0f} {r['unet_on_ms']:8.0f}"
+                    f"  {fp_mb:.1f} -> {q_mb:.1f}")
+        print(row)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m apdepth.benchmark.quantization",
-                                     description="int8 weight-only quantisation: depth difference and speed")
+                                     description="int8 quantisation of the Linear layers: depth difference and speed")
     parser.add_argument("--model", choices=("embedded", "full"), default="embedded")
     parser.add_argument("--prior", default="small", help="--model full: the DA2 size (default: small)")
     parser.add_argument("--res", default="240x320", help="HxW of the random input image (default: 240x320)")
+    parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="weights and compute (default: fp32)")
     parser.add_argument("--modes", default="int8-weight,int8-dynamic", help="apdepth.quantization modes, comma-separated")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
@@ -191,19 +212,20 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     pipe = _pipeline(args.model, args.prior)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8))
+    fp32_depth = None
+    if args.dtype != "fp32":
+        from ..devices import DTYPES
+
+        with torch.no_grad():
+            fp32_depth = pipe(image, processing_resolution=0, output_type="pt").prediction
+        pipe.to(dtype=DTYPES[args.dtype])
     settings = {f"{mode}: {label}": (mode, components) for mode in args.modes.split(",")
                 for label, components in (("UNet + VAE", ("unet", "vae")), ("+ prior", ("unet", "vae", "prior")))}
-    results = measure_quantization(pipe, image, settings, repeats=args.repeats, warmup=args.warmup)
-    print(f"{args.model} model, {w}x{h}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"{'quantised':<27} {'max |d|':>9} {'mean |d|':>9} {'e2e off':>9} {'e2e on':>9} {'UNet off':>9} "
-          f"{'UNet on':>9}  weights MB (median ms of {args.repeats}, interleaved)")
-    for r in results:
-        fp_mb, q_mb = r["weights_mb"]
-        print(f"{r['setting']:<27} {r['max_abs']:9.2e} {r['mean_abs']:9.2e} {r['e2e_off_ms']:9.0f} "
-              f"{r['e2e_on_ms']:9.0f} {r['unet_off_ms']:9.0f} {r['unet_on_ms']:9.0f}  {fp_mb:.1f} -> {q_mb:.1f}")
+    results = measure_quantization(pipe, image, settings, args.repeats, args.warmup, fp32_depth)
+    _print(results, args, h, w)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"model": args.model, "resolution": [h, w], "results": results}, f, indent=1)
+            json.dump({"model": args.model, "dtype": args.dtype, "resolution": [h, w], "results": results}, f, indent=1)
     return 0
 
 
