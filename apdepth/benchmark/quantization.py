@@ -146,11 +146,12 @@ def _interleaved(weights: SwappableWeights, fns: dict, repeats: int, warmup: int
 
 
 def measure_quantization(pipe, image: Image.Image, settings: dict[str, tuple[str, tuple[str, ...]]],
-                         repeats: int = 3, warmup: int = 1, fp32_depth: torch.Tensor | None = None) -> list[dict]:
+                         repeats: int = 3, warmup: int = 1, fp32_depth: torch.Tensor | None = None,
+                         timed: tuple[str, ...] = ("e2e", "unet")) -> list[dict]:
     """Per setting (a name -> (mode, components)): the depth's difference from the unquantised pipeline
     (``max_abs``, ``mean_abs``) and from fp32 eager (``*_fp32``: ``fp32_depth`` when the pipeline runs in
     another dtype), the weights' memory, and the median time on and off of the whole pipeline and of the
-    UNet step alone, timed interleaved. The pipeline is left with its float weights."""
+    UNet step alone (``timed``), timed interleaved. The pipeline is left with its float weights."""
     def call():
         with torch.no_grad():
             return pipe(image, processing_resolution=0, output_type="pt").prediction  # [1, 1, H, W]
@@ -161,7 +162,7 @@ def measure_quantization(pipe, image: Image.Image, settings: dict[str, tuple[str
     with torch.no_grad():
         rgb = rgb.to(pipe.unet.dtype)
         condition = pipe.encode_condition(rgb, pipe.run_prior(rgb))  # [1, 8, H/8, W/8]
-    fns = {"e2e": call, "unet": lambda: pipe.predict_latent(condition)}
+    fns = {k: f for k, f in (("e2e", call), ("unet", lambda: pipe.predict_latent(condition))) if k in timed}
     unquantised = {f"{k}_fp32": v for k, v in depth_difference(reference, fp32_depth).items()}
     results = [{"setting": "none", "mode": None, "components": [], "max_abs": 0.0, "mean_abs": 0.0, **unquantised}]
     for name, (mode, components) in settings.items():
@@ -189,8 +190,9 @@ def _print(results: list[dict], args, h: int, w: int) -> None:
         row = f"{r['setting']:<27} {r['max_abs_fp32']:9.2e} {r['mean_abs_fp32']:9.2e}"
         if "weights_mb" in r:
             fp_mb, q_mb = r["weights_mb"]
-            row += (f" {r['e2e_off_ms']:8.0f} {r['e2e_on_ms']:8.0f} {r['unet_off_ms']:8.0f} {r['unet_on_ms']:8.0f}"
-                    f"  {fp_mb:.1f} -> {q_mb:.1f}")
+            for key in ("e2e_off_ms", "e2e_on_ms", "unet_off_ms", "unet_on_ms"):
+                row += f" {r[key]:8.0f}" if key in r else f" {'-':>8}"
+            row += f"  {fp_mb:.1f} -> {q_mb:.1f}"
         print(row)
 
 
@@ -202,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--res", default="240x320", help="HxW of the random input image (default: 240x320)")
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="weights and compute (default: fp32)")
     parser.add_argument("--modes", default="int8-weight,int8-dynamic", help="apdepth.quantization modes, comma-separated")
+    parser.add_argument("--time", default="e2e,unet", help="what to time: e2e, unet or both (default: both)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--json", default=None, help="also write the results here")
@@ -221,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         pipe.to(dtype=DTYPES[args.dtype])
     settings = {f"{mode}: {label}": (mode, components) for mode in args.modes.split(",")
                 for label, components in (("UNet + VAE", ("unet", "vae")), ("+ prior", ("unet", "vae", "prior")))}
-    results = measure_quantization(pipe, image, settings, args.repeats, args.warmup, fp32_depth)
+    results = measure_quantization(pipe, image, settings, args.repeats, args.warmup, fp32_depth,
+                                   timed=tuple(args.time.split(",")))
     _print(results, args, h, w)
     if args.json:
         with open(args.json, "w") as f:
