@@ -2,8 +2,8 @@
 eager and its speed on and off, timed interleaved (off, on, off, on, ...) so that a shared machine's load
 falls on both alike.
 
-    python -m apdepth.benchmark.quantization --model embedded --res 240x320
-    python -m apdepth.benchmark.quantization --model full --prior small --res 240x320 --repeats 2
+    python -m apdepth.benchmark.quantization --model embedded --res 320x240 --repeats 5
+    python -m apdepth.benchmark.quantization --model full --prior small --res 320x240 --repeats 2
 
 ``--model full`` builds the full-size architectures with random weights (:mod:`.architectures`): their
 timing is the released model's, their accuracy only indicative (random weights are not a trained model's).
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description="int8 quantisation of the Linear layers: depth difference and speed")
     parser.add_argument("--model", choices=("embedded", "full"), default="embedded")
     parser.add_argument("--prior", default="small", help="--model full: the DA2 size (default: small)")
-    parser.add_argument("--res", default="240x320", help="HxW of the random input image (default: 240x320)")
+    parser.add_argument("--res", default="320x240", metavar="WxH", help="the random input image's size (default: 320x240)")
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="weights and compute (default: fp32)")
     parser.add_argument("--modes", default="int8-weight,int8-dynamic", help="apdepth.quantization modes, comma-separated")
     parser.add_argument("--time", default="e2e,unet", help="what to time: e2e, unet or both (default: both)")
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not torchao_available():
         parser.error('torchao is not installed: pip install "apdepth[quant]"')
-    h, w = (int(v) for v in args.res.lower().split("x"))
+    w, h = (int(v) for v in args.res.lower().split("x"))
     torch.manual_seed(0)
     pipe = _pipeline(args.model, args.prior)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8))
