@@ -110,8 +110,8 @@ def _check_module(module: nn.Module, what: str) -> None:
         raise ValueError(f"{what}: int8 quantisation runs on {' and '.join(DEVICES)} here; the model is on "
                          f"{', '.join(unsupported)}")
     if any(hasattr(m, "_hf_hook") for m in module.modules()):
-        raise ValueError(f"{what}: model CPU offload is enabled; quantise before offloading is not supported "
-                         "(the offload hooks move weights each call): leave one of the two out")
+        raise ValueError(f"{what}: model CPU offload is enabled (accelerate hooks that move the weights at each "
+                         "call); int8 quantisation is not supported with it: use one or the other")
     if any(is_quantized(p) for p in params):
         raise ValueError(f"{what}: already quantised (quantise a pipeline once)")
 

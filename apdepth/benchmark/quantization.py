@@ -1,8 +1,8 @@
-"""int8 weight-only quantisation (:mod:`apdepth.quantization`) measured: its effect on the depth against fp32
-eager and its speed on and off, timed interleaved (off, on, off, on, ...) so that a shared machine's load
-falls on both alike.
+"""int8 quantisation of the Linear layers (:mod:`apdepth.quantization`, both modes) measured: its effect on
+the depth against fp32 eager, the weights' memory, and its speed on and off, timed interleaved (off, on,
+off, on, ...) so that a shared machine's load falls on both alike (``docs/benchmarks/README.md``).
 
-    python -m apdepth.benchmark.quantization --model embedded --res 320x240 --repeats 5
+    python -m apdepth.benchmark.quantization --model embedded --res 320x240 --repeats 5 [--dtype bf16]
     python -m apdepth.benchmark.quantization --model full --prior small --res 320x240 --repeats 2
 
 ``--model full`` builds the full-size architectures with random weights (:mod:`.architectures`): their
