@@ -77,8 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quantize", choices=("int8", "int8-dynamic"), default=None,
                         help="int8 Linear layers in the UNet and VAE (torchao: pip install \"apdepth[quant]\"): "
                              "int8 = weights only (less memory, not faster), int8-dynamic = weights and "
-                             "activations (faster Linear layers on CPUs); the depth changes by about 1e-2 at most "
-                             "(docs/benchmarks/README.md)")
+                             "activations (faster fp32 Linear layers on CPUs); the depth moves by under 1e-2 on the "
+                             "embedded model (docs/benchmarks/README.md)")
     predict_extras.add_arguments(parser)
     add_model_arguments(parser)
     add_backend_arguments(parser)
