@@ -227,6 +227,9 @@ class Benchmark:
                     continue  # the default setting is the end-to-end row
                 with self._toggle(name, on):
                     self.record("fast path", on_label if on else off_label, dtype, 1, lambda: self.call(images))
+        from .quantization import int8_rows
+
+        int8_rows(self, dtype)  # int8 weight-only UNet + VAE Linear layers (torchao), off and on
 
         if self.device.type == "cuda":  # cuDNN autotuning, alone and with channels_last, at batch 1 and the largest
             for batch in sorted({1, max(self.cfg.batch_sizes)}):

@@ -74,6 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"resize interpolation: {', '.join(RESAMPLE_MODES)} (default: bilinear)")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: 1)")
     parser.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs all exist")
+    parser.add_argument("--quantize", choices=("int8", "int8-dynamic"), default=None,
+                        help="int8 Linear layers in the UNet and VAE (torchao: pip install \"apdepth[quant]\"): "
+                             "int8 = weights only (less memory, not faster), int8-dynamic = weights and "
+                             "activations (faster fp32 Linear layers on CPUs); the depth moves by under 1e-2 on the "
+                             "embedded model (docs/benchmarks/README.md)")
     predict_extras.add_arguments(parser)
     add_model_arguments(parser)
     add_backend_arguments(parser)
@@ -94,6 +99,7 @@ class PredictOptions:
     batch_size: int
     skip_existing: bool
     extras: ExtraOptions
+    quantize: str | None = None  # --quantize: an apdepth.quantization mode, None: float weights
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> PredictOptions:
@@ -115,9 +121,10 @@ class PredictOptions:
         if args.output.exists() and not args.output.is_dir():
             raise UsageError(f"-o {args.output}: a file, not a folder")
         check_model_arguments(args)
+        _check_quantize(args)
         return cls(tuple(args.inputs), args.output, tuple(formats), args.colormap if "color" in formats else None,
                    args.processing_res, not args.no_match_input_res, args.resample, args.batch_size,
-                   args.skip_existing, ExtraOptions.from_args(args, formats))
+                   args.skip_existing, ExtraOptions.from_args(args, formats), getattr(args, "quantize", None))
 
     def pipeline_call(self) -> dict:
         """Keyword arguments of every pipeline call."""
@@ -128,6 +135,20 @@ class PredictOptions:
         """Output key (a format, or an extra such as ``metric``) -> file, for one input."""
         paths = {fmt: self.outdir / (item.stem + SUFFIXES[fmt]) for fmt in self.formats if fmt in SUFFIXES}
         return {**paths, **self.extras.paths(self.outdir, item.stem)}
+
+
+def _check_quantize(args: argparse.Namespace) -> None:
+    """--quantize: torchao installed, the torch backend, no model offload (checked without importing torch)."""
+    if getattr(args, "quantize", None) is None:
+        return
+    from ...quantization import EXTRA, torchao_available
+
+    if getattr(args, "backend", "torch") != "torch":
+        raise UsageError(f"--quantize quantises the torch model; --backend {args.backend} runs an export")
+    if getattr(args, "low_memory", False):
+        raise UsageError("--quantize and --low-memory cannot be combined (offloading moves the weights each call)")
+    if not torchao_available():
+        raise UsageError(f"--quantize {args.quantize} needs the optional library torchao: {EXTRA}")
 
 
 def check(args: argparse.Namespace) -> None:
@@ -147,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     todo = plan(options, report, state)  # [(item, paths)]: this process's share, outputs checked writable
     interrupted = False
     if todo:
-        pipe = _load_pipeline(args, state)
+        pipe = _load_pipeline(args, state, options.quantize)
         steps = [write_depth_maps, *predict_extras.post_steps(options.extras)]
         predict = partial(predict_extras.predictor(options.extras), pipe, call=options.pipeline_call())
         interrupted = predict_all(todo, partial(_predict_batch, predict, steps), options.batch_size, report,
@@ -189,13 +210,22 @@ def plan(options: PredictOptions, report: Report, state) -> list[tuple[WorkItem,
     return mine
 
 
-def _load_pipeline(args: argparse.Namespace, state):
-    """The exported model --backend names, else the torch pipeline (on this process's GPU under accelerate)."""
+def _load_pipeline(args: argparse.Namespace, state, quantize: str | None = None):
+    """The exported model --backend names, else the torch pipeline (on this process's GPU under accelerate),
+    its Linear layers in int8 with --quantize."""
     from . import common
 
     pipe = load_backend_pipeline(args)  # None: torch
     if pipe is None:
         pipe = common.load_pipeline(args, device=state.device if state is not None else None)
+        if quantize:
+            from ...quantization import quantize_pipeline
+
+            try:
+                counts = quantize_pipeline(pipe, mode=quantize)
+            except (ValueError, ImportError) as e:
+                raise UsageError(f"--quantize {quantize}: {e}") from e
+            logger.info("--quantize %s: int8 Linear layers %s", quantize, counts)
     return pipe
 
 

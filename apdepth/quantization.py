@@ -1,0 +1,167 @@
+"""Opt-in int8 quantisation of the pipeline's Linear layers, through ``torchao`` (the ``quant`` extra).
+
+``quantize_pipeline(pipe)`` replaces the weight of every ``nn.Linear`` in the UNet and the VAE (and, on
+request, the prior) by an int8 tensor with one float scale per output row (symmetric). Two modes:
+
+- ``int8-weight`` (alias ``int8``, the default; torchao's ``Int8WeightOnlyConfig``): activations stay in the
+  pipeline's dtype and the matmul runs on the weight converted back to it at each call. Saves weight memory,
+  not time.
+- ``int8-dynamic`` (torchao's ``Int8DynamicActivationInt8WeightConfig``): the activations are quantised too,
+  per token at each call, and the matmul runs in int8 (``torch._int_mm``; VNNI on x86 CPUs). Faster Linear
+  layers on CPUs, a larger change in the depth. On CPUs without VNNI torchao's reduced range is used.
+
+Convolutions stay in floating point: torchao 0.18 has no int8 convolution (its ``Int8Tensor`` implements
+``linear`` only: ``aten.convolution`` raises NotImplementedError) and its float8 convolutions need a CUDA GPU
+of compute capability 8.9 or later. The VAE, almost all convolutions, keeps most of its weights in float.
+
+Measured on the embedded model and on the full-size architecture (``docs/benchmarks/README.md``, "int8
+quantisation"). Never on by default. Devices: CPU (measured) and CUDA (torchao's own kernels; not measured
+here). Not with model CPU offload (accelerate's hooks move weights each call); quantise a pipeline once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported where it is used: the command line checks options with this module
+    import torch
+    from torch import nn
+
+__all__ = ["ALIASES", "COMPONENTS", "DEVICES", "EXTRA", "MODES", "QuantizationUnavailable", "check_request",
+           "is_quantized", "quantize_module", "quantize_pipeline", "quantized_linear_names", "require_torchao",
+           "torchao_available"]
+
+MODES = ("int8-weight", "int8-dynamic")
+ALIASES = {"int8": "int8-weight"}  # the command line's --quantize names
+COMPONENTS = ("unet", "vae", "prior")
+DEVICES = ("cpu", "cuda")
+EXTRA = 'pip install "apdepth[quant]"  (or: pip install torchao)'
+
+
+class QuantizationUnavailable(ImportError):
+    """The optional library (torchao) is missing or cannot be imported here."""
+
+
+def torchao_available() -> bool:
+    """Whether ``torchao`` is installed (without importing it: cheap, for option checks)."""
+    import importlib.util
+
+    return importlib.util.find_spec("torchao") is not None
+
+
+def require_torchao():
+    """Import ``torchao.quantization``; a missing or broken torchao raises :class:`QuantizationUnavailable`
+    naming the ``quant`` extra. torchao's import-time notices about its optional CUDA kernels (not built
+    for this machine) are silenced: they do not concern the CPU path."""
+    noisy = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [log.level for log in noisy]
+    try:
+        for log in noisy:
+            log.setLevel(logging.ERROR)
+        import torchao.quantization as taq
+    except ImportError as e:
+        raise QuantizationUnavailable(
+            f"int8 quantisation needs the optional library torchao, which cannot be imported here ({e}); "
+            f"install it: {EXTRA}") from e
+    finally:
+        for log, level in zip(noisy, levels):
+            log.setLevel(level)
+    return taq
+
+
+def check_request(mode: str, components: Iterable[str]) -> tuple[str, tuple[str, ...]]:
+    """``(mode, components)`` checked and normalised (an alias such as ``int8`` -> ``int8-weight``), without
+    importing torch or torchao; raises ``ValueError`` naming the choices."""
+    components = tuple(components)
+    mode = ALIASES.get(mode, mode)
+    if mode not in MODES:
+        raise ValueError(f"quantisation mode {mode!r} is not supported; choose among "
+                         f"{', '.join(MODES + tuple(ALIASES))}")
+    unknown = [c for c in components if c not in COMPONENTS]
+    if unknown or not components:
+        raise ValueError(f"components {unknown or '()'}: choose one or more of {', '.join(COMPONENTS)}")
+    return mode, components
+
+
+def is_quantized(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is a torchao int8 weight (its storage ``qdata`` is ``torch.int8``)."""
+    import torch
+
+    qdata = getattr(tensor, "qdata", None)
+    return isinstance(qdata, torch.Tensor) and qdata.dtype == torch.int8
+
+
+def quantized_linear_names(module: nn.Module) -> list[str]:
+    """The qualified names of the ``nn.Linear`` layers of ``module`` whose weight is int8."""
+    from torch import nn
+
+    return [name for name, m in module.named_modules() if isinstance(m, nn.Linear) and is_quantized(m.weight)]
+
+
+def _check_module(module: nn.Module, what: str) -> None:
+    params = list(module.parameters())
+    devices = {p.device.type for p in params}
+    if "meta" in devices:
+        raise ValueError(f"{what}: its weights are not loaded (meta device); quantise a loaded model")
+    unsupported = sorted(devices - set(DEVICES))
+    if unsupported:
+        raise ValueError(f"{what}: int8 quantisation runs on {' and '.join(DEVICES)} here; the model is on "
+                         f"{', '.join(unsupported)}")
+    if any(hasattr(m, "_hf_hook") for m in module.modules()):
+        raise ValueError(f"{what}: model CPU offload is enabled (accelerate hooks that move the weights at each "
+                         "call); int8 quantisation is not supported with it: use one or the other")
+    if any(is_quantized(p) for p in params):
+        raise ValueError(f"{what}: already quantised (quantise a pipeline once)")
+
+
+def _config(taq, mode: str, device: torch.device):
+    """torchao's config for ``mode``. set_inductor_config=False: torch.compile's global settings stay the
+    user's."""
+    if mode == "int8-weight":
+        return taq.Int8WeightOnlyConfig(set_inductor_config=False)
+    from torchao.utils import should_reduce_range  # CPUs without VNNI: int8 products must not overflow
+
+    return taq.Int8DynamicActivationInt8WeightConfig(set_inductor_config=False,
+                                                     reduce_range=should_reduce_range(device))
+
+
+def quantize_module(module: nn.Module, mode: str = "int8-weight", what: str = "module") -> int:
+    """Quantise the ``nn.Linear`` weights of ``module`` in place; returns how many layers were quantised."""
+    from torch import nn
+
+    mode, _ = check_request(mode, ("unet",))
+    _check_module(module, what)
+    taq = require_torchao()
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        return 0
+    config = _config(taq, mode, next(module.parameters()).device)
+    taq.quantize_(module, config, filter_fn=lambda m, _fqn: isinstance(m, nn.Linear))
+    return len(quantized_linear_names(module))
+
+
+def quantize_pipeline(pipe, components: Iterable[str] = ("unet", "vae"), mode: str = "int8-weight") -> dict[str, int]:
+    """Quantise the Linear layers of ``pipe``'s networks in place (see the module docstring).
+
+    ``mode``: ``int8-weight`` (alias ``int8``) or ``int8-dynamic``. ``components``: among ``unet``, ``vae``
+    and ``prior``. Returns ``{component: layers quantised}``.
+    Raises ``ValueError`` for an unknown mode or component, a missing prior, an unsupported device, model
+    CPU offload or a second quantisation; :class:`QuantizationUnavailable` (an ``ImportError``) without
+    torchao. Every check runs before any weight changes."""
+    from torch import nn
+
+    mode, components = check_request(mode, components)
+    if not hasattr(pipe, "unet") or not isinstance(pipe.unet, nn.Module):
+        raise TypeError(f"quantize_pipeline needs a torch ApDepthPipeline; got {type(pipe).__name__} "
+                        "(an exported onnxruntime / OpenVINO model cannot be quantised here)")
+    modules = {}
+    for name in components:
+        module = getattr(pipe, name, None)
+        if module is None:
+            raise ValueError(f"the pipeline has no {name} to quantise")
+        _check_module(module, name)
+        modules[name] = module
+    require_torchao()
+    return {name: quantize_module(module, mode, what=name) for name, module in modules.items()}
