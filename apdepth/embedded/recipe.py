@@ -49,7 +49,7 @@ class RecipeConfig:
     counts: dict = field(default_factory=lambda: {"hypersim": 800, "nyu": 60, "kitti": 40})
     outdoor: float = 0.5  # fraction of the training scenes that are open-air (apdepth.synth.openair)
     photometric: float = 0.8  # share of the prior's training images with photometric augmentation
-    vae_steps: int = 800
+    vae_steps: int = 400
     prior_steps: int = 700
     vae_batch: int = 6  # x3 images a step: RGB, depth, disparity
     prior_batch: int = 8
@@ -146,8 +146,11 @@ class Recipe:
         log = json.loads(self.log_file.read_text()) if self.log_file.is_file() else {}
         log.setdefault("steps", {})[step] = {"seconds": round(seconds, 1), **extra}
         log["recipe"] = asdict(self.cfg)
+        previous_load = log.get("machine", {}).get("load_average", 0.0)
         log["machine"] = {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                           "threads": torch.get_num_threads(), "device": str(self.device), "torch": torch.__version__}
+        if hasattr(os, "getloadavg"):  # other work on the machine stretches the wall-clock times above
+            log["machine"]["load_average"] = max(previous_load, round(os.getloadavg()[1], 1))
         if self.device.type == "cuda":
             log["machine"]["gpu"] = torch.cuda.get_device_name(self.device)
         from ..io import save_json
