@@ -241,3 +241,25 @@ def test_command_errors(tmp_path):
     labels.write_text("image,x1,y1,x2,y2,closer\nnot_there.jpg,0,0,1,1,1\n")
     with pytest.raises(FileNotFoundError, match="not_there.jpg"):
         main(["evaluate-whdr", "--labels", str(labels), "--methods", "ramp"])
+
+
+# ---------------------------------------------------------------- the shipped embedded model
+
+
+def test_shipped_embedded_model_beats_the_ramp_on_real_photographs(shipped):
+    """The embedded model, as `apdepth evaluate-whdr --model embedded` runs it (fp32, its default processing
+    resolution), orders the labelled pairs better than a vertical ramp, and reproduces its card's number."""
+    import json
+
+    import torch
+
+    from apdepth.apps.commands.whdr import evaluate_whdr
+    from apdepth.embedded import WEIGHTS_DIR, embedded_model_path
+    from apdepth.pipeline import ApDepthPipeline
+
+    pipe = ApDepthPipeline.from_pretrained(embedded_model_path(), dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    result = evaluate_whdr(shipped, DEFAULT_IMAGES, ["model", "ramp"], pipe)
+    assert result["whdr"]["model"] < result["whdr"]["ramp"], result["whdr"]
+    card = json.loads((WEIGHTS_DIR / "whdr.json").read_text())
+    assert result["whdr"]["model"] == pytest.approx(card["whdr"]["model"], abs=0.005)

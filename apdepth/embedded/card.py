@@ -134,7 +134,11 @@ def _compute_line(log: dict) -> str:
     where = f"{machine['cpus']} CPU cores ({machine['cpu']}, {machine['threads']} torch threads"
     if machine.get("gpu"):
         where += f"; GPU {machine['gpu']}"
-    return f"{where}, device {machine['device']}, torch {machine['torch']}), wall-clock per step of the recipe: {seconds}"
+    text = f"{where}, device {machine['device']}, torch {machine['torch']}), wall-clock per step of the recipe: {seconds}"
+    if machine.get("load_average", 0.0) > 1.5 * machine["cpus"] / 2:  # other jobs ran too: the times are stretched
+        text += (f" (the machine was shared: its 5-minute load average reached {machine['load_average']:.1f} on "
+                 f"{machine['cpus']} cores, so these times are longer than the recipe needs on a quiet machine)")
+    return text
 
 
 def _recipe_text(cfg: dict, base_losses: dict, train_size) -> str:
