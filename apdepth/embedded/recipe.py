@@ -49,8 +49,8 @@ class RecipeConfig:
     counts: dict = field(default_factory=lambda: {"hypersim": 800, "nyu": 60, "kitti": 40})
     outdoor: float = 0.5  # fraction of the training scenes that are open-air (apdepth.synth.openair)
     photometric: float = 0.8  # share of the prior's training images with photometric augmentation
-    vae_steps: int = 200
-    prior_steps: int = 450
+    vae_steps: int = 400
+    prior_steps: int = 600
     vae_batch: int = 6  # x3 images a step: RGB, depth, disparity
     prior_batch: int = 8
     stage1_overrides: list = field(default_factory=list)
