@@ -20,7 +20,7 @@ def _params(folder: Path) -> dict[str, float]:
     out = {}
     for part in ("unet", "vae", "text_encoder", "prior"):
         n = 0
-        for f in sorted((folder / part).glob("*.safetensors")):
+        for f in sorted((folder / part).rglob("*.safetensors")):  # the prior keeps its weights one level deeper
             with safe_open(f, "pt") as st:
                 n += sum(_numel(st.get_slice(k).get_shape()) for k in st.keys())
         out[part] = n / 1e6
