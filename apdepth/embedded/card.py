@@ -202,14 +202,8 @@ def write_card(recipe) -> Path:
     return card
 
 
-def _card_text(log: dict, params: dict, metrics: dict, whdr: dict, recipe_text: str, examples: str,
-               processing_res: dict) -> str:
-    cfg = log["recipe"]
-    eval_cmds = "\n".join(
-        f"apdepth synth {name} -o data/{name} -n {cfg['counts'][name]} --seed {cfg['seed']}\n"
-        f"apdepth evaluate --dataset {name} --data data/{name}/{_archive(name)} --split data/{name}/{_split(name)} "
-        f"--processing-res {processing_res[name]} --model embedded -o eval/{name}"
-        for name in metrics)
+def _header(params: dict) -> str:
+    """Title, what the model is and what it is not."""
     return f"""# apdepth-demo: a small ApDepth trained only on procedural scenes
 
 **What it is.** A miniature ApDepth with every component of the real one: a Stable-Diffusion-style
@@ -226,7 +220,18 @@ rough and blurry (see the WHDR table and the pictures below). It exists so that 
 network (demos, smoke tests, CI). For real work use the released checkpoint:
 `apdepth predict --model developy/ApDepth ...`.
 
-## Recipe
+"""
+
+
+def _card_text(log: dict, params: dict, metrics: dict, whdr: dict, recipe_text: str, examples: str,
+               processing_res: dict) -> str:
+    cfg = log["recipe"]
+    eval_cmds = "\n".join(
+        f"apdepth synth {name} -o data/{name} -n {cfg['counts'][name]} --seed {cfg['seed']}\n"
+        f"apdepth evaluate --dataset {name} --data data/{name}/{_archive(name)} --split data/{name}/{_split(name)} "
+        f"--processing-res {processing_res[name]} --model embedded -o eval/{name}"
+        for name in metrics)
+    return f"""{_header(params)}## Recipe
 
 One command from a clone of the repository (`configs/demo/` holds the two training configs; add
 `--device cuda` to train and evaluate on a GPU):
