@@ -117,11 +117,26 @@ def write_text_parts(folder: Path) -> None:
 
 
 def strip_load_paths(folder: Path) -> None:
-    """Drop the ``_name_or_path`` entries diffusers writes into ``model_index.json`` and each component's
-    ``config.json`` (the folder the model was loaded from: a path on the machine that built it)."""
-    for path in [folder / "model_index.json", *folder.glob("*/config.json")]:
+    """Drop the ``_name_or_path`` entries diffusers and transformers write into ``model_index.json`` and the
+    components' ``config.json`` files, nested ones included (the folder the model was loaded from: a path
+    on the machine that built it); nested entries are emptied, as transformers writes them."""
+
+    def clean(node, top: bool) -> bool:
+        changed = False
+        if isinstance(node, dict):
+            if node.get("_name_or_path"):
+                if top:
+                    node.pop("_name_or_path")
+                else:
+                    node["_name_or_path"] = ""
+                changed = True
+            for value in node.values():
+                changed |= clean(value, False)
+        return changed
+
+    for path in [folder / "model_index.json", *folder.rglob("config.json")]:
         config = json.loads(path.read_text())
-        if config.pop("_name_or_path", None) is not None:
+        if clean(config, True):
             path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
@@ -325,6 +340,8 @@ class Recipe:
     def step_evaluate(self):
         from .evaluate import evaluate_all, evaluate_whdr_photos, example_pictures
 
+        if (self.out / "eval" / "whdr.json").is_file() and (self.out / "examples").is_dir():
+            return False
         evaluate_all(self.model_dir, self.out / "eval", {k: (self.archive(k), self.split(k)) for k in ("nyu", "kitti")},
                      PROCESSING_RES, self.device)
         evaluate_whdr_photos(self.model_dir, self.out / "eval" / "whdr.json", self.device)
