@@ -20,8 +20,15 @@ def diffusers_dtype(dtype) -> dict:
 
 
 def transformers_dtype(dtype) -> dict:
-    """``from_pretrained`` keyword for a dtype in the installed transformers (empty for ``None``)."""
-    return {} if dtype is None else {_TRANSFORMERS_DTYPE_KEY: dtype}
+    """``from_pretrained`` keyword for a dtype in the installed transformers.
+
+    ``None`` asks for float32 explicitly: transformers 5 defaults to ``dtype="auto"`` (the dtype the
+    weights are stored in, fp16 for the embedded model), while diffusers loads float32 by default, so
+    leaving it out would run the prior and text encoder in another dtype than the UNet and VAE.
+    """
+    import torch
+
+    return {_TRANSFORMERS_DTYPE_KEY: torch.float32 if dtype is None else dtype}
 
 
 def pop_dtype(kwargs: dict):

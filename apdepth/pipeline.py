@@ -166,7 +166,8 @@ class ApDepthPipeline(DiffusionPipeline):
         it, the saved ``prior/`` is used, else ``prior_name`` from the config, else (the authors'
         release, which records none) DA2-Large with a warning."""
         dtype = pop_dtype(kwargs)
-        kwargs.update(diffusers_dtype(dtype))
+        # float32 unless asked: transformers 5 would load the text encoder in its stored dtype (fp16 here)
+        kwargs.update(diffusers_dtype(torch.float32 if dtype is None else dtype))
         if isinstance(prior, DepthAnythingPrior):
             kwargs["prior"] = prior
         elif prior is not None:

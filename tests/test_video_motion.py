@@ -76,7 +76,7 @@ def test_write_clip_layout(clips, tmp_path):
     np.testing.assert_array_equal(depth, clips["pan"].depth)
     png = np.asarray(Image.open(tmp_path / "pan" / "depth" / "frame_0004.png"))
     assert png.dtype == np.uint16
-    np.testing.assert_array_equal(png, np.round(clips["pan"].depth[4] * 1000).astype(np.uint16))
+    np.testing.assert_array_equal(png, np.round(clips["pan"].depth[4].astype(np.float64) * 1000).astype(np.uint16))
     rgb = np.asarray(Image.open(tmp_path / "pan" / "rgb" / "frame_0004.png"))
     np.testing.assert_array_equal(rgb, clips["pan"].rgb[4])
     saved = json.loads((tmp_path / "pan" / "cameras.json").read_text())

@@ -20,7 +20,7 @@ def _params(folder: Path) -> dict[str, float]:
     out = {}
     for part in ("unet", "vae", "text_encoder", "prior"):
         n = 0
-        for f in sorted((folder / part).glob("*.safetensors")):
+        for f in sorted((folder / part).rglob("*.safetensors")):  # the prior keeps its weights one level deeper
             with safe_open(f, "pt") as st:
                 n += sum(_numel(st.get_slice(k).get_shape()) for k in st.keys())
         out[part] = n / 1e6
@@ -103,67 +103,158 @@ def _discussion(metrics: dict, in_domain: str = "nyu") -> str:
     return text
 
 
-def write_card(recipe) -> Path:
-    out: Path = recipe.out
-    from .recipe import PROCESSING_RES, TRAIN_SIZE
+WHDR_LABELS = {"model": "apdepth-demo (this model)", "prior": "its prior alone (DA2 architecture)",
+               "ramp": "vertical ramp (far at the top)", "constant": "constant (every pair a tie)"}
 
-    metrics = collect_metrics(out / "eval", PROCESSING_RES)
+
+def _whdr_table(whdr: dict) -> str:
+    """The WHDR rows (all pairs; pairs whose closer point is not lower) from ``apdepth evaluate-whdr``'s report."""
+    lines = [f"| method | WHDR ↓, all {whdr['pairs']} pairs | WHDR ↓, {whdr['pairs_closer_not_lower']} pairs whose "
+             "closer point is not lower |", "|---|---:|---:|"]
+    for method, label in WHDR_LABELS.items():
+        if method in whdr["whdr"]:
+            lines.append(f"| {label} | {whdr['whdr'][method]:.3f} | {whdr['whdr_closer_not_lower'][method]:.3f} |")
+    return "\n".join(lines)
+
+
+def _whdr_reading(whdr: dict) -> str:
+    ours, ramp, prior = (whdr["whdr"][k] for k in ("model", "ramp", "prior"))
+    if ours < ramp:
+        verdict = f"orders real photographs better than a vertical ramp ({ours:.3f} against {ramp:.3f})"
+    else:
+        verdict = f"orders real photographs **worse** than a vertical ramp ({ours:.3f} against {ramp:.3f})"
+    return (f"The model {verdict}; its prior alone scores {prior:.3f}. In most photographs the closer of two "
+            "points is the lower one (floors, roads and tables recede upwards, skies are at the top), so the "
+            "ramp is a strong baseline; the second column counts only the pairs where that rule fails.")
+
+
+def _compute_line(log: dict) -> str:
+    machine = log["machine"]
+    seconds = ", ".join(f"{k} {v['seconds'] / 60:.1f} min" for k, v in log["steps"].items())
+    where = f"{machine['cpus']} CPU cores ({machine['cpu']}, {machine['threads']} torch threads"
+    if machine.get("gpu"):
+        where += f"; GPU {machine['gpu']}"
+    text = f"{where}, device {machine['device']}, torch {machine['torch']}), wall-clock per step of the recipe: {seconds}"
+    if machine.get("load_average", 0.0) > 1.5 * machine["cpus"] / 2:  # other jobs ran too: the times are stretched
+        text += (f" (the machine was shared: its 5-minute load average reached {machine['load_average']:.1f} on "
+                 f"{machine['cpus']} cores, so these times are longer than the recipe needs on a quiet machine)")
+    return text
+
+
+def _recipe_text(cfg: dict, base_losses: dict, train_size) -> str:
+    open_air = cfg.get("outdoor", 0.0)
+    return f"""1. Data (`apdepth synth`, seed {cfg['seed']}): {cfg['counts']['hypersim']} Hypersim-layout
+   training images at {train_size[0]}x{train_size[1]} ({open_air:.0%} of the scenes open-air: ground, sky,
+   tree lines, buildings, hills, people-sized figures, animals, cars, with haze and defocus blur; the rest
+   furnished rooms); held-out NYUv2-layout ({cfg['counts']['nyu']} images, 480x640) and KITTI-layout
+   ({cfg['counts']['kitti']} images, 375x1242, sparse LiDAR-like ground truth) archives, rendered from
+   scenes the training set never uses. Every texture is procedural or a tileable CC0 greyscale photo of
+   bricks, grass or gravel; no photograph of the WHDR set below is used anywhere.
+2. The parts a full-scale run downloads, trained small (`apdepth/embedded/pretraining.py`): the VAE
+   for {cfg['vae_steps']} steps on RGB, depth and disparity crops (L1 + 1e-6 KL; loss
+   {base_losses['vae']['first']:.4f} -> {base_losses['vae']['last_50']:.4f}), the prior for
+   {cfg['prior_steps']} steps on normalised disparity (L1; {base_losses['prior']['first']:.4f} ->
+   {base_losses['prior']['last_50']:.4f}; photometric augmentation on {cfg.get('photometric', 0.0):.0%} of the
+   images). The UNet starts from random weights (there is no small Stable Diffusion to start from);
+   stage 1's alignment target is the prior's own DINOv2 backbone.
+3. `apdepth train -c configs/demo/stage1.yaml` (feature alignment, conv adapter, cosine loss), then
+   `apdepth train -c configs/demo/stage2.yaml` from the stage-1 UNet (latent MSE + pixel L1, then the
+   FFT loss), stage 2 reading the latent cache.
+4. Evaluation with the project's protocol (per-image least-squares alignment, AbsRel, δ1, boundary F1)
+   on the held-out archives, and WHDR on real photographs (`apdepth evaluate-whdr`)."""
+
+
+def _examples_text(examples: list[str]) -> str:
+    if not examples:
+        return ""
+    pictures = "\n".join(f"![{Path(name).stem}]({name})" for name in examples)
+    return f"""## Depth on real photographs
+
+Each picture: the photograph, the model's depth and its prior's (near bright, far dark), at the
+model's default processing resolution. {EXAMPLES_NOTE}
+
+{pictures}
+
+"""
+
+
+EXAMPLES_NOTE = ("`cheetah_cub` is gradio's `test_data/cheetah2.jpg` (not in the labelled set); `bikes_125` and "
+                 "`china` are two of the 21 labelled WHDR photographs (apdepth/evaluation/whdr_data).")
+
+
+def write_card(recipe) -> Path:
+    """Write ``MODEL_CARD.md`` (and ``metrics.json``, ``per_sample_nyu.csv``) into the recipe's folder from
+    what the recipe measured. ``recipe``: a :class:`~apdepth.embedded.recipe.Recipe` (read, never imported)."""
+    out: Path = recipe.out
+    metrics = collect_metrics(out / "eval", recipe.processing_res)
     save_json(out / "metrics.json", metrics)
     shutil.copy(out / "eval" / "nyu" / "apdepth" / "per_sample.csv", out / "per_sample_nyu.csv")
     log = json.loads(recipe.log_file.read_text())
+    whdr = json.loads((out / "eval" / "whdr.json").read_text())
     params = _params(recipe.model_dir)
     base_losses = json.loads((out / "base" / "component_losses.json").read_text())
-    seconds = {k: v["seconds"] for k, v in log["steps"].items()}
-    machine = log["machine"]
-    cfg = log["recipe"]
+    examples = sorted(p.name for p in (out / "examples").glob("*.png")) if (out / "examples").is_dir() else []
+    text = _card_text(log, params, metrics, whdr, _recipe_text(log["recipe"], base_losses, recipe.train_size),
+                      _examples_text([f"examples/{n}" for n in examples]), recipe.processing_res)
+    card = out / "MODEL_CARD.md"
+    with atomic_open(card, "w") as f:
+        f.write(text)
+    return card
 
-    compute = ", ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items())
-    eval_cmds = "\n".join(
-        f"apdepth synth {name} -o data/{name} -n {cfg['counts'][name]} --seed {cfg['seed']}\n"
-        f"apdepth evaluate --dataset {name} --data data/{name}/{_archive(name)} --split data/{name}/{_split(name)} "
-        f"--processing-res {PROCESSING_RES[name]} --model embedded -o eval/{name}"
-        for name in metrics)
-    text = f"""# apdepth-demo: a small ApDepth trained only on procedural scenes
+
+def _header(params: dict) -> str:
+    """Title, what the model is and what it is not."""
+    return f"""# apdepth-demo: a small ApDepth trained only on procedural scenes
 
 **What it is.** A miniature ApDepth with every component of the real one: a Stable-Diffusion-style
 UNet ({params['unet']:.2f} M parameters; SD2's layout at a tenth of its width) that maps
 `cat([prior_latent, rgb_latent])` to a depth latent in one step, an `AutoencoderKL` ({params['vae']:.2f} M)
 with SD's 8x downsampling, a CLIP text model ({params['text_encoder']:.2f} M) for the empty prompt, and a
-Depth Anything V2-architecture prior ({params['prior']:.2f} M: DINOv2 ViT, 96 wide, 6 layers, + DPT head).
-Weights are stored in fp16.
+Depth Anything V2-architecture prior ({params['prior']:.2f} M: DINOv2 ViT + DPT head).
+Weights are stored in fp16 and run in fp32.
 
-**What it is not.** It is *not* the paper's model and says nothing about ApDepth's accuracy on real
-photographs. It has seen only synthetic indoor rooms made of boxes, cylinders and spheres; on real
-images it produces rough, blurry depth. It exists so that the tool runs with no network (demos, smoke
-tests, CI). For real work use the released checkpoint: `apdepth predict --model developy/ApDepth ...`.
+**What it is not.** It is *not* the paper's model and says nothing about ApDepth's accuracy. It has
+seen only procedural scenes (rooms of boxes, cylinders and spheres; open-air scenes of a ground
+plane, sky, trees, buildings and simple figures), never a photograph; on real images its depth is
+rough and blurry (see the WHDR table and the pictures below). It exists so that the tool runs with no
+network (demos, smoke tests, CI). For real work use the released checkpoint:
+`apdepth predict --model developy/ApDepth ...`.
 
-## Recipe
+"""
 
-One command from a clone of the repository (`configs/demo/` holds the two training configs):
+
+def _card_text(log: dict, params: dict, metrics: dict, whdr: dict, recipe_text: str, examples: str,
+               processing_res: dict) -> str:
+    cfg = log["recipe"]
+    eval_cmds = "\n".join(
+        f"apdepth synth {name} -o data/{name} -n {cfg['counts'][name]} --seed {cfg['seed']}\n"
+        f"apdepth evaluate --dataset {name} --data data/{name}/{_archive(name)} --split data/{name}/{_split(name)} "
+        f"--processing-res {processing_res[name]} --model embedded -o eval/{name}"
+        for name in metrics)
+    return f"""{_header(params)}## Recipe
+
+One command from a clone of the repository (`configs/demo/` holds the two training configs; add
+`--device cuda` to train and evaluate on a GPU):
 
 ```bash
 apdepth demo-model -o runs/demo --install
 ```
 
-1. Data (`apdepth synth`, seed {cfg['seed']}): {cfg['counts']['hypersim']} Hypersim-layout indoor
-   training images at {TRAIN_SIZE[0]}x{TRAIN_SIZE[1]}; held-out NYUv2-layout ({cfg['counts']['nyu']} images,
-   480x640) and KITTI-layout ({cfg['counts']['kitti']} images, 375x1242, sparse LiDAR-like ground truth)
-   archives, rendered from scenes the training set never uses.
-2. The parts a full-scale run downloads, trained small (`apdepth/embedded/pretraining.py`): the VAE
-   for {cfg['vae_steps']} steps on RGB, depth and disparity crops (L1 + 1e-6 KL; loss
-   {base_losses['vae']['first']:.4f} -> {base_losses['vae']['last_50']:.4f}), the prior for
-   {cfg['prior_steps']} steps on normalised disparity (L1; {base_losses['prior']['first']:.4f} ->
-   {base_losses['prior']['last_50']:.4f}). The UNet starts from random weights (there is no small
-   Stable Diffusion to start from); stage 1's alignment target is the prior's own DINOv2 backbone.
-3. `apdepth train -c configs/demo/stage1.yaml` (feature alignment, conv adapter, cosine loss), then
-   `apdepth train -c configs/demo/stage2.yaml` from the stage-1 UNet (latent MSE + pixel L1, then the
-   FFT loss), stage 2 reading the latent cache.
-4. Evaluation with the project's protocol (per-image least-squares alignment, AbsRel, δ1, boundary F1).
+{recipe_text}
 
-Compute: {machine['cpus']} CPU cores ({machine['cpu']}, {machine['threads']} torch threads, device
-{machine['device']}, torch {machine['torch']}), wall-clock per step of the recipe: {compute}.
+Compute: {_compute_line(log)}.
 
-## Held-out results
+## Real photographs: WHDR
+
+`apdepth evaluate-whdr --model embedded`: how often the depth orders two points of a real photograph
+the wrong way round, against {whdr['pairs']} point pairs labelled by a person on {whdr['images']} photographs
+shipped in the package (docs/evaluation-whdr.md; lower is better, a coin flip scores 0.5).
+
+{_whdr_table(whdr)}
+
+{_whdr_reading(whdr)}
+
+{examples}## Held-out synthetic results
 
 {_table(metrics)}
 In plain words (AbsRel, lower is better):
@@ -172,18 +263,14 @@ In plain words (AbsRel, lower is better):
 
 {_discussion(metrics)}
 The prior's output is disparity, so it is aligned in disparity space; everything else in depth space.
-The model was trained on indoor scenes only: the KITTI-layout street archive is out of its domain.
 
 Reproduce these numbers (deterministic data, same protocol):
 
 ```bash
 {eval_cmds}
+apdepth evaluate-whdr --model embedded
 ```
 """
-    card = out / "MODEL_CARD.md"
-    with atomic_open(card, "w") as f:
-        f.write(text)
-    return card
 
 
 def _archive(name: str) -> str:

@@ -15,6 +15,7 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..data import get_dataset
@@ -106,3 +107,64 @@ def evaluate_all(model_dir: str | os.PathLike, outdir: str | os.PathLike, sets: 
             logger.info("%s / %s: %s", name, method,
                         ", ".join(f"{k} {result.summary['metrics'].get(k, float('nan')):.4f}" for k in REPORTED))
     return results
+
+
+PHOTOS = Path(__file__).resolve().parent / "photos"
+WHDR_IMAGES = Path(__file__).resolve().parents[1] / "evaluation" / "whdr_data" / "images"
+EXAMPLE_PHOTOS = (PHOTOS / "cheetah_cub.jpg", WHDR_IMAGES / "bikes_125.jpg", WHDR_IMAGES / "china.jpg")
+
+
+def evaluate_whdr_photos(model_dir: str | os.PathLike, output: str | os.PathLike,
+                         device: torch.device | str = "cpu") -> dict:
+    """``apdepth evaluate-whdr --model MODEL`` (model, prior, ramp, constant over the shipped labelled pairs)
+    at the model's default processing resolution, fp32; the report is also written to ``output``."""
+    from ..apps.commands.whdr import DEFAULT_IMAGES, DEFAULT_LABELS, METHODS, evaluate_whdr
+    from ..evaluation.whdr import read_labels
+    from ..io import save_json
+
+    pipe = ApDepthPipeline.from_pretrained(model_dir, dtype=torch.float32).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    labels = read_labels(DEFAULT_LABELS)
+    report = {"images": len(labels), "pairs": sum(len(p) for p in labels.values()),
+              "processing_resolution": pipe.config.default_processing_resolution,
+              **evaluate_whdr(labels, DEFAULT_IMAGES, list(METHODS), pipe)}
+    save_json(output, report)
+    logger.info("WHDR on real photographs: %s", ", ".join(f"{k} {v:.3f}" for k, v in report["whdr"].items()))
+    return report
+
+
+def _to_grey(values: np.ndarray) -> np.ndarray:
+    """Min-max normalised ``[h, w]`` -> uint8 (2nd / 98th percentiles, so a few outliers do not flatten it)."""
+    lo, hi = np.percentile(values, [2, 98])
+    return (np.clip((values - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+
+
+def example_pictures(model_dir: str | os.PathLike, outdir: str | os.PathLike, photos=EXAMPLE_PHOTOS,
+                     height: int = 160, device: torch.device | str = "cpu") -> list[Path]:
+    """For each photograph, a PNG of the photograph, the model's depth and its prior's disparity side by side
+    (near bright, far dark; each ``height`` pixels high). Photographs that are missing are skipped."""
+    from PIL import Image
+
+    pipe = ApDepthPipeline.from_pretrained(model_dir, dtype=torch.float32).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in photos:
+        if not Path(path).is_file():
+            logger.warning("%s: example photograph missing; skipped", path)
+            continue
+        image = Image.open(path).convert("RGB")
+        out = pipe(image, match_input_resolution=False, output_type="np", output_prior=True)
+        depth, prior = out.depth[0], out.prior[0]  # [h, w] each: depth near small, disparity near large
+        width = round(height * image.width / image.height)
+        panels = [np.asarray(image.resize((width, height), Image.LANCZOS))]
+        for grey in (_to_grey(-depth), _to_grey(prior)):
+            panel = Image.fromarray(grey).resize((width, height), Image.BILINEAR)
+            panels.append(np.repeat(np.asarray(panel)[..., None], 3, axis=-1))
+        gap = np.full((height, 4, 3), 255, np.uint8)
+        strip = np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
+        target = outdir / f"{Path(path).stem}.png"
+        Image.fromarray(strip).save(target, optimize=True)
+        written.append(target)
+    return written

@@ -47,6 +47,7 @@ class ComponentTrainConfig:
     seed: int = 0
     num_workers: int = 0
     log_every: int = 50
+    photometric: float = 0.0  # probability of photometric augmentation per image (prior only; :func:`photometric`)
 
 
 def normalized_disparity(depth: torch.Tensor, valid: torch.Tensor,
@@ -164,6 +165,31 @@ def set_latent_scaling_factor(vae, images, device=None) -> float:
     return factor
 
 
+def photometric(rgb: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
+    """Random photometric changes of ``rgb`` ``[B, 3, H, W]`` in [-1, 1], each image with probability ``prob``:
+    brightness, contrast, saturation, gamma and per-channel gain (white balance), then sometimes greyscale
+    or a blur. Geometry (and so the depth target) is untouched: the prior has to read depth from shape and
+    layout rather than from the renderer's colours."""
+    b = rgb.shape[0]
+
+    def draw(lo: float, hi: float) -> torch.Tensor:
+        return (lo + (hi - lo) * torch.rand(b, 1, 1, 1, generator=gen)).to(rgb)
+
+    x = (rgb + 1.0) / 2.0  # [B, 3, H, W] in [0, 1]
+    on = (torch.rand(b, 1, 1, 1, generator=gen) < prob).to(rgb)
+    grey = x.mean(1, keepdim=True)
+    y = grey + (x - grey) * draw(0.3, 1.6)  # saturation
+    y = y * (1.0 + (torch.rand(b, 3, 1, 1, generator=gen).to(rgb) - 0.5) * 0.3)  # white balance
+    mean = y.mean((1, 2, 3), keepdim=True)
+    y = (mean + (y - mean) * draw(0.6, 1.5)) * draw(0.6, 1.4)  # contrast, brightness
+    y = y.clamp(0, 1) ** draw(0.7, 1.4)  # gamma
+    to_grey = (torch.rand(b, 1, 1, 1, generator=gen) < 0.1).to(rgb)
+    y = y * (1 - to_grey) + y.mean(1, keepdim=True) * to_grey
+    blur = (torch.rand(b, 1, 1, 1, generator=gen) < 0.2).to(rgb)
+    y = y * (1 - blur) + F.avg_pool2d(y, 3, stride=1, padding=1, count_include_pad=False) * blur
+    return (x * (1 - on) + y.clamp(0, 1) * on) * 2.0 - 1.0
+
+
 def train_prior(prior, samples: ComponentSamples, probs, cfg: ComponentTrainConfig, device=None) -> list[float]:
     """Train a :class:`~apdepth.priors.DepthAnythingPrior` in place: L1 between its disparity and the
     normalised ground-truth disparity over valid pixels. Returns the losses."""
@@ -173,12 +199,14 @@ def train_prior(prior, samples: ComponentSamples, probs, cfg: ComponentTrainConf
     prior.model.train().requires_grad_(True)
     optimizer, scheduler = _optimizer(prior.model.parameters(), cfg)
     batches = _batches(samples, probs, cfg)
+    gen = torch.Generator().manual_seed(cfg.seed + 7)
     losses: list[float] = []
     start = time.perf_counter()
     for step in range(1, cfg.steps + 1):
         batch = next(batches)
         valid = batch["valid_mask"].to(device)
-        pred = prior.disparity(batch["rgb"].to(device))  # [B, 1, r, w]
+        rgb = photometric(batch["rgb"], cfg.photometric, gen) if cfg.photometric > 0 else batch["rgb"]
+        pred = prior.disparity(rgb.to(device))  # [B, 1, r, w]
         err = (pred - batch["disparity"].to(device)).abs()
         loss = (err * valid).sum() / valid.sum().clamp_min(1)
         optimizer.zero_grad(set_to_none=True)

@@ -1,7 +1,7 @@
 """The recipe of the embedded demo model, one step after another, each skipped when its output exists.
 
-1. ``data``: procedural scenes (:mod:`apdepth.synth`): a Hypersim-layout training set at 192x256 and
-   held-out NYUv2- and KITTI-layout evaluation archives at their native sizes.
+1. ``data``: procedural scenes (:mod:`apdepth.synth`): a Hypersim-layout training set at 192x256 (rooms and
+   open-air scenes) and held-out NYUv2- and KITTI-layout evaluation archives at their native sizes.
 2. ``base``: the parts a full-scale run downloads, trained small (:mod:`apdepth.embedded.pretraining`):
    an ``AutoencoderKL`` (SD's 8x layout) and a Depth Anything V2 prior (DINOv2 + DPT); with a random
    SD-style UNet, a tiny CLIP text model and tokenizer they form a Stable-Diffusion-2-like folder.
@@ -9,9 +9,14 @@
    (stage 2 from the latent cache), exactly as a full-scale run.
 4. ``export``: the stage-2 model with fp16 weights (what ships) and its default processing resolution.
 5. ``evaluate``: the exported model, its prior alone and two trivial baselines (constant depth, a ground-plane
-   ramp) on the held-out archives under the evaluation protocol.
+   ramp) on the held-out archives under the evaluation protocol; WHDR on the labelled real photographs
+   (``apdepth evaluate-whdr``); example depth pictures of real photographs for the card.
 6. ``card``: ``MODEL_CARD.md`` with the recipe, data, compute and those numbers; ``--install`` copies
-   the exported model and its card into the package.
+   the exported model, its card and the example pictures into the package.
+
+``device``: where every step computes: the component pre-training and evaluation directly, stages 1 and 2
+through accelerate (told to stay on the CPU for ``cpu``), so ``apdepth demo-model --device cuda`` is the
+whole recipe on a GPU.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import os
 import platform
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,8 +47,10 @@ class RecipeConfig:
 
     seed: int = 0
     counts: dict = field(default_factory=lambda: {"hypersim": 800, "nyu": 60, "kitti": 40})
-    vae_steps: int = 800
-    prior_steps: int = 700
+    outdoor: float = 0.5  # fraction of the training scenes that are open-air (apdepth.synth.openair)
+    photometric: float = 0.8  # share of the prior's training images with photometric augmentation
+    vae_steps: int = 400
+    prior_steps: int = 600
     vae_batch: int = 6  # x3 images a step: RGB, depth, disparity
     prior_batch: int = 8
     stage1_overrides: list = field(default_factory=list)
@@ -109,11 +117,26 @@ def write_text_parts(folder: Path) -> None:
 
 
 def strip_load_paths(folder: Path) -> None:
-    """Drop the ``_name_or_path`` entries diffusers writes into ``model_index.json`` and each component's
-    ``config.json`` (the folder the model was loaded from: a path on the machine that built it)."""
-    for path in [folder / "model_index.json", *folder.glob("*/config.json")]:
+    """Drop the ``_name_or_path`` entries diffusers and transformers write into ``model_index.json`` and the
+    components' ``config.json`` files, nested ones included (the folder the model was loaded from: a path
+    on the machine that built it); nested entries are emptied, as transformers writes them."""
+
+    def clean(node, top: bool) -> bool:
+        changed = False
+        if isinstance(node, dict):
+            if node.get("_name_or_path"):
+                if top:
+                    node.pop("_name_or_path")
+                else:
+                    node["_name_or_path"] = ""
+                changed = True
+            for value in node.values():
+                changed |= clean(value, False)
+        return changed
+
+    for path in [folder / "model_index.json", *folder.rglob("config.json")]:
         config = json.loads(path.read_text())
-        if config.pop("_name_or_path", None) is not None:
+        if clean(config, True):
             path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
@@ -127,7 +150,10 @@ class Recipe:
         self.cfg = cfg or RecipeConfig()
         self.configs = Path(configs) if configs else DEMO_CONFIGS
         self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA GPU")
         self.data = self.out / "data"
+        self.train_size, self.processing_res = TRAIN_SIZE, PROCESSING_RES
         self.log_file = self.out / "recipe.json"
 
     # bookkeeping: seconds per step, settings
@@ -135,8 +161,13 @@ class Recipe:
         log = json.loads(self.log_file.read_text()) if self.log_file.is_file() else {}
         log.setdefault("steps", {})[step] = {"seconds": round(seconds, 1), **extra}
         log["recipe"] = asdict(self.cfg)
+        previous_load = log.get("machine", {}).get("load_average", 0.0)
         log["machine"] = {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                           "threads": torch.get_num_threads(), "device": str(self.device), "torch": torch.__version__}
+        if hasattr(os, "getloadavg"):  # other work on the machine stretches the wall-clock times above
+            log["machine"]["load_average"] = max(previous_load, round(os.getloadavg()[1], 1))
+        if self.device.type == "cuda":
+            log["machine"]["gpu"] = torch.cuda.get_device_name(self.device)
         from ..io import save_json
 
         save_json(self.log_file, log)
@@ -182,8 +213,9 @@ class Recipe:
             folder = self.data / FOLDER_NAME[kind]
             if (folder / "synth_meta.json").is_file():
                 continue
-            size = TRAIN_SIZE if kind == "hypersim" else None
-            generate(kind, folder, num, seed=self.cfg.seed, workers=self.cfg.workers, size=size)
+            train = kind == "hypersim"
+            generate(kind, folder, num, seed=self.cfg.seed, workers=self.cfg.workers, size=TRAIN_SIZE if train else None,
+                     outdoor=self.cfg.outdoor if train else 0.0)
             ran = True
         return ran
 
@@ -219,7 +251,8 @@ class Recipe:
         vae.to("cpu").save_pretrained(tmp / "vae")
         torch.manual_seed(self.cfg.seed + 1)
         prior = build_prior()
-        prior_cfg = ComponentTrainConfig(steps=self.cfg.prior_steps, batch_size=self.cfg.prior_batch, lr=5e-4, seed=self.cfg.seed)
+        prior_cfg = ComponentTrainConfig(steps=self.cfg.prior_steps, batch_size=self.cfg.prior_batch, lr=5e-4,
+                                         seed=self.cfg.seed, photometric=self.cfg.photometric)
         losses["prior"] = train_prior(prior, samples, [1.0], prior_cfg, self.device)
         prior.to("cpu").save_pretrained(tmp / "prior")
         torch.manual_seed(self.cfg.seed + 2)
@@ -250,10 +283,27 @@ class Recipe:
             f"run.seed={self.cfg.seed}",
             *extra,
         ]
-        if build_cache:
-            train_from_files([str(config)], overrides, build_cache=True)
-        resume = True if find_latest(run_dir) is not None else None
-        return train_from_files([str(config)], overrides, resume=resume)
+        with self._accelerate_device():
+            if build_cache:
+                train_from_files([str(config)], overrides, build_cache=True)
+            resume = True if find_latest(run_dir) is not None else None
+            return train_from_files([str(config)], overrides, resume=resume)
+
+    @contextmanager
+    def _accelerate_device(self):
+        """Stages 1 and 2 run through accelerate, which takes any GPU it sees: keep them on the recipe's device."""
+        before = os.environ.get("ACCELERATE_USE_CPU")
+        if self.device.type == "cpu":
+            os.environ["ACCELERATE_USE_CPU"] = "true"
+        else:
+            os.environ.pop("ACCELERATE_USE_CPU", None)
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop("ACCELERATE_USE_CPU", None)
+            else:
+                os.environ["ACCELERATE_USE_CPU"] = before
 
     def step_stage1(self):
         if (self.out / "stage1" / "final" / "model_index.json").is_file():
@@ -288,10 +338,14 @@ class Recipe:
 
     # 5 ------------------------------------------------------------------------------------------
     def step_evaluate(self):
-        from .evaluate import evaluate_all
+        from .evaluate import evaluate_all, evaluate_whdr_photos, example_pictures
 
+        if (self.out / "eval" / "whdr.json").is_file() and (self.out / "examples").is_dir():
+            return False
         evaluate_all(self.model_dir, self.out / "eval", {k: (self.archive(k), self.split(k)) for k in ("nyu", "kitti")},
                      PROCESSING_RES, self.device)
+        evaluate_whdr_photos(self.model_dir, self.out / "eval" / "whdr.json", self.device)
+        example_pictures(self.model_dir, self.out / "examples", device=self.device)
 
     # 6 ------------------------------------------------------------------------------------------
     def step_card(self):
@@ -312,6 +366,10 @@ def install(recipe_out: str | os.PathLike, target: str | os.PathLike | None = No
     for name in ("MODEL_CARD.md", "metrics.json", "per_sample_nyu.csv"):
         if (recipe_out / name).is_file():
             shutil.copy(recipe_out / name, tmp / name)
+    if (recipe_out / "eval" / "whdr.json").is_file():
+        shutil.copy(recipe_out / "eval" / "whdr.json", tmp / "whdr.json")
+    if (recipe_out / "examples").is_dir():
+        shutil.copytree(recipe_out / "examples", tmp / "examples")
     if target.exists():
         shutil.rmtree(target)
     os.replace(tmp, target)

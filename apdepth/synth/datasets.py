@@ -36,6 +36,8 @@ from ..io import atomic_open
 from . import encode as en
 from .compose import seed_rng
 from .indoor import sample_indoor_camera, sample_room
+from .openair import clamp_sky, open_camera, sample_open_scene
+from .optics import defocus
 from .outdoor import KITTI_HEIGHT, KITTI_WIDTH, VARIANTS, sample_street, street_camera, street_scene
 from .render import render, tonemap
 
@@ -43,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("hypersim", "vkitti", "nyu", "kitti")
 STREAM = {"hypersim": 11, "vkitti": 12, "nyu": 13, "kitti": 14}  # seed streams: one per data set
+OPEN_STREAM = 15  # which Hypersim-layout scenes are open-air ones (``outdoor`` > 0), and their seeds
 DEFAULT_SIZE = {"hypersim": (480, 640), "nyu": (480, 640), "vkitti": (KITTI_HEIGHT, KITTI_WIDTH),
                 "kitti": (KITTI_HEIGHT, KITTI_WIDTH)}
 DEFAULT_FRAMES = {"hypersim": 4, "vkitti": 5, "nyu": 3, "kitti": 8}
@@ -84,12 +87,56 @@ def render_frame(scene, camera, rng):
     return rgb, out.depth
 
 
+def is_open_air(seed: int, scene: int, outdoor: float) -> bool:
+    """Is Hypersim-layout scene ``scene`` an open-air one? A fraction ``outdoor`` of scenes are, each decided
+    by its own seed (so adding scenes never changes earlier ones)."""
+    return outdoor > 0 and bool(seed_rng(seed, OPEN_STREAM, scene).random() < outdoor)
+
+
+def render_open_frame(scene, camera, rng):
+    """As :func:`render_frame` with a lens: defocus blur around a focus distance (half the frames), and
+    the depth of the sky clamped to the open-air scenes' far limit."""
+    out = render(scene.scene, camera)
+    radiance = out.radiance
+    if rng.random() < 0.5:
+        h, w = camera.height, camera.width
+        centre = out.depth[h * 2 // 5:h * 3 // 5, w * 2 // 5:w * 3 // 5]
+        focus = float(np.median(np.where(np.isfinite(centre), centre, 60.0)))
+        strength = rng.uniform(2.0, 14.0) * w / 256  # pixels of blur per dioptre of defocus
+        radiance = defocus(radiance, out.depth, max(focus, 0.5), strength)
+    rgb = tonemap(radiance, rng, exposure=None, noise=rng.uniform(0.5, 2.5))
+    return rgb, clamp_sky(out.depth)
+
+
+def open_hypersim_scene(seed: int, scene: int, frames: list[int], size: tuple[int, int], name: str,
+                        keep_depth: bool = False) -> SceneResult:
+    """An open-air scene (:mod:`apdepth.synth.openair`) written like a Hypersim one."""
+    res, t = SceneResult(), time.process_time()
+    world = sample_open_scene(seed_rng(seed, OPEN_STREAM, scene, 0))
+    t = _tick(res, "scene", t)
+    for fr in frames:
+        rng = seed_rng(seed, OPEN_STREAM, scene, fr + 1)
+        cam = open_camera(rng, world, *size)
+        rgb, depth = render_open_frame(world, cam, rng)
+        res.depths += [depth] if keep_depth else []
+        t = _tick(res, "render", t)
+        rgb_rel, depth_rel = f"{name}/rgb_cam_00_fr{fr:04d}.png", f"{name}/depth_plane_cam_00_fr{fr:04d}.png"
+        res.files += [(rgb_rel, en.png_bytes(rgb)), (depth_rel, en.png_bytes(en.metres_to_uint16(depth, 1000.0)))]
+        res.lines.append(f"{rgb_rel} {depth_rel}")
+        res.meta.append(_cam_meta(rgb_rel, cam, {"room": "open_air"}))
+        t = _tick(res, "encode", t)
+    return res
+
+
 def hypersim_scene(seed: int, scene: int, frames: list[int], size: tuple[int, int],
-                   keep_depth: bool = False) -> SceneResult:
+                   keep_depth: bool = False, outdoor: float = 0.0) -> SceneResult:
+    """A furnished room seen from ``frames`` viewpoints, or an open-air scene (a fraction ``outdoor``)."""
+    name = f"ai_{scene // 100 + 1:03d}_{scene % 100 + 1:03d}"
+    if is_open_air(seed, scene, outdoor):
+        return open_hypersim_scene(seed, scene, frames, size, name, keep_depth)
     res, t = SceneResult(), time.process_time()
     room = sample_room(seed_rng(seed, STREAM["hypersim"], scene))
     t = _tick(res, "scene", t)
-    name = f"ai_{scene // 100 + 1:03d}_{scene % 100 + 1:03d}"
     for fr in frames:
         rng = seed_rng(seed, STREAM["hypersim"], scene, fr + 1)
         cam = sample_indoor_camera(rng, room, *size)
@@ -208,28 +255,35 @@ def plan(kind: str, num: int, frames_per_scene: int | None = None) -> list[tuple
 
 
 def render_scene(kind: str, seed: int, scene: int, frames: list[int], size: tuple[int, int] | None = None,
-                 keep_depth: bool = False) -> SceneResult:
+                 keep_depth: bool = False, outdoor: float = 0.0) -> SceneResult:
     """Render one work unit of :func:`plan` exactly as :func:`generate` does (``keep_depth``: also return
     the float depth maps)."""
-    return RENDERERS[kind](seed, scene, frames, tuple(size or DEFAULT_SIZE[kind]), keep_depth)
+    extra = {"outdoor": outdoor} if kind == "hypersim" else {}
+    return RENDERERS[kind](seed, scene, frames, tuple(size or DEFAULT_SIZE[kind]), keep_depth, **extra)
 
 
 def _run_unit(args) -> SceneResult:
-    kind, seed, scene, frames, size = args
-    return RENDERERS[kind](seed, scene, frames, size)
+    kind, seed, scene, frames, size, outdoor = args
+    return render_scene(kind, seed, scene, frames, size, outdoor=outdoor)
 
 
 def generate(kind: str, out_dir: str | os.PathLike, num: int, seed: int = 0, workers: int = 1,
              size: tuple[int, int] | None = None, frames_per_scene: int | None = None,
-             progress: bool = True) -> dict:
-    """Render ``num`` images of data set ``kind`` into ``out_dir``; returns a summary dict (counts, paths, timing)."""
+             progress: bool = True, outdoor: float = 0.0) -> dict:
+    """Render ``num`` images of data set ``kind`` into ``out_dir``; returns a summary dict (counts, paths, timing).
+
+    ``outdoor`` (``hypersim`` only): the fraction of scenes that are open-air ones (:mod:`.openair`)
+    instead of rooms, written in the same layout.
+    """
     size = tuple(size or DEFAULT_SIZE[kind])
     if len(size) != 2 or min(size) < 16:
         raise ValueError(f"size must be (height, width) with both >= 16, got {size}")
+    if not 0.0 <= outdoor <= 1.0 or (outdoor > 0 and kind != "hypersim"):
+        raise ValueError(f"outdoor must be in [0, 1] and is only for hypersim, got {outdoor} for {kind}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     units = plan(kind, num, frames_per_scene)
-    jobs = [(kind, int(seed), scene, frames, size) for scene, frames in units]
+    jobs = [(kind, int(seed), scene, frames, size, float(outdoor)) for scene, frames in units]
     lines, meta, seconds = [], [], {}
     archive = out / ARCHIVE_NAME[kind] if kind in ARCHIVE_NAME else None
     from tqdm.auto import tqdm
@@ -259,6 +313,7 @@ def generate(kind: str, out_dir: str | os.PathLike, num: int, seed: int = 0, wor
     with atomic_open(split, "w") as f:
         f.write("".join(line + "\n" for line in lines))
     info = {"kind": kind, "seed": int(seed), "images": len(lines), "size": list(size), "scenes": len(units),
+            **({"outdoor": float(outdoor)} if outdoor > 0 else {}),
             "root": str(archive or out), "split": str(split),
             "cpu_seconds_per_image": {k: v / max(len(lines), 1) for k, v in seconds.items()},
             "wall_seconds": wall, "workers": workers}

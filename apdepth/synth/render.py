@@ -233,38 +233,50 @@ def render(scene: Scene, camera: Camera, shadows: bool = True) -> RenderOutput:
     return RenderOutput(radiance, depth, normal, prim_id)
 
 
-def _render_band(scene, camera, dirs, row0, rects, occluders, samples, shadows):
-    """Render the rows ``row0 .. row0 + h`` whose rays are ``dirs`` ``[3, h, W]``."""
-    prims = scene.primitives
-    _, h, W = dirs.shape
-    t_buf, id_buf = primary_visibility(prims, rects, camera.position, dirs, row0)
+@dataclass
+class _Hits:
+    """The band's hit pixels as compact arrays over M pixels, grouped by primitive (``owner`` sorted)."""
 
-    # ---- compact arrays over the M hit pixels, grouped by primitive
+    pix: np.ndarray  # [M] flat pixel indices in the band
+    owner: np.ndarray  # [M] primitive index
+    t: np.ndarray  # [M] ray parameter (planar depth)
+    d: np.ndarray  # [3, M] ray directions (camera z = 1)
+    d_len: np.ndarray  # [M]
+    points: np.ndarray  # [3, M] world hit points
+    view: np.ndarray  # [3, M] unit, towards the camera
+
+
+def _hits(camera, dirs: np.ndarray, t_buf: np.ndarray, id_buf: np.ndarray, n_prims: int) -> _Hits:
     pix = np.flatnonzero(id_buf.ravel() >= 0)  # [M]
     owner = id_buf.ravel()[pix]
-    order = np.argsort(owner.astype(np.int16 if len(prims) < 32768 else np.int32), kind="stable")
+    order = np.argsort(owner.astype(np.int16 if n_prims < 32768 else np.int32), kind="stable")
     pix, owner = pix[order], owner[order]
-    M = pix.size
     d = dirs.reshape(3, -1)[:, pix]  # [3, M]
     t = t_buf.ravel()[pix]
     points = camera.position.astype(np.float32)[:, None] + t * d  # [3, M]
     d_len = np.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
-    view = -d / d_len  # unit, towards the camera
+    return _Hits(pix, owner, t, d, d_len, points, -d / d_len)
+
+
+def _surfaces(prims, camera, hits: _Hits):
+    """Per hit pixel: normal ``[3, M]`` (facing the camera), albedo ``[M, 3]``, specular and shininess ``[M]``,
+    emission ``[M, 3]``, from each primitive's surface and materials (texture level from the pixel footprint)."""
+    M = hits.pix.size
     normals = np.empty((3, M), np.float32)
     albedo = np.empty((M, 3), np.float32)
     spec = np.zeros(M, np.float32)
     shin = np.ones(M, np.float32)
     emission = np.zeros((M, 3), np.float32)
-    ids, starts = np.unique(owner, return_index=True)
+    ids, starts = np.unique(hits.owner, return_index=True)
     bounds = np.append(starts, M)
     for i, a, b in zip(ids, bounds[:-1], bounds[1:]):
         prim = prims[i]
-        n, uv, face = prim.surface(points[:, a:b])
-        flip = _dot(n, d[:, a:b]) > 0  # the back of a plane, or a room seen from inside
+        n, uv, face = prim.surface(hits.points[:, a:b])
+        flip = _dot(n, hits.d[:, a:b]) > 0  # the back of a plane, or a room seen from inside
         n[:, flip] *= -1
         normals[:, a:b] = n
-        cos_view = np.abs(_dot(n, view[:, a:b]))
-        footprint = t[a:b] * d_len[a:b] / camera.fx / np.maximum(cos_view, 0.2)  # metres per pixel
+        cos_view = np.abs(_dot(n, hits.view[:, a:b]))
+        footprint = hits.t[a:b] * hits.d_len[a:b] / camera.fx / np.maximum(cos_view, 0.2)  # metres per pixel
         for f in np.unique(face) if len(prim.materials) > 1 else [None]:
             sel = slice(None) if f is None else face == f
             mat = prim.material(0 if f is None else int(f))
@@ -273,13 +285,18 @@ def _render_band(scene, camera, dirs, row0, rects, occluders, samples, shadows):
             spec[rows], shin[rows] = mat.specular, mat.shininess
             if mat.emission is not None:
                 emission[rows] = mat.emission
+    return normals, albedo, spec, shin, emission
 
-    # ---- lighting: hemisphere ambient + point samples with shadow rays
+
+def _lighting(scene, hits: _Hits, normals, spec, shin, occluders, samples, shadows: bool, width: int):
+    """(irradiance ``[M, 3]``, specular highlight ``[M, 3]``): hemisphere ambient plus each light sample,
+    with shadow rays when ``shadows``."""
+    prims, points, M = scene.primitives, hits.points, hits.pix.size
     sky_amb, ground_amb = (np.asarray(c, np.float32) for c in scene.ambient)
     up = (normals[1] * 0.5 + 0.5)[:, None]
     irradiance = sky_amb[None, :] * up + ground_amb[None, :] * (1 - up)  # [M, 3]
     highlight = np.zeros((M, 3), np.float32)
-    tiles = _Tiles(points, pix, W) if shadows and M else None
+    tiles = _Tiles(points, hits.pix, width) if shadows and M else None
     glossy = np.flatnonzero(spec > 0)
     for pos, direction, color in samples:
         if direction is None:
@@ -293,13 +310,23 @@ def _render_band(scene, camera, dirs, row0, rects, occluders, samples, shadows):
         ndl = _dot(normals, l_dir)
         lit = ndl > 0
         if tiles is not None:
-            lit = shadow_visibility(prims, occluders, tiles, points, normals, owner, lit, pos, direction)
+            lit = shadow_visibility(prims, occluders, tiles, points, normals, hits.owner, lit, pos, direction)
         irradiance += (np.where(lit, ndl * power, np.float32(0)))[:, None] * color[None, :]
         g = glossy[lit[glossy]]
         if g.size:
-            half = l_dir[:, g] + view[:, g]
+            half = l_dir[:, g] + hits.view[:, g]
             ndh = np.clip(_dot(normals[:, g], half) / np.sqrt(_dot(half, half)), 0.0, 1.0)
             highlight[g] += (power[g] * spec[g] * ndh ** shin[g])[:, None] * color[None, :]
+    return irradiance, highlight
+
+
+def _render_band(scene, camera, dirs, row0, rects, occluders, samples, shadows):
+    """Render the rows ``row0 .. row0 + h`` whose rays are ``dirs`` ``[3, h, W]``."""
+    _, h, W = dirs.shape
+    t_buf, id_buf = primary_visibility(scene.primitives, rects, camera.position, dirs, row0)
+    hits = _hits(camera, dirs, t_buf, id_buf, len(scene.primitives))
+    normals, albedo, spec, shin, emission = _surfaces(scene.primitives, camera, hits)
+    irradiance, highlight = _lighting(scene, hits, normals, spec, shin, occluders, samples, shadows, W)
     shaded = albedo * irradiance + highlight + emission  # [M, 3]
 
     # ---- sky, fog, assembly
@@ -311,11 +338,11 @@ def _render_band(scene, camera, dirs, row0, rects, occluders, samples, shadows):
         radiance[miss] = scene.sky(dm) if scene.sky is not None else 0.0
     if scene.fog is not None:
         fog_color, density = scene.fog
-        transmittance = np.exp(-density * t * d_len)[:, None]
+        transmittance = np.exp(-density * hits.t * hits.d_len)[:, None]
         shaded = shaded * transmittance + np.asarray(fog_color, np.float32)[None, :] * (1 - transmittance)
-    radiance[pix] = shaded
+    radiance[hits.pix] = shaded
     normal_img = np.zeros((3, h * W), np.float32)
-    normal_img[:, pix] = normals
+    normal_img[:, hits.pix] = normals
     return radiance.reshape(h, W, 3), t_buf, normal_img.reshape(3, h, W), id_buf
 
 

@@ -1,5 +1,5 @@
-"""Textures: procedural images (noise, wood, checker, brick, tiles, stripes, facades, roads), real
-photographs shipped in ``textures/`` (see its SOURCES.md), and mip-mapped sampling.
+"""Textures: procedural images (noise, wood, checker, brick, tiles, stripes, facades, roads, paintings),
+three tileable greyscale photographs shipped in ``textures/`` (see its SOURCES.md), and mip-mapped sampling.
 
 Every generator returns float32 ``[H, W, 3]`` in [0, 1] (linear reflectance) and takes a
 ``numpy.random.Generator``; the repeating ones tile seamlessly.
@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 TEXTURE_DIR = Path(__file__).parent / "textures"
 PHOTO_TEXTURES = ("brick", "grass", "gravel")  # tileable, greyscale, CC0 (textures/SOURCES.md)
-PICTURES = ("astronaut", "coffee", "chelsea", "rocket")  # framed pictures on walls, CC0 / public domain
+PAINTINGS = ("landscape", "abstract", "portrait")  # procedural framed pictures (:func:`picture`)
 WRAP_MODES = ("repeat", "mirror", "clamp")
 
 
@@ -256,9 +256,9 @@ def load_photo(name: str) -> np.ndarray:
     """A photograph shipped in ``textures/``, float32 ``[H, W]`` (greyscale) or ``[H, W, 3]`` in [0, 1], linearised."""
     matches = sorted(TEXTURE_DIR.glob(f"{name}.*"))
     if not matches:
-        raise ValueError(f"No texture photo {name!r} in {TEXTURE_DIR}; available: {PHOTO_TEXTURES + PICTURES}")
+        raise ValueError(f"No texture photo {name!r} in {TEXTURE_DIR}; available: {PHOTO_TEXTURES}")
     with Image.open(matches[0]) as img:
-        arr = np.asarray(img.convert("L" if name in PHOTO_TEXTURES else "RGB"), dtype=np.float32) / 255.0
+        arr = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
     arr = arr**2.2  # sRGB-ish -> linear reflectance
     arr.setflags(write=False)
     return arr
@@ -274,9 +274,34 @@ def photo_texture(rng, name: str | None = None) -> tuple[np.ndarray, str]:
 
 
 def picture(rng, name: str | None = None) -> tuple[np.ndarray, str]:
-    """A framed picture (photograph) for a wall, float32 ``[H, W, 3]``. Returns (image, name)."""
-    name = str(rng.choice(PICTURES)) if name is None else name
-    return load_photo(name), name
+    """A framed picture for a wall, float32 ``[H, W, 3]``, painted procedurally (no photographs: the
+    pictures must not leak real images into training). Returns (image, kind among :data:`PAINTINGS`)."""
+    name = str(rng.choice(PAINTINGS)) if name is None else name
+    if name not in PAINTINGS:
+        raise ValueError(f"Unknown painting kind {name!r}; choose among {PAINTINGS}")
+    h, w = (96, 128) if rng.random() < 0.6 else (128, 96)
+    y = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]  # 0 top, 1 bottom
+    noise = fbm(rng, 128, 4, 5)[:h, :w, None]
+    if name == "landscape":  # sky over hills over a field
+        horizon = rng.uniform(0.35, 0.65)
+        sky = _colorize(y[..., 0] / horizon, random_color(rng, hue=(0.55, 0.65)), random_color(rng, val=(0.7, 1.0)))
+        hills = horizon + 0.12 * np.sin(np.linspace(0, rng.uniform(3, 9), w) + rng.uniform(0, 6))[None, :, None]
+        land = _colorize(noise[..., 0], random_color(rng, hue=(0.1, 0.4)), random_color(rng, hue=(0.1, 0.4)))
+        img = np.where(y < hills, sky, land)
+    elif name == "portrait":  # a figure: an oval head and shoulders on a plain ground
+        img = _colorize(noise[..., 0] * 0.3, random_color(rng, val=(0.1, 0.6)), random_color(rng, val=(0.1, 0.6)))
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        head = ((xx - w / 2) / (0.18 * w)) ** 2 + ((yy - 0.38 * h) / (0.16 * h)) ** 2 < 1
+        body = (((xx - w / 2) / (0.38 * w)) ** 2 + ((yy - 1.05 * h) / (0.4 * h)) ** 2) < 1
+        img[head] = random_color(rng, sat=(0.2, 0.5), val=(0.4, 0.9), hue=(0.02, 0.1))
+        img[body] = random_color(rng)
+    else:  # abstract: blocks of colour
+        img = np.empty((h, w, 3), np.float32)
+        img[:] = random_color(rng)
+        for _ in range(int(rng.integers(3, 9))):
+            r0, c0 = int(rng.integers(0, h - 8)), int(rng.integers(0, w - 8))
+            img[r0:r0 + int(rng.integers(8, h // 2)), c0:c0 + int(rng.integers(8, w // 2))] = random_color(rng, sat=(0.3, 1))
+    return np.clip(img * (0.85 + 0.3 * noise), 0, 1).astype(np.float32), name
 
 
 def texture_aspect(image: np.ndarray) -> float:
