@@ -11,8 +11,10 @@ import pytest
 from PIL import Image
 
 from apdepth.apps.cli import main
-from apdepth.apps.commands.whdr import DATA_DIR, DEFAULT_IMAGES, DEFAULT_LABELS
 from apdepth.evaluation.whdr import (
+    DATA_DIR,
+    DEFAULT_IMAGES,
+    DEFAULT_LABELS,
     constant_depth,
     disagreement,
     image_whdr,
@@ -175,7 +177,7 @@ def test_shipped_labels_are_valid(shipped):
 
 def test_shipped_baselines(shipped):
     """Constant: every pair ties -> 0.5. Ramp: counted directly from the rows of the two points."""
-    from apdepth.apps.commands.whdr import evaluate_whdr
+    from apdepth.evaluation.whdr import evaluate_whdr
 
     result = evaluate_whdr(shipped, DEFAULT_IMAGES, ["ramp", "constant"])
     assert result["whdr"]["constant"] == pytest.approx(0.5)
@@ -254,8 +256,8 @@ def embedded_whdr(shipped):
 
     import torch
 
-    from apdepth.apps.commands.whdr import evaluate_whdr
     from apdepth.embedded import WEIGHTS_DIR, embedded_model_path
+    from apdepth.evaluation.whdr import evaluate_whdr
     from apdepth.pipeline import ApDepthPipeline
 
     pipe = ApDepthPipeline.from_pretrained(embedded_model_path(), dtype=torch.float32)

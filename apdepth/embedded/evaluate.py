@@ -118,8 +118,7 @@ def evaluate_whdr_photos(model_dir: str | os.PathLike, output: str | os.PathLike
                          device: torch.device | str = "cpu") -> dict:
     """``apdepth evaluate-whdr --model MODEL`` (model, prior, ramp, constant over the shipped labelled pairs)
     at the model's default processing resolution, fp32; the report is also written to ``output``."""
-    from ..apps.commands.whdr import DEFAULT_IMAGES, DEFAULT_LABELS, METHODS, evaluate_whdr
-    from ..evaluation.whdr import read_labels
+    from ..evaluation.whdr import DEFAULT_IMAGES, DEFAULT_LABELS, METHODS, evaluate_whdr, read_labels
     from ..io import save_json
 
     pipe = ApDepthPipeline.from_pretrained(model_dir, dtype=torch.float32).to(device)

@@ -13,13 +13,39 @@ Scoring imports no inference code (the pipeline, diffusers, transformers): saved
 torch, numpy and the data readers alone (the model comes in through :class:`PipelinePredictor`'s argument).
 """
 
-from .alignment import align_least_squares, clip_depth, fit_scale_shift
-from .edges import boundary_f1, edge_metrics, flying_pixel_ratio, flying_pixels
-from .metrics import METRICS, depth_metrics
-from .presets import DatasetSpec, load_config, table1_spec, write_combined_report
-from .protocol import EDGE_METRICS, NonFinitePredictionError, Protocol, evaluate_sample
-from .report import dataset_table, table1
-from .runner import EvalResult, PipelinePredictor, ResumeMismatchError, SavedPredictions, evaluate_dataset
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+# public name -> module that defines it (imported on first use, so `import apdepth.evaluation.whdr` or
+# `.metrics` does not load every other module of the package)
+_LAZY = {
+    "align_least_squares": ".alignment",
+    "clip_depth": ".alignment",
+    "fit_scale_shift": ".alignment",
+    "boundary_f1": ".edges",
+    "edge_metrics": ".edges",
+    "flying_pixel_ratio": ".edges",
+    "flying_pixels": ".edges",
+    "METRICS": ".metrics",
+    "depth_metrics": ".metrics",
+    "DatasetSpec": ".presets",
+    "load_config": ".presets",
+    "table1_spec": ".presets",
+    "write_combined_report": ".presets",
+    "EDGE_METRICS": ".protocol",
+    "NonFinitePredictionError": ".protocol",
+    "Protocol": ".protocol",
+    "evaluate_sample": ".protocol",
+    "dataset_table": ".report",
+    "table1": ".report",
+    "EvalResult": ".runner",
+    "PipelinePredictor": ".runner",
+    "ResumeMismatchError": ".runner",
+    "SavedPredictions": ".runner",
+    "evaluate_dataset": ".runner",
+}
 
 __all__ = [
     "EDGE_METRICS", "METRICS", "DatasetSpec", "EvalResult", "NonFinitePredictionError", "PipelinePredictor",
@@ -27,3 +53,24 @@ __all__ = [
     "edge_metrics", "evaluate_dataset", "evaluate_sample", "fit_scale_shift", "flying_pixel_ratio",
     "flying_pixels", "load_config", "table1", "table1_spec", "write_combined_report",
 ]
+
+if TYPE_CHECKING:  # for type checkers and IDEs; never executed
+    from .alignment import align_least_squares, clip_depth, fit_scale_shift
+    from .edges import boundary_f1, edge_metrics, flying_pixel_ratio, flying_pixels
+    from .metrics import METRICS, depth_metrics
+    from .presets import DatasetSpec, load_config, table1_spec, write_combined_report
+    from .protocol import EDGE_METRICS, NonFinitePredictionError, Protocol, evaluate_sample
+    from .report import dataset_table, table1
+    from .runner import EvalResult, PipelinePredictor, ResumeMismatchError, SavedPredictions, evaluate_dataset
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -17,14 +17,11 @@ import logging
 import time
 from pathlib import Path
 
+from ...evaluation.whdr import DATA_DIR, DEFAULT_IMAGES, DEFAULT_LABELS, METHODS, evaluate_whdr  # noqa: F401
 from .common import add_model_arguments
 
 logger = logging.getLogger(__name__)
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "evaluation" / "whdr_data"
-DEFAULT_LABELS = DATA_DIR / "pairs.csv"
-DEFAULT_IMAGES = DATA_DIR / "images"
-METHODS = ("model", "prior", "ramp", "constant")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,64 +48,6 @@ def parse_methods(text: str) -> list[str]:
     if unknown or not methods:
         raise ValueError(f"--methods: unknown {unknown or text!r}; choose among {', '.join(METHODS)}")
     return list(dict.fromkeys(methods))
-
-
-def evaluate_whdr(labels: dict, images_dir: Path, methods: list[str], pipe=None,
-                  processing_resolution: int | None = None, tie_penalty: float = 0.5) -> dict:
-    """WHDR of each method over the labelled images.
-
-    Returns ``{"whdr": {method: value}, "whdr_closer_not_lower": {method: value}, "per_image": ...}``;
-    the second is the WHDR over the pairs whose closer point is not lower in the image than the
-    other (those a "lower is closer" rule such as the ramp cannot get right). ``model`` and ``prior``
-    need ``pipe`` (an :class:`~apdepth.pipeline.ApDepthPipeline`); they are read at the processing
-    resolution, the labelled points mapped to it. The prior's disparity is negated (only the order
-    matters).
-    """
-    import numpy as np
-
-    from ...evaluation import whdr
-    from ...io import read_image
-
-    if {"model", "prior"} & set(methods) and pipe is None:
-        raise ValueError("the model and prior rows need a pipeline")
-    errors: dict[str, list] = {m: [] for m in methods}  # method -> per-image error arrays [N]
-    weights, not_lower, per_image = [], [], {}
-    for name, pairs in labels.items():
-        image = read_image(Path(images_dir) / name).convert("RGB")
-        size = image.size  # (W, H)
-        maps = {}
-        if pipe is not None and {"model", "prior"} & set(methods):
-            out = pipe(image, processing_resolution=processing_resolution, match_input_resolution=False,
-                       output_type="np", output_prior="prior" in methods)
-            maps["model"] = out.depth[0]  # [h, w], near small
-            if out.prior is not None:
-                maps["prior"] = -out.prior[0]  # disparity [h, w] -> far large
-        maps["ramp"] = whdr.vertical_ramp(size[1], size[0])
-        maps["constant"] = whdr.constant_depth(size[1], size[0])
-        y_near = np.where(pairs.closer == 2, pairs.point2[:, 1], pairs.point1[:, 1])
-        y_far = np.where(pairs.closer == 2, pairs.point1[:, 1], pairs.point2[:, 1])
-        weights.append(pairs.weight)
-        not_lower.append((pairs.closer != 0) & (y_near <= y_far))
-        row = {"pairs": len(pairs)}
-        for method in methods:
-            d1 = whdr.sample_points(maps[method], pairs.point1, size)
-            d2 = whdr.sample_points(maps[method], pairs.point2, size)
-            errors[method].append(whdr.disagreement(d1, d2, pairs.closer, tie_penalty=tie_penalty))
-            row[method] = float((pairs.weight * errors[method][-1]).sum() / pairs.weight.sum())
-        per_image[name] = row
-        logger.debug("%s: %s", name, row)
-    weight, mask = np.concatenate(weights), np.concatenate(not_lower)
-
-    def rate(error: np.ndarray, keep: np.ndarray) -> float | None:
-        return float((weight * error)[keep].sum() / weight[keep].sum()) if weight[keep].sum() > 0 else None
-
-    everything = np.ones_like(mask)
-    return {
-        "whdr": {m: rate(np.concatenate(e), everything) for m, e in errors.items()},
-        "pairs_closer_not_lower": int(mask.sum()),
-        "whdr_closer_not_lower": {m: rate(np.concatenate(e), mask) for m, e in errors.items()},
-        "per_image": per_image,
-    }
 
 
 def run(args: argparse.Namespace) -> int:
