@@ -35,7 +35,7 @@ LAYER_NAMES = {CORE: "core", MIDDLE: "middle", TOP: "top", TESTING: "testing"}
 # itself is the embedded model's data locator (embedded_model_path, no imports), usable from every layer; the
 # modules under it (recipe, card, pretraining, evaluate) are top-layer.
 LAYERS = {
-    "apdepth": CORE, "apdepth._compat": CORE, "apdepth.allocator": CORE, "apdepth.depth_io": CORE,
+    "apdepth": CORE, "apdepth._compat": CORE, "apdepth._lazy": CORE, "apdepth.allocator": CORE, "apdepth.depth_io": CORE,
     "apdepth.devices": CORE, "apdepth.hf_pipeline": CORE, "apdepth.hub": CORE, "apdepth.image_utils": CORE,
     "apdepth.io": CORE, "apdepth.losses": CORE, "apdepth.pipeline": CORE, "apdepth.configs": CORE,
     "apdepth.data": CORE, "apdepth.diffusion": CORE, "apdepth.modules": CORE, "apdepth.priors": CORE,

@@ -10,8 +10,9 @@ imported on first use (PEP 562), so the command line can name the data sets with
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 EVAL_DATASETS = ("nyu", "kitti", "eth3d", "scannet", "diode")  # Table 1, in the paper's order
 TRAIN_DATASETS = ("hypersim", "vkitti", "folder")  # folder: your own RGB-D (apdepth.data.folder)
@@ -53,13 +54,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from .vkitti import VirtualKITTIDataset
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value  # later look-ups skip this function
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -15,8 +15,9 @@ torch, numpy and the data readers alone (the model comes in through :class:`Pipe
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 # public name -> module that defines it (imported on first use, so `import apdepth.evaluation.whdr` or
 # `.metrics` does not load every other module of the package)
@@ -64,13 +65,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from .runner import EvalResult, PipelinePredictor, ResumeMismatchError, SavedPredictions, evaluate_dataset
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value  # later look-ups skip this function
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
