@@ -95,6 +95,33 @@ def test_stabilizer_does_not_drift_with_noisy_predictions():
     assert np.all(np.abs(relative_scale - 1) < 0.05)
 
 
+def test_stabilizer_leaves_consistent_frames_alone():
+    # frames that agree up to noise keep the previous (identity) fit: no random walk of small refits;
+    # one real jump (frame 6 doubled and shifted) is refitted, and the frames after it keep that fit
+    frames, depths, _, _, _ = synthetic_sequence(n=10, pan=0)
+    rng = np.random.default_rng(3)
+    preds = [(d + rng.normal(0, 0.01, d.shape)).astype(np.float32) for d in depths]
+    gated = DepthStabilizer(min_gain=0.05)
+    out = [gated(p, f) for p, f in zip(preds, frames)]
+    assert not any(fa.refitted for fa in gated.frames)
+    assert all(np.array_equal(o, p) for o, p in zip(out, preds))
+    every = DepthStabilizer(min_gain=0.0)
+    [every(p, f) for p, f in zip(preds, frames)]
+    assert all(fa.refitted for fa in every.frames[1:])
+    assert any(fa.scale != 1.0 for fa in every.frames[1:])  # noise alone moves ungated fits
+
+    jumped = [p if k < 6 else 2.0 * p + 0.5 for k, p in enumerate(preds)]
+    gated = DepthStabilizer(min_gain=0.05)
+    out = [gated(p, f) for p, f in zip(jumped, frames)]
+    assert [fa.refitted for fa in gated.frames] == [False] * 6 + [True] + [False] * 3
+    for k in range(6, 10):
+        assert (gated.frames[k].scale, gated.frames[k].shift) == (gated.frames[6].scale, gated.frames[6].shift)
+        np.testing.assert_allclose(out[k], preds[k], atol=0.01)
+    with pytest.raises(ValueError) as e:
+        DepthStabilizer(min_gain=1.0)
+    assert "min_gain" in str(e.value)
+
+
 def test_stabilizer_options_and_errors():
     frames, _, preds, _, _ = synthetic_sequence(n=4, pan=0)
     off = DepthStabilizer(enabled=False)

@@ -60,6 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--depth-zero", type=float, default=0.0,
                    help="the first frame's depth value at distance zero, about which the expansion's depth ratios "
                         "are taken (default: 0, depth proportional to distance)")
+    g.add_argument("--min-gain", type=float, default=0.05,
+                   help="a frame takes a new fit only when it lowers the median disagreement with the previous "
+                        "frame by this fraction; otherwise the previous fit is kept (default: 0.05; 0 refits "
+                        "every frame)")
     parser.add_argument("--gt", type=Path, default=None, metavar="DEPTH",
                         help="ground-truth depth of every source frame, a float [N, H, W] .npy or a clip folder "
                              "from `apdepth synth clip` (its depth.npy): video.json then reports the AbsRel of the "
@@ -91,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         ground_truth = _read_ground_truth(args.gt) if args.gt is not None else None
         stabilizer = DepthStabilizer(reference=args.reference, static_threshold=args.static_threshold,
                                      enabled=not args.no_stabilize, motion=args.motion,
-                                     expansion=not args.no_expansion, depth_zero=args.depth_zero)
+                                     expansion=not args.no_expansion, depth_zero=args.depth_zero,
+                                     min_gain=args.min_gain)
     except (ValueError, OSError, ImportError) as e:
         print(f"apdepth video: FAILED {e}", file=sys.stderr)
         return 1

@@ -82,7 +82,8 @@ class FrameAlignment:
     (``static`` or ``flow``); ``matched_fraction``: pixels with a trusted match in the previous frame;
     ``first_frame_overlap``: pixels traced back to frame 0 (the drift is measured on them); ``depth_ratio``:
     the median depth ratio to the previous frame the fit assumed (:func:`apdepth.postprocessing.video.flow.radial_expansion`;
-    1 without it, below 1 when the camera moved forward)."""
+    1 without it, below 1 when the camera moved forward); ``refitted``: a new fit was taken (False: the
+    previous frame's was kept, see ``DepthStabilizer.min_gain``)."""
 
     name: str
     scale: float
@@ -92,6 +93,7 @@ class FrameAlignment:
     first_frame_overlap: float
     num_inliers: int
     depth_ratio: float = 1.0
+    refitted: bool = False
 
 
 @dataclass
@@ -123,6 +125,10 @@ class DepthStabilizer:
         loss: ``huber`` or ``tukey``.
         max_points: pixels sampled per fit.
         enabled: ``False`` passes frames through unchanged (the flicker statistics are still kept).
+        min_gain: a frame takes a new fit only when it lowers the median |disagreement| with the reference
+            on the matched pixels by this fraction against keeping the previous frame's fit; otherwise the
+            previous fit is kept. Frames that already agree (a model whose outputs barely flicker) are then
+            left alone instead of collecting a random walk of small, noisy refits. 0 refits every frame.
 
     Each fit is robust (RANSAC, then IRLS) and symmetric (reduced major axis on the IRLS weights): plain
     least squares shrinks the scale a little at every noisy frame, which chained fits would compound
@@ -146,6 +152,7 @@ class DepthStabilizer:
     expansion: bool = True
     depth_zero: float = 0.0
     seed: int = 0
+    min_gain: float = 0.05
     frames: list[FrameAlignment] = field(default_factory=list, init=False)  # one entry per frame seen
 
     def __post_init__(self):
@@ -153,6 +160,8 @@ class DepthStabilizer:
             raise ValueError(f"reference must be one of {REFERENCES}, got {self.reference!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if not 0 <= self.min_gain < 1:
+            raise ValueError(f"min_gain must be in [0, 1), got {self.min_gain!r}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if self.motion not in MOTIONS:
@@ -180,6 +189,7 @@ class DepthStabilizer:
         name = name if name is not None else f"{len(self.frames):06d}"
         if self._ref is None:
             aligned, fit, n_in, kind, matched, overlap = depth, (1.0, 0.0), depth.size, "static", 1.0, 1.0
+            refitted = False
             ratio = 1.0
             self._gray0, self._raw0 = gray, depth
             next_ref = aligned
@@ -196,20 +206,10 @@ class DepthStabilizer:
                 ref = self._expected(ref, expansion.ratio)  # what frame k's depth should be there
                 valid = valid & expansion.valid
                 ratio = float(np.median(expansion.ratio[valid])) if valid.any() else 1.0
-            fit, n_in = (1.0, 0.0), 0
+            fit, n_in, refitted = (1.0, 0.0), 0, False
             if self.enabled:
                 use = valid if valid.mean() >= self.min_static_fraction else matches.inside
-                try:
-                    result = robust_fit_affine(depth[use], ref[use], loss=self.loss, ransac_iterations=20,
-                                               symmetric=True,
-                                               max_points=self.max_points, seed=self.seed + len(self.frames))
-                    if not (np.isfinite(result.scale) and result.scale > 0):
-                        raise ValueError(f"the fitted scale {result.scale:.3g} is not positive")
-                    fit, n_in = (result.scale, result.shift), result.num_inliers
-                except ValueError as e:  # a constant frame (black, fade): keep the previous frame's fit
-                    logger.warning("frame %s: cannot align (%s); reusing the previous frame's fit", name, e)
-                    prev = self.frames[-1]
-                    fit = (prev.scale, prev.shift)
+                fit, n_in, refitted = self._fit(depth[use], ref[use], name)
             aligned = (fit[0] * depth + fit[1]).astype(np.float32)
             on = measure.valid if expansion is None else measure.valid & expansion.valid
             if on.any():  # the change beyond what the camera's translation explains (expansion on)
@@ -230,8 +230,30 @@ class DepthStabilizer:
             self._ranges[key] = [min(self._ranges[key][0], float(lo)), max(self._ranges[key][1], float(hi))]
         self._prev_gray, self._prev_raw, self._prev_aligned = gray, depth, aligned
         self.frames.append(FrameAlignment(name, float(fit[0]), float(fit[1]), kind, float(matched), float(overlap),
-                                          int(n_in), float(ratio)))
+                                          int(n_in), float(ratio), refitted))
         return aligned
+
+    def _fit(self, depth: np.ndarray, ref: np.ndarray, name: str) -> tuple[tuple[float, float], int, bool]:
+        """``(scale, shift), inliers, refitted`` for one frame from its matched pixels ``depth`` and the
+        reference there ``ref`` (both 1-D). The previous frame's fit is kept (``refitted`` False) when the
+        new one does not lower the median disagreement on those pixels by ``min_gain`` (relative), and when
+        no fit is possible."""
+        prev = (self.frames[-1].scale, self.frames[-1].shift)
+        try:
+            result = robust_fit_affine(depth, ref, loss=self.loss, ransac_iterations=20, symmetric=True,
+                                       max_points=self.max_points, seed=self.seed + len(self.frames))
+            if not (np.isfinite(result.scale) and result.scale > 0):
+                raise ValueError(f"the fitted scale {result.scale:.3g} is not positive")
+        except ValueError as e:  # a constant frame (black, fade): keep the previous frame's fit
+            logger.warning("frame %s: cannot align (%s); reusing the previous frame's fit", name, e)
+            return prev, 0, False
+        fit = (float(result.scale), float(result.shift))
+        if self.min_gain > 0:
+            kept = float(np.median(np.abs(prev[0] * depth + prev[1] - ref)))
+            new = float(np.median(np.abs(fit[0] * depth + fit[1] - ref)))
+            if new > (1.0 - self.min_gain) * kept:  # consistent already: a new fit would only add noise
+                return prev, result.num_inliers, False
+        return fit, result.num_inliers, True
 
     def _use_expansion(self, matches: Matches, measure: Matches) -> bool:
         """Expansion on flow matches: every pair with ``motion="flow"``; with ``auto``, the pairs the probe
@@ -324,6 +346,9 @@ class VideoResult:
         text = (f"{self.num_frames} frames; flicker {self.flicker_raw:.4f} per-frame, "
                 f"{self.flicker_stabilized:.4f} {'stabilised' if self.stabilized else '(stabilisation off)'}; "
                 f"drift from frame 0 {self.drift_raw:.4f} per-frame, {self.drift_stabilized:.4f}")
+        if self.stabilized and self.num_frames > 1:
+            refits = sum(bool(f.get("refitted")) for f in self.frames)
+            text += f"; new fit on {refits} of {self.num_frames - 1} frames (the others kept the previous fit)"
         if self.ground_truth:
             gt = self.ground_truth
             text += (f"; AbsRel vs ground truth (one fit per video) {gt['absrel_raw']:.4f} per-frame, "
