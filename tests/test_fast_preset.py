@@ -176,3 +176,25 @@ def test_quantize_fp8_on_the_cpu_is_a_usage_error(capsys, tmp_path):
 
     assert main(["predict", "x.png", "-o", str(tmp_path / "out"), "--quantize", "fp8", "--device", "cpu"]) == 2
     assert "compute capability >= 8.9" in capsys.readouterr().err
+
+
+def test_bench_compile_and_fast_rows(monkeypatch):
+    """The bench's compile rows (UNet + VAE, whole pipeline) and --fast off / on, each with its depth's difference
+    from fp32 eager; torch.compile's eager backend stands in for inductor (minutes here)."""
+    import functools
+
+    from apdepth.benchmark.runner import BenchConfig, Benchmark
+
+    original = ApDepthPipeline.compile_models
+    monkeypatch.setattr(ApDepthPipeline, "compile_models", functools.partialmethod(original, backend="eager"))
+    bench = Benchmark(BenchConfig(arch="tiny", resolution=(32, 48), dtypes=("fp32",), repeats=1, warmup=0))
+    bench.compiled("fp32", "default")
+    rows = {r.setting: r for r in bench.rows}
+    from apdepth.devices import auto_dtype
+
+    fast_dtype = {torch.float32: "fp32", torch.bfloat16: "bf16"}[auto_dtype(torch.device("cpu"))]
+    assert list(rows) == ["torch.compile(UNet + VAE, default)", "torch.compile(whole pipeline, default)",
+                          "--fast off (fp32 eager)", f"--fast ({fast_dtype}, compile none)"]  # CPU: no compile
+    for setting in ("torch.compile(UNet + VAE, default)", "torch.compile(whole pipeline, default)"):
+        assert rows[setting].timing is not None and rows[setting].extra["max_abs"] < 1e-5, rows[setting].note
+    assert bench.pipe.compiled_scope is None and bench.pipe.overlap_prior is False  # restored
