@@ -198,3 +198,59 @@ def test_bench_compile_and_fast_rows(monkeypatch):
     for setting in ("torch.compile(UNet + VAE, default)", "torch.compile(whole pipeline, default)"):
         assert rows[setting].timing is not None and rows[setting].extra["max_abs"] < 1e-5, rows[setting].note
     assert bench.pipe.compiled_scope is None and bench.pipe.overlap_prior is False  # restored
+
+
+def test_rgb_encode_beside_the_prior_follows_the_stream_protocol(fresh, monkeypatch):
+    """The CUDA side-stream path run on the CPU with stand-in streams (no GPU here; the real one is unverified
+    on this machine): the side stream waits for the current one before the RGB encode, the RGB encode is issued
+    on it before the prior runs, the current stream waits for it before the latent is used, each tensor is
+    recorded on the stream that reads it, and the depth is the one-stream depth exactly."""
+    events = []
+
+    class Stream:
+        def __init__(self, name):
+            self.name = name
+
+        def wait_stream(self, other):
+            events.append(f"{self.name} waits {other.name}")
+
+    main, side = Stream("main"), Stream("side")
+    current = [main]
+
+    class StreamContext:
+        def __init__(self, stream):
+            self.stream = stream
+
+        def __enter__(self):
+            current.append(self.stream)
+
+        def __exit__(self, *exc):
+            current.pop()
+
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: current[-1])
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: side)
+    monkeypatch.setattr(torch.cuda, "stream", StreamContext)
+    monkeypatch.setattr(torch.Tensor, "record_stream", lambda t, s: events.append(f"{tuple(t.shape)} on {s.name}"),
+                        raising=False)
+    import apdepth.pipeline as pipeline_module
+
+    encode = pipeline_module.encode_latent
+
+    def spy_encode(vae, x):
+        events.append(f"encode {x.shape[0]}x{x.shape[1]} on {current[-1].name}")
+        return encode(vae, x)
+
+    monkeypatch.setattr(pipeline_module, "encode_latent", spy_encode)
+    prior_forward = fresh.prior.forward
+    monkeypatch.setattr(fresh.prior, "forward", lambda x: events.append(f"prior on {current[-1].name}")
+                        or prior_forward(x))
+    rgb = torch.rand(1, 3, 48, 64) * 2 - 1
+    with torch.no_grad():
+        ref, _ = fresh._forward(rgb, None, "release")
+        events.clear()
+        fresh.overlap_prior = True
+        monkeypatch.setattr(fresh, "_overlaps_prior", lambda x: True)  # as on CUDA
+        depth, _ = fresh._forward(rgb, None, "release")
+    assert events == ["side waits main", "encode 1x3 on side", "(1, 3, 48, 64) on side", "prior on main",
+                      "main waits side", "(1, 4, 6, 8) on main", "encode 1x3 on main"]
+    np.testing.assert_array_equal(depth, ref)

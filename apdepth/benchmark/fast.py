@@ -60,14 +60,18 @@ def _apply(pipe, variant: str, mode: str | None, dtype: str) -> None:
 
 def measure_fast(model: str = "embedded", prior: str = "small", res: tuple[int, int] = (240, 320),
                  variant: str = "compile", mode: str | None = "default", dtype: str = "auto",
-                 repeats: int = 3) -> dict:
+                 repeats: int = 3, seed: int = 0) -> dict:
     """One process's measurement (see the module docstring). ``res``: (H, W)."""
     from ..compilation import compile_cache_dir
 
+    torch.manual_seed(seed)  # the full-size random weights: the same in every process
     pipe = _pipeline(model, prior)
     h, w = res
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8))
-    reference = _call(pipe, image)  # fp32 eager
+    reference = _call(pipe, image)  # fp32 eager, channels_last (the CPU default)
+    pipe.set_channels_last(False)  # the same computation in another memory layout: the model's float-noise floor
+    noise = depth_difference(_call(pipe, image), reference)
+    pipe.set_channels_last(True)
     fast = copy.deepcopy(pipe)
     _apply(fast, variant, mode, dtype)
     start = time.perf_counter()
@@ -75,7 +79,8 @@ def measure_fast(model: str = "embedded", prior: str = "small", res: tuple[int, 
     first = time.perf_counter() - start
     result = {"model": model, "prior": prior if model == "full" else None, "res": f"{w}x{h}", "variant": variant,
               "mode": mode, "dtype": str(fast.unet.dtype).removeprefix("torch."), "first_call_s": first,
-              "cache_dir": compile_cache_dir(), "cache_counters": _counters(), **depth_difference(out, reference)}
+              "cache_dir": compile_cache_dir(), "cache_counters": _counters(), **depth_difference(out, reference),
+              "layout_noise": noise, "seed": seed}
     times = {"eager_fp32": [], variant: []}
     for _ in range(repeats):  # interleaved: off, on, off, on, ...
         for on in (False, True):
@@ -96,6 +101,7 @@ def main(argv=None) -> int:
     parser.add_argument("--mode", default="default", help="torch.compile mode; 'none': no compile (--variant fast)")
     parser.add_argument("--dtype", default="auto", help="--variant fast: its dtype (auto, fp32, bf16)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0, help="torch seed before building the (random) models")
     parser.add_argument("--cache-dir", default=None, help="inductor's cache folder (TORCHINDUCTOR_CACHE_DIR)")
     parser.add_argument("--cold", action="store_true", help="empty --cache-dir first")
     parser.add_argument("--json", default=None, help="append the result as one JSON line to this file")
@@ -106,7 +112,7 @@ def main(argv=None) -> int:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.abspath(args.cache_dir)
     w, h = (int(v) for v in args.res.lower().split("x"))
     result = measure_fast(args.model, args.prior, (h, w), args.variant,
-                          None if args.mode == "none" else args.mode, args.dtype, args.repeats)
+                          None if args.mode == "none" else args.mode, args.dtype, args.repeats, args.seed)
     result["cold"] = args.cold
     line = json.dumps(result)
     print(line)
