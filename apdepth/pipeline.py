@@ -463,6 +463,8 @@ class ApDepthPipeline(DiffusionPipeline):
             return self._forward(rgb, prior_disp, size_mode)
         from .compilation import CUDA_GRAPH_MODES
 
+        self.empty_text_embedding(rgb.device, self.unet.dtype)  # cached eagerly: the tokenizer does not trace
+
         graphs = rgb.is_cuda and self._compile_mode in CUDA_GRAPH_MODES
         if graphs:
             torch.compiler.cudagraph_mark_step_begin()  # a new call: the previous outputs may be overwritten

@@ -71,6 +71,7 @@ def test_whole_pipeline_compile_is_one_graph_and_equals_eager(fresh, cache_env):
         return gm.forward
 
     ref = fresh(IMG).depth
+    fresh.set_empty_text_embedding(None)  # computed at the first compiled call, outside the region
     torch._dynamo.reset()
     fresh.compile_models("default", scope="pipeline", backend=counting)
     assert fresh.compiled_scope == "pipeline"
@@ -176,6 +177,8 @@ def test_quantize_fp8_on_the_cpu_is_a_usage_error(capsys, tmp_path):
 
     assert main(["predict", "x.png", "-o", str(tmp_path / "out"), "--quantize", "fp8", "--device", "cpu"]) == 2
     assert "compute capability >= 8.9" in capsys.readouterr().err
+    assert main(["predict", "x.png", "-o", str(tmp_path / "out"), "--fast", "--backend", "onnxruntime"]) == 2
+    assert "--fast sets up the torch pipeline" in capsys.readouterr().err
 
 
 def test_bench_compile_and_fast_rows(monkeypatch):

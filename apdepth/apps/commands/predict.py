@@ -141,7 +141,10 @@ class PredictOptions:
 
 
 def _check_quantize(args: argparse.Namespace) -> None:
-    """--quantize: torchao installed, the torch backend, no model offload (checked without importing torch)."""
+    """--quantize: torchao installed, the torch backend, no model offload (checked without importing torch);
+    --fast: the torch backend."""
+    if getattr(args, "fast", False) and getattr(args, "backend", "torch") != "torch":
+        raise UsageError(f"--fast sets up the torch pipeline; --backend {args.backend} runs an export")
     if getattr(args, "quantize", None) is None:
         return
     from ...quantization import EXTRA, torchao_available
