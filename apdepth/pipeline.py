@@ -107,7 +107,8 @@ class ApDepthPipeline(DiffusionPipeline):
     fuse_encode = False
     vae_tiling: str | None = None  # None, "decode" or "all": see enable_vae_tiling
     # CUDA, eager, two VAE calls: encode the RGB on a second CUDA stream while the prior runs (same kernels, same
-    # results; the two are independent). Off by default (`--fast` turns it on); no effect elsewhere.
+    # results; the two are independent; the side stream's activations come from its own allocator pool). Off by
+    # default (`--fast` turns it on; not yet measured on a GPU); no effect elsewhere.
     overlap_prior = False
     _compiled_forward = None  # compile_models(scope="pipeline"): the compiled _forward
     _compile_mode: str | None = None
@@ -298,8 +299,8 @@ class ApDepthPipeline(DiffusionPipeline):
 
         ``cache``: keep the compiled artefacts in a per-user folder across processes
         (:func:`apdepth.compilation.enable_compile_cache`; a ``TORCHINDUCTOR_CACHE_DIR`` set by the user
-        wins). ``backend``: torch.compile's (``mode`` applies to ``inductor`` only; e.g. ``aot_eager``
-        traces without generating code).
+        wins). ``backend``: torch.compile's (``mode`` applies to ``inductor`` only; ``"eager"`` traces without
+        generating code).
         """
         from .compilation import MODES, SCOPES, enable_compile_cache
 
