@@ -115,7 +115,9 @@ def apply_fast_preset(pipe, device, compile_mode: str | None = "auto", scope: st
 
     device = torch.device(device)
     preset = FastPreset()
-    preset.settings.append(f"dtype {str(pipe.unet.dtype).removeprefix('torch.')}")
+    dtype = str(pipe.unet.dtype).removeprefix("torch.")
+    preset.settings.append(f"dtype {dtype}" + ("" if dtype == "float32" else " (not fp32: the depth moves beyond float "
+                                                                            "tolerance, ~1e-3 mean; --dtype fp32 keeps it)"))
     channels_last = prefers_channels_last(device) if memory_format == "auto" else memory_format == "channels_last"
     pipe.set_channels_last(channels_last)
     preset.settings.append("channels_last" if channels_last else "contiguous layout")

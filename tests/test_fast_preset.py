@@ -159,7 +159,8 @@ def test_fast_flag_of_the_command_line(monkeypatch, caplog, cache_env):
     with caplog.at_level(logging.INFO, logger="apdepth.apps.commands.common"):
         pipe = common.load_pipeline(parser.parse_args([*base, "--fast"]))
     assert pipe.unet.dtype == torch.bfloat16
-    assert "--fast: dtype bfloat16, channels_last, SDPA attention" in caplog.text
+    assert "--fast: dtype bfloat16 (not fp32: the depth moves beyond float tolerance" in caplog.text
+    assert "channels_last, SDPA attention" in caplog.text
     assert pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     pipe = common.load_pipeline(parser.parse_args([*base, "--fast", "--dtype", "fp32", "--memory-format",
                                                    "contiguous"]))
