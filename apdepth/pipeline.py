@@ -106,6 +106,12 @@ class ApDepthPipeline(DiffusionPipeline):
     # up to ~1e-5 in depth). False (default): two calls, as the release does, for output-for-output equality.
     fuse_encode = False
     vae_tiling: str | None = None  # None, "decode" or "all": see enable_vae_tiling
+    # CUDA, eager, two VAE calls: encode the RGB on a second CUDA stream while the prior runs (same kernels, same
+    # results; the two are independent; the side stream's activations come from its own allocator pool). Off by
+    # default (`--fast` turns it on; not yet measured on a GPU); no effect elsewhere.
+    overlap_prior = False
+    _compiled_forward = None  # compile_models(scope="pipeline"): the compiled _forward
+    _compile_mode: str | None = None
 
     def __init__(
         self,
@@ -274,16 +280,53 @@ class ApDepthPipeline(DiffusionPipeline):
         for module in (self.unet, self.vae):
             module.to(memory_format=fmt)
 
-    def compile_models(self, mode: str = "default") -> None:
-        """``torch.compile`` the UNet and the VAE's encoder and decoder (opt-in; the first call at each new
-        input size compiles, which takes minutes for the full-size models).
+    def compile_models(self, mode: str | None = "default", scope: str = "modules", cache: bool = True,
+                       backend="inductor") -> None:
+        """``torch.compile`` the pipeline (opt-in; the first call at each new input size compiles, which takes
+        minutes for the full-size models). Results equal eager mode within float tolerance.
+
+        ``scope="modules"``: the UNet and the VAE's encoder and decoder, each a compiled region (the prior
+        and the glue between them stay eager). ``scope="pipeline"``: the prior, the padding, both VAE
+        encodes, the UNet step, the decode and the clamp as one region, traced with static shapes
+        (``dynamic=False``), so that ``mode="reduce-overhead"`` captures one CUDA graph per input size and
+        no kernel launch reaches the host. Image decoding, the preprocessing resize (on the CPU, as the
+        release does it) and the resize back to the input size stay outside. Under ``scope="pipeline"``
+        the region is used by the pipeline call and by :meth:`predict_depth` without a given prior.
 
         ``mode="reduce-overhead"`` adds CUDA graphs, which pays at batch 1 where the GPU otherwise waits on
-        kernel launches: measured on an H100, bf16, 640x480, DA2-large, end-to-end 83 -> 52 ms
-        (``docs/benchmarks``). Results equal eager mode within float tolerance.
+        kernel launches: measured on an H100, bf16, 640x480, DA2-large, end-to-end 83 -> 52 ms with
+        ``scope="modules"`` (``docs/benchmarks``). ``mode=None`` returns to eager mode.
+
+        ``cache``: keep the compiled artefacts in a per-user folder across processes
+        (:func:`apdepth.compilation.enable_compile_cache`; a ``TORCHINDUCTOR_CACHE_DIR`` set by the user
+        wins). ``backend``: torch.compile's (``mode`` applies to ``inductor`` only; ``"eager"`` traces without
+        generating code).
         """
+        from .compilation import MODES, SCOPES, enable_compile_cache
+
+        _check_choice("scope", scope, SCOPES)
+        _check_choice("mode", mode, MODES, allow_none=True)
         for module in (self.unet, self.vae.encoder, self.vae.decoder):
-            module.compile(mode=mode)
+            module._compiled_call_impl = None  # what nn.Module.compile sets; None: eager
+        self._compiled_forward = self._compile_mode = None
+        if mode is None:
+            return
+        if cache and backend == "inductor":
+            enable_compile_cache()
+        options = {"mode": mode} if backend == "inductor" else {}
+        if scope == "modules":
+            for module in (self.unet, self.vae.encoder, self.vae.decoder):
+                module.compile(backend=backend, **options)
+            return
+        self._compiled_forward = torch.compile(self._forward, dynamic=False, backend=backend, **options)
+        self._compile_mode = mode
+
+    @property
+    def compiled_scope(self) -> str | None:
+        """``"pipeline"``, ``"modules"`` or ``None`` (eager): what :meth:`compile_models` set."""
+        if self._compiled_forward is not None:
+            return "pipeline"
+        return "modules" if self.unet._compiled_call_impl is not None else None
 
     # ------------------------------------------------------------------ model steps
 
@@ -308,28 +351,62 @@ class ApDepthPipeline(DiffusionPipeline):
             self._empty_text_embedding = emb.detach()
         return self._empty_text_embedding.to(device=device, dtype=dtype)
 
-    def encode_condition(self, rgb: torch.Tensor, prior_disp: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_condition(self, rgb: torch.Tensor, prior_disp: torch.Tensor | None = None,
+                         rgb_latent: torch.Tensor | None = None) -> torch.Tensor:
         """UNet conditioning ``cat([prior_latent, rgb_latent])``: ``[B, 8, H/8, W/8]``.
 
         Args:
             rgb: ``[B, 3, H, W]`` in [-1, 1], H and W multiples of 8.
             prior_disp: the prior's output ``[B, 1, H, W]``; computed from ``rgb`` when omitted.
                 Without a prior (``use_prior=False``) the prior latent is all zeros.
+            rgb_latent: the RGB's latent ``[B, 4, H/8, W/8]`` when already encoded (then only the prior is).
         """
         if not self.config.use_prior:
-            with self._vae_mode("encode"):
-                rgb_latent = encode_latent(self.vae, rgb)
+            if rgb_latent is None:
+                with self._vae_mode("encode"):
+                    rgb_latent = encode_latent(self.vae, rgb)
             return torch.cat([torch.zeros_like(rgb_latent), rgb_latent], dim=1)
         if prior_disp is None:
             prior_disp = self.run_prior(rgb)
         prior_rgb = prior_disp.to(rgb.dtype).expand(-1, 3, -1, -1)  # [B, 3, H, W]
         with self._vae_mode("encode"):
-            if self.fuse_encode:
+            if rgb_latent is not None:
+                prior_latent = encode_latent(self.vae, prior_rgb)
+            elif self.fuse_encode:
                 latents = encode_latent(self.vae, torch.cat([prior_rgb, rgb], dim=0))  # one VAE call: [2B, 4, h, w]
                 prior_latent, rgb_latent = latents.chunk(2, dim=0)
             else:
                 prior_latent, rgb_latent = encode_latent(self.vae, prior_rgb), encode_latent(self.vae, rgb)
         return torch.cat([prior_latent, rgb_latent], dim=1)  # order matters: prior first
+
+    def _overlaps_prior(self, rgb: torch.Tensor) -> bool:
+        """Whether :meth:`_forward` encodes the RGB on a second CUDA stream while the prior runs: CUDA, eager
+        (not inside a compiled region), a prior to run, two VAE calls, no offloading hooks."""
+        return (self.overlap_prior and rgb.is_cuda and self.config.use_prior and self.prior is not None
+                and not self.fuse_encode and not torch.compiler.is_compiling()
+                and getattr(self.vae, "_hf_hook", None) is None)
+
+    def _encode_rgb_aside(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Stream]:
+        """Start the RGB's VAE encode on this device's side stream; returns its latent (valid on the current
+        stream only after :meth:`_join_aside`) and the side stream."""
+        main = torch.cuda.current_stream(rgb.device)
+        streams = self.__dict__.setdefault("_side_streams", {})
+        side = streams.get(rgb.device)
+        if side is None:
+            side = streams[rgb.device] = torch.cuda.Stream(rgb.device)
+        side.wait_stream(main)  # rgb (and the weights) are ready
+        with torch.cuda.stream(side), self._vae_mode("encode"):
+            latent = encode_latent(self.vae, rgb)
+        rgb.record_stream(side)  # rgb's memory is not reused while the side stream reads it
+        return latent, side
+
+    @staticmethod
+    def _join_aside(latent: torch.Tensor, side: torch.cuda.Stream) -> torch.Tensor:
+        """The side stream's latent, usable on the current stream."""
+        main = torch.cuda.current_stream(latent.device)
+        main.wait_stream(side)
+        latent.record_stream(main)  # allocated on the side stream, used and freed on this one
+        return latent
 
     def run_prior(self, rgb: torch.Tensor) -> torch.Tensor:
         """The prior's disparity ``[B, 1, H, W]`` for ``rgb`` ``[B, 3, H, W]`` in [-1, 1]."""
@@ -377,23 +454,50 @@ class ApDepthPipeline(DiffusionPipeline):
     def _predict_raw(self, rgb: torch.Tensor, prior_disp: torch.Tensor | None, size_mode: str | None) -> torch.Tensor:
         """:meth:`predict_depth` before the release's stretch: ``[B, 1, H', W']`` where H' x W' is H x W
         (``"pad"``) or the VAE's output size (``"release"``)."""
-        size_mode = self.inference_modes(size_mode)[0]
+        return self._run_forward(rgb, prior_disp, self.inference_modes(size_mode)[0])[0]
+
+    def _run_forward(self, rgb: torch.Tensor, prior_disp: torch.Tensor | None,
+                     size_mode: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`_forward`, compiled when :meth:`compile_models` compiled the pipeline as one region (and the
+        prior is to be run, not given)."""
+        if self._compiled_forward is None or prior_disp is not None:
+            return self._forward(rgb, prior_disp, size_mode)
+        from .compilation import CUDA_GRAPH_MODES
+
+        self.empty_text_embedding(rgb.device, self.unet.dtype)  # cached eagerly: the tokenizer does not trace
+
+        graphs = rgb.is_cuda and self._compile_mode in CUDA_GRAPH_MODES
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # a new call: the previous outputs may be overwritten
+        depth, prior_disp = self._compiled_forward(rgb, None, size_mode)
+        if graphs:  # the graph's output buffers are reused by its next replay: hand out copies
+            depth = depth.clone()
+            prior_disp = None if prior_disp is None else prior_disp.clone()
+        return depth, prior_disp
+
+    def _forward(self, rgb: torch.Tensor, prior_disp: torch.Tensor | None,
+                 size_mode: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Prior (unless given), padding, encodes, the UNet step, decode and clamp: ``(depth [B, 1, H', W'] in
+        [0, 1] float32, prior disparity [B, 1, H, W] or None)``. The region :meth:`compile_models` compiles
+        under ``scope="pipeline"``."""
         _, _, height, width = rgb.shape
-        if prior_disp is None and self.config.use_prior:
-            prior_disp = self.run_prior(rgb)
         if size_mode == "pad":
             pad_h, pad_w = (-height) % self.pad_multiple, (-width) % self.pad_multiple
         else:  # the release's VAE gets any size >= 8 as is; below 8 its latent would be empty: pad to 8
             pad_h, pad_w = max(0, self.pad_multiple - height), max(0, self.pad_multiple - width)
-        if pad_h or pad_w:
-            rgb = F.pad(rgb, (0, pad_w, 0, pad_h), mode="replicate")
-            if prior_disp is not None:
-                prior_disp = F.pad(prior_disp, (0, pad_w, 0, pad_h), mode="replicate")
-        latent = self.predict_latent(self.encode_condition(rgb, prior_disp))  # [B, 4, h, w]
+        padded = F.pad(rgb, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else rgb
+        aside = self._encode_rgb_aside(padded) if prior_disp is None and self._overlaps_prior(rgb) else None
+        if prior_disp is None and self.config.use_prior:
+            prior_disp = self.run_prior(rgb)  # [B, 1, H, W], concurrently with the side stream's encode
+        prior_padded = prior_disp
+        if prior_disp is not None and (pad_h or pad_w):
+            prior_padded = F.pad(prior_disp, (0, pad_w, 0, pad_h), mode="replicate")
+        rgb_latent = None if aside is None else self._join_aside(*aside)
+        latent = self.predict_latent(self.encode_condition(padded, prior_padded, rgb_latent))  # [B, 4, h, w]
         with self._vae_mode("decode"):
             depth = decode_depth(self.vae, latent).float()  # [B, 1, 8h, 8w]
         depth = (depth.clamp(-1.0, 1.0) + 1.0) / 2.0
-        return depth[:, :, : height if pad_h else None, : width if pad_w else None]
+        return depth[:, :, : height if pad_h else None, : width if pad_w else None], prior_disp
 
     # ------------------------------------------------------------------ call
 
@@ -513,8 +617,7 @@ class ApDepthPipeline(DiffusionPipeline):
         show = show_progress_bar if show_progress_bar is not None else not self._progress_bar_disabled()
         for idx in self.progress_bar(batches) if show else batches:
             rgb = torch.stack([prepared[i] for i in idx]).to(device)  # [B, 3, h, w]
-            prior_disp = self.run_prior(rgb) if self.config.use_prior else None  # [B, 1, h, w]
-            depth = self._predict_raw(rgb, prior_disp, size_mode)  # [B, 1, h', w']
+            depth, prior_disp = self._run_forward(rgb, None, size_mode)  # [B, 1, h', w'], [B, 1, h, w] or None
             for j, i in enumerate(idx):
                 depths[i] = depth[j].cpu()
                 if prior_disp is not None:

@@ -1,7 +1,7 @@
-"""Opt-in int8 quantisation of the pipeline's Linear layers, through ``torchao`` (the ``quant`` extra).
+"""Opt-in int8 / fp8 quantisation of the pipeline's Linear layers, through ``torchao`` (the ``quant`` extra).
 
 ``quantize_pipeline(pipe)`` replaces the weight of every ``nn.Linear`` in the UNet and the VAE (and, on
-request, the prior) by an int8 tensor with one float scale per output row (symmetric). Two modes:
+request, the prior) by an int8 tensor with one float scale per output row (symmetric). Three modes:
 
 - ``int8-weight`` (alias ``int8``, the default; torchao's ``Int8WeightOnlyConfig``): activations stay in the
   pipeline's dtype and the matmul runs on the weight converted back to it at each call. Saves weight memory,
@@ -9,6 +9,13 @@ request, the prior) by an int8 tensor with one float scale per output row (symme
 - ``int8-dynamic`` (torchao's ``Int8DynamicActivationInt8WeightConfig``): the activations are quantised too,
   per token at each call, and the matmul runs in int8 (``torch._int_mm``; VNNI on x86 CPUs). Faster Linear
   layers on CPUs, a larger change in the depth. On CPUs without VNNI torchao's reduced range is used.
+- ``fp8-dynamic`` (alias ``fp8``; torchao's ``Float8DynamicActivationFloat8WeightConfig``): weights and
+  activations in float8 e4m3 with dynamic scales, one per row for bf16 models (torchao's ``PerRow``, the
+  fast ``torch._scaled_mm`` path) and one per tensor otherwise, the matmul on the GPU's fp8 tensor cores.
+  CUDA GPUs of compute capability 8.9 or later only (Ada Lovelace, Hopper and newer: L4, L40, H100, H200);
+  elsewhere :func:`quantize_pipeline` raises ``ValueError`` naming the requirement. Layers whose sizes are
+  not multiples of 16 stay in float (torchao's rule), which the returned counts show. Not measured here
+  (no such GPU); pair it with bf16 and torch.compile, as torchao advises.
 
 Convolutions stay in floating point: torchao 0.18 has no int8 convolution (its ``Int8Tensor`` implements
 ``linear`` only: ``aten.convolution`` raises NotImplementedError) and its float8 convolutions need a CUDA GPU
@@ -29,12 +36,13 @@ if TYPE_CHECKING:  # torch is imported where it is used: the command line checks
     import torch
     from torch import nn
 
-__all__ = ["ALIASES", "COMPONENTS", "DEVICES", "EXTRA", "MODES", "QuantizationUnavailable", "check_request",
+__all__ = ["ALIASES", "COMPONENTS", "DEVICES", "EXTRA", "MODES", "FP8_CAPABILITY", "QuantizationUnavailable", "check_fp8_device", "check_request",
            "is_quantized", "quantize_module", "quantize_pipeline", "quantized_linear_names", "require_torchao",
            "torchao_available"]
 
-MODES = ("int8-weight", "int8-dynamic")
-ALIASES = {"int8": "int8-weight"}  # the command line's --quantize names
+MODES = ("int8-weight", "int8-dynamic", "fp8-dynamic")
+ALIASES = {"int8": "int8-weight", "fp8": "fp8-dynamic"}  # the command line's --quantize names
+FP8_CAPABILITY = (8, 9)  # torchao float8: CUDA compute capability 8.9 (Ada Lovelace) or later
 COMPONENTS = ("unet", "vae", "prior")
 DEVICES = ("cpu", "cuda")
 EXTRA = 'pip install "apdepth[quant]"  (or: pip install torchao)'
@@ -63,7 +71,7 @@ def require_torchao():
         import torchao.quantization as taq
     except ImportError as e:
         raise QuantizationUnavailable(
-            f"int8 quantisation needs the optional library torchao, which cannot be imported here ({e}); "
+            f"int8 / fp8 quantisation needs the optional library torchao, which cannot be imported here ({e}); "
             f"install it: {EXTRA}") from e
     finally:
         for log, level in zip(noisy, levels):
@@ -86,41 +94,66 @@ def check_request(mode: str, components: Iterable[str]) -> tuple[str, tuple[str,
 
 
 def is_quantized(tensor: torch.Tensor) -> bool:
-    """Whether ``tensor`` is a torchao int8 weight (its storage ``qdata`` is ``torch.int8``)."""
+    """Whether ``tensor`` is a torchao int8 or float8 weight (its storage ``qdata`` is ``torch.int8`` or a
+    float8 dtype)."""
     import torch
 
     qdata = getattr(tensor, "qdata", None)
-    return isinstance(qdata, torch.Tensor) and qdata.dtype == torch.int8
+    return isinstance(qdata, torch.Tensor) and qdata.dtype in (torch.int8, torch.float8_e4m3fn, torch.float8_e5m2)
 
 
 def quantized_linear_names(module: nn.Module) -> list[str]:
-    """The qualified names of the ``nn.Linear`` layers of ``module`` whose weight is int8."""
+    """The qualified names of the ``nn.Linear`` layers of ``module`` whose weight is int8 or float8."""
     from torch import nn
 
     return [name for name, m in module.named_modules() if isinstance(m, nn.Linear) and is_quantized(m.weight)]
 
 
-def _check_module(module: nn.Module, what: str) -> None:
+def check_fp8_device(device: torch.device | str) -> None:
+    """Raise ``ValueError`` unless ``device`` is a CUDA GPU of compute capability >= 8.9 (torchao float8)."""
+    import torch
+
+    device = torch.device(device)
+    need = f"fp8 quantisation (torchao float8) needs a CUDA GPU of compute capability {FP8_CAPABILITY[0]}." \
+           f"{FP8_CAPABILITY[1]} or later (Ada Lovelace, Hopper: L4, L40, H100, H200)"
+    if device.type != "cuda":
+        raise ValueError(f"{need}; the model is on {device.type}")
+    capability = torch.cuda.get_device_capability(device)
+    if tuple(capability) < FP8_CAPABILITY:
+        raise ValueError(f"{need}; {torch.cuda.get_device_name(device)} has compute capability "
+                         f"{capability[0]}.{capability[1]}")
+
+
+def _check_module(module: nn.Module, what: str, mode: str = "int8-weight") -> None:
     params = list(module.parameters())
-    devices = {p.device.type for p in params}
-    if "meta" in devices:
+    devices = {p.device for p in params}
+    if "meta" in {d.type for d in devices}:
         raise ValueError(f"{what}: its weights are not loaded (meta device); quantise a loaded model")
-    unsupported = sorted(devices - set(DEVICES))
+    kind = mode.split("-")[0]
+    if kind == "fp8":
+        for device in devices:
+            check_fp8_device(device)
+    unsupported = sorted({d.type for d in devices} - set(DEVICES))
     if unsupported:
         raise ValueError(f"{what}: int8 quantisation runs on {' and '.join(DEVICES)} here; the model is on "
                          f"{', '.join(unsupported)}")
     if any(hasattr(m, "_hf_hook") for m in module.modules()):
         raise ValueError(f"{what}: model CPU offload is enabled (accelerate hooks that move the weights at each "
-                         "call); int8 quantisation is not supported with it: use one or the other")
+                         f"call); {kind} quantisation is not supported with it: use one or the other")
     if any(is_quantized(p) for p in params):
         raise ValueError(f"{what}: already quantised (quantise a pipeline once)")
 
 
-def _config(taq, mode: str, device: torch.device):
+def _config(taq, mode: str, device: torch.device, dtype: torch.dtype | None = None):
     """torchao's config for ``mode``. set_inductor_config=False: torch.compile's global settings stay the
     user's."""
+    import torch
+
     if mode == "int8-weight":
         return taq.Int8WeightOnlyConfig(set_inductor_config=False)
+    if mode == "fp8-dynamic":  # per-row scales need bf16 weights (torchao); per-tensor scales take any float
+        granularity = taq.PerRow() if dtype == torch.bfloat16 else taq.PerTensor()
+        return taq.Float8DynamicActivationFloat8WeightConfig(granularity=granularity, set_inductor_config=False)
     from torchao.utils import should_reduce_range  # CPUs without VNNI: int8 products must not overflow
 
     return taq.Int8DynamicActivationInt8WeightConfig(set_inductor_config=False,
@@ -132,12 +165,12 @@ def quantize_module(module: nn.Module, mode: str = "int8-weight", what: str = "m
     from torch import nn
 
     mode, _ = check_request(mode, ("unet",))
-    _check_module(module, what)
+    _check_module(module, what, mode)
     taq = require_torchao()
     linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
     if not linears:
         return 0
-    config = _config(taq, mode, next(module.parameters()).device)
+    config = _config(taq, mode, linears[0].weight.device, linears[0].weight.dtype)
     taq.quantize_(module, config, filter_fn=lambda m, _fqn: isinstance(m, nn.Linear))
     return len(quantized_linear_names(module))
 
@@ -145,7 +178,8 @@ def quantize_module(module: nn.Module, mode: str = "int8-weight", what: str = "m
 def quantize_pipeline(pipe, components: Iterable[str] = ("unet", "vae"), mode: str = "int8-weight") -> dict[str, int]:
     """Quantise the Linear layers of ``pipe``'s networks in place (see the module docstring).
 
-    ``mode``: ``int8-weight`` (alias ``int8``) or ``int8-dynamic``. ``components``: among ``unet``, ``vae``
+    ``mode``: ``int8-weight`` (alias ``int8``), ``int8-dynamic`` or ``fp8-dynamic`` (alias ``fp8``; CUDA
+    compute capability >= 8.9). ``components``: among ``unet``, ``vae``
     and ``prior``. Returns ``{component: layers quantised}``.
     Raises ``ValueError`` for an unknown mode or component, a missing prior, an unsupported device, model
     CPU offload or a second quantisation; :class:`QuantizationUnavailable` (an ``ImportError``) without
@@ -161,7 +195,7 @@ def quantize_pipeline(pipe, components: Iterable[str] = ("unet", "vae"), mode: s
         module = getattr(pipe, name, None)
         if module is None:
             raise ValueError(f"the pipeline has no {name} to quantise")
-        _check_module(module, name)
+        _check_module(module, name, mode)
         modules[name] = module
     require_torchao()
     return {name: quantize_module(module, mode, what=name) for name, module in modules.items()}

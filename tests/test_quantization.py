@@ -86,7 +86,7 @@ def test_quantised_depth_stays_near_the_float_depth(tiny_pipeline_dir, mode):
 
 
 def test_unsupported_requests_are_explained(tiny_pipeline_dir):
-    with pytest.raises(ValueError, match="int4.*choose among int8-weight, int8-dynamic, int8"):
+    with pytest.raises(ValueError, match="int4.*choose among int8-weight, int8-dynamic, fp8-dynamic, int8, fp8"):
         check_request("int4", ("unet",))
     with pytest.raises(ValueError, match="text_encoder.*unet, vae, prior"):
         check_request("int8", ("unet", "text_encoder"))

@@ -199,6 +199,12 @@ class Benchmark:
                 yield
             finally:
                 torch.backends.cudnn.benchmark = saved
+        elif name == "overlap_prior" and on != pipe.overlap_prior:
+            pipe.overlap_prior = on
+            try:
+                yield
+            finally:
+                pipe.overlap_prior = not on
         elif name == "vae_tiling" and on:
             pipe.enable_vae_tiling()
             try:
@@ -231,6 +237,10 @@ class Benchmark:
 
         int8_rows(self, dtype)  # int8 weight-only UNet + VAE Linear layers (torchao), off and on
 
+        if self.device.type == "cuda":  # the RGB encode on a second stream while the prior runs (eager)
+            with self._toggle("overlap_prior", True):
+                self.record("fast path", "RGB encode beside the prior (CUDA stream)", dtype, 1,
+                            lambda: self.call(images))
         if self.device.type == "cuda":  # cuDNN autotuning, alone and with channels_last, at batch 1 and the largest
             for batch in sorted({1, max(self.cfg.batch_sizes)}):
                 many = images * batch
@@ -255,16 +265,58 @@ class Benchmark:
             self.pipe.to(self.device)
 
     def compiled(self, dtype: str, mode: str) -> None:
-        """The UNet and the VAE's encoder and decoder under ``torch.compile(mode=mode)`` at batch 1 (each new
-        shape compiles again); a compilation failure becomes a row that says why instead of ending the run."""
-        self.pipe.compile_models(mode)
-        setting = f"torch.compile(UNet + VAE, {mode})"
+        """``torch.compile(mode=mode)`` at batch 1, each new shape compiling again: the UNet and the VAE's
+        encoder and decoder each on its own, then the whole pipeline as one region (one CUDA graph under
+        reduce-overhead), then the ``--fast`` preset (:func:`apdepth.compilation.apply_fast_preset`: its dtype,
+        its compile mode for this device) against the fp32 eager defaults. Each row carries its depth's
+        difference from fp32 eager (``max_abs``, ``mean_abs``); a compilation failure becomes a row that says
+        why instead of ending the run."""
+        reference = self._fp32_reference(dtype)
+        for scope, label in (("modules", "UNet + VAE"), ("pipeline", "whole pipeline")):
+            self._compiled_row(f"torch.compile({label}, {mode})", dtype, reference,
+                               lambda s=scope: self.pipe.compile_models(mode, scope=s))
+        self.pipe.compile_models(None)
+        self.fast_preset(reference)
+
+    def fast_preset(self, reference: torch.Tensor) -> None:
+        """``--fast`` off (fp32 eager, the defaults) and on, at batch 1; the pipeline's settings are restored."""
+        from ..compilation import apply_fast_preset, fast_compile_mode
+        from ..devices import auto_dtype
+
+        fast_dtype = next(k for k, v in DTYPES.items() if v == auto_dtype(self.device))
+        self.set_dtype("fp32")
+        self.record("fast path", "--fast off (fp32 eager)", "fp32", 1, lambda: self.call([self.image]))
+        self.set_dtype(fast_dtype)
+        mode = fast_compile_mode(self.device.type) or "none"
         try:
+            self._compiled_row(f"--fast ({fast_dtype}, compile {mode})", fast_dtype, reference,
+                               lambda: logger.info("%s", apply_fast_preset(self.pipe, self.device).describe()))
+        finally:
+            self.pipe.compile_models(None)
+            self.pipe.overlap_prior = False
+            self.pipe.set_channels_last(self.channels_last)
+
+    def _fp32_reference(self, dtype: str) -> torch.Tensor:
+        """The eager fp32 depth of the bench image at batch 1 (from the current weights; back in ``dtype``)."""
+        self.set_dtype("fp32")
+        with torch.no_grad():
+            reference = self.call([self.image], output_type="pt").prediction
+        self.set_dtype(dtype)
+        return reference
+
+    def _compiled_row(self, setting: str, dtype: str, reference: torch.Tensor, apply: Callable[[], None]) -> None:
+        from .quantization import depth_difference
+
+        h, w = self.cfg.resolution
+        try:
+            apply()
+            with torch.no_grad():
+                diff = depth_difference(self.call([self.image], output_type="pt").prediction, reference)
             self.record("fast path", setting, dtype, 1, lambda: self.call([self.image]),
-                         note="warm-up includes compilation")
+                        note=f"first call compiles; depth vs fp32 eager: max {diff['max_abs']:.1e}, "
+                             f"mean {diff['mean_abs']:.1e}", **diff)
         except Exception as e:  # noqa: BLE001 - any backend error is a result to report
             logger.warning("%s failed: %s", setting, e)
-            h, w = self.cfg.resolution
             first = str(e).splitlines()[0][:120] if str(e) else ""
             self.add(Row("fast path", setting, dtype, f"{w}x{h}", 1, None, note=f"failed: {type(e).__name__}: {first}"))
 

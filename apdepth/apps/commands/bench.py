@@ -58,8 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--large-res", type=_size, default=(1536, 2048), metavar="WxH",
                         help="input size for the VAE tiling comparison (default 2048x1536)")
     parser.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
-                        help="also time torch.compile of the UNet and VAE, in MODE (default 'default'; "
-                             "'reduce-overhead' adds CUDA graphs); compilation takes minutes")
+                        help="also time torch.compile in MODE (default 'default'; 'reduce-overhead' adds CUDA "
+                             "graphs): the UNet and VAE, the whole pipeline as one region, and the --fast preset "
+                             "against fp32 eager; compilation takes minutes")
     parser.add_argument("--marigold", type=_marigold, default=((1, 1), (4, 1), (50, 10)),
                         help="baselines as STEPSxENSEMBLE list, or 'none' (default 1x1,4x1,50x10)")
     parser.add_argument("--marigold-full", action="store_true",

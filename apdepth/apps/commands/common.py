@@ -33,6 +33,14 @@ class UsageError(Exception):
     and exits with status 2."""
 
 
+class _Explicit(argparse.Action):
+    """Store the value and remember that it was given (``--fast`` fills only what the user left unset)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, self.const if values is None else values)
+        namespace.explicit = {*getattr(namespace, "explicit", ()), self.dest}
+
+
 class ModelLoadError(Exception):
     """A model or prior that cannot be loaded: one line naming it and the reason, exit status 2 (the
     traceback only with -v)."""
@@ -47,10 +55,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--prior", default=None,
                    help="prior override: small|base|large|giant, a transformers hub id or folder, "
                         "or an original depth_anything_v2_vit*.pth")
-    g.add_argument("--dtype", choices=DTYPES, default="fp32",
+    g.add_argument("--dtype", choices=DTYPES, default="fp32", action=_Explicit,
                    help="weights and compute dtype (default: fp32). auto: the fastest faithful one here, bf16 on "
                         "CUDA GPUs and on CPUs with AMX/AVX-512-BF16 (about 4x faster there), else fp32")
-    g.add_argument("--memory-format", choices=("auto", "channels_last", "contiguous"), default="auto",
+    g.add_argument("--memory-format", choices=("auto", "channels_last", "contiguous"), default="auto", action=_Explicit,
                    help="UNet and VAE weight layout (same results): auto = channels_last on CPUs, where it is "
                         "faster, contiguous on GPUs")
     g.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best available)")
@@ -60,12 +68,26 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         "(close to, not equal to, whole decoding)")
     g.add_argument("--low-memory", action="store_true",
                    help="CUDA: keep only the running model on the GPU (model CPU offload), for small cards")
-    g.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
-                   help="torch.compile the UNet and VAE (MODE: default, reduce-overhead = with CUDA graphs, "
-                        "max-autotune); pays off over many same-size inputs: each new size compiles again")
+    g.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE", action=_Explicit,
+                   help="torch.compile (MODE: default, reduce-overhead = with CUDA graphs, max-autotune); pays off "
+                        "over many same-size inputs: each new size compiles again (compiled code is cached in "
+                        "~/.cache/apdepth/inductor unless TORCHINDUCTOR_CACHE_DIR is set)")
+    g.add_argument("--compile-scope", choices=("modules", "pipeline"), default="modules", action=_Explicit,
+                   help="what --compile compiles: the UNet and the VAE each on its own (modules, the default) or "
+                        "prior, encodes, UNet and decode as one region (pipeline: one CUDA graph with "
+                        "reduce-overhead)")
     g.add_argument("--max-processing-res", type=int, default=MAX_PROCESSING_RES, metavar="N",
                    help=f"refuse processing resolutions above N pixels (default: {MAX_PROCESSING_RES}; a guard "
                         "against typos that would exhaust memory)")
+
+
+def add_fast_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fast", action="store_true",
+                        help="the documented speed set (printed when applied): --dtype auto unless a dtype is "
+                             "named, channels_last on CPUs, SDPA attention, on CUDA the RGB encode beside the prior "
+                             "and the whole pipeline compiled as one CUDA graph (reduce-overhead) with a persistent "
+                             "compile cache. Everything but the dtype gives the fp32 output within float tolerance; "
+                             "bf16 moves the depth by ~1e-3 on average (docs/benchmarks/README.md)")
 
 
 # ---------------------------------------------------------------------------- option checks (no heavy imports)
@@ -162,10 +184,10 @@ def check_model_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f"--device {args.device!r}: expected cpu, cuda, cuda:N, mps (or xpu/npu/hpu[:N])")
     if getattr(args, "low_memory", False) and args.device is not None and not args.device.startswith("cuda"):
         raise UsageError(f"--low-memory offloads models from a CUDA GPU; --device is {args.device}")
-    if args.compile is not None and args.compile not in ("default", "reduce-overhead", "max-autotune",
-                                                          "max-autotune-no-cudagraphs"):
-        raise UsageError(f"--compile {args.compile!r}: choose among default, reduce-overhead, max-autotune, "
-                         "max-autotune-no-cudagraphs")
+    from ...compilation import MODES
+
+    if args.compile is not None and args.compile not in MODES:
+        raise UsageError(f"--compile {args.compile!r}: choose among {', '.join(MODES)}")
 
 
 def check_output_folder(outdir: Path, subfolders=()) -> None:
@@ -253,14 +275,17 @@ def load_pipeline(args: argparse.Namespace, device=None):
     """Load the ApDepth pipeline the model flags describe, on its device and dtype.
 
     ``device`` (e.g. this process's GPU under accelerate) is used when ``--device`` is not given. A model
-    or prior that cannot be loaded raises :class:`ModelLoadError` naming it and the reason.
+    or prior that cannot be loaded raises :class:`ModelLoadError` naming it and the reason. ``--fast``
+    (:func:`apdepth.compilation.apply_fast_preset`) fills what the user left unset and says what it set.
     """
     from ...pipeline import ApDepthPipeline
 
     quiet_loading_bars()
     device = resolve_device(args.device) if args.device or device is None else device
-    dtype = parse_dtype(args.dtype, device)
-    cpu_fp16 = _warn_if_slow_on_cpu(args.dtype, dtype, device)
+    fast, explicit = getattr(args, "fast", False), getattr(args, "explicit", set())
+    dtype_name = "auto" if fast and "dtype" not in explicit else args.dtype
+    dtype = parse_dtype(dtype_name, device)
+    cpu_fp16 = _warn_if_slow_on_cpu(dtype_name, dtype, device)
     model = resolve_model(args)
     try:
         pipe = ApDepthPipeline.from_pretrained(model, prior=args.prior, dtype=dtype, local_files_only=args.offline)
@@ -273,15 +298,35 @@ def load_pipeline(args: argparse.Namespace, device=None):
 
     memory_format = getattr(args, "memory_format", "auto")
     pipe.set_channels_last(prefers_channels_last(device) if memory_format == "auto" else memory_format == "channels_last")
-    if getattr(args, "compile", None):
-        pipe.compile_models(args.compile)
-    if getattr(args, "low_memory", False):
+    low_memory = getattr(args, "low_memory", False)
+    if fast:
+        _apply_fast(pipe, args, device, explicit, low_memory)
+    elif getattr(args, "compile", None):
+        pipe.compile_models(args.compile, scope=getattr(args, "compile_scope", "modules"))
+    if low_memory:
         if device.type != "cuda":
             raise SystemExit(f"--low-memory offloads models from a CUDA GPU; the device here is {device}.")
         pipe.enable_model_cpu_offload(device=device)
         return pipe
     # diffusers warns at every fp16 module moved to the CPU ("cannot run": it does); said once above
     return pipe.to(device, silence_dtype_warnings=cpu_fp16)
+
+
+def _apply_fast(pipe, args: argparse.Namespace, device, explicit: set, low_memory: bool) -> None:
+    """``--fast`` on a loaded pipeline: the preset, a named --compile / --compile-scope / --memory-format
+    winning over its choices; logs what was set."""
+    from ...compilation import apply_fast_preset
+
+    if low_memory or getattr(args, "vae_tiling", False):
+        mode = None  # offloading hooks and tiled VAE calls do not trace as one region
+    else:
+        mode = args.compile if "compile" in explicit else "auto"
+    scope = args.compile_scope if "compile_scope" in explicit else "pipeline"
+    memory_format = args.memory_format if "memory_format" in explicit else "auto"
+    preset = apply_fast_preset(pipe, device, compile_mode=mode, scope=scope, memory_format=memory_format)
+    if low_memory or getattr(args, "vae_tiling", False):
+        preset.kept.append("no torch.compile with --low-memory / --vae-tiling")
+    logger.info("%s", preset.describe())
 
 
 def _warn_if_slow_on_cpu(name: str, dtype, device) -> bool:

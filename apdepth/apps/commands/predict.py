@@ -33,6 +33,7 @@ from . import predict_extras
 from .common import (
     RESAMPLE_MODES,
     UsageError,
+    add_fast_argument,
     add_model_arguments,
     check_choices,
     check_colormap,
@@ -74,13 +75,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"resize interpolation: {', '.join(RESAMPLE_MODES)} (default: bilinear)")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: 1)")
     parser.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs all exist")
-    parser.add_argument("--quantize", choices=("int8", "int8-dynamic"), default=None,
-                        help="int8 Linear layers in the UNet and VAE (torchao: pip install \"apdepth[quant]\"): "
+    parser.add_argument("--quantize", choices=("int8", "int8-dynamic", "fp8"), default=None,
+                        help="int8 / fp8 Linear layers in the UNet and VAE (torchao: pip install \"apdepth[quant]\"): "
                              "int8 = weights only (less memory, not faster), int8-dynamic = weights and "
                              "activations (faster fp32 Linear layers on CPUs); the depth moves by under 1e-2 on the "
-                             "embedded model (docs/benchmarks/README.md)")
+                             "embedded model (docs/benchmarks/README.md). fp8 = float8 weights and activations "
+                             "(CUDA GPUs of compute capability >= 8.9 only: Ada, Hopper; best with bf16 and --fast)")
     predict_extras.add_arguments(parser)
     add_model_arguments(parser)
+    add_fast_argument(parser)
     add_backend_arguments(parser)
 
 
@@ -138,7 +141,10 @@ class PredictOptions:
 
 
 def _check_quantize(args: argparse.Namespace) -> None:
-    """--quantize: torchao installed, the torch backend, no model offload (checked without importing torch)."""
+    """--quantize: torchao installed, the torch backend, no model offload (checked without importing torch);
+    --fast: the torch backend."""
+    if getattr(args, "fast", False) and getattr(args, "backend", "torch") != "torch":
+        raise UsageError(f"--fast sets up the torch pipeline; --backend {args.backend} runs an export")
     if getattr(args, "quantize", None) is None:
         return
     from ...quantization import EXTRA, torchao_available
@@ -147,6 +153,9 @@ def _check_quantize(args: argparse.Namespace) -> None:
         raise UsageError(f"--quantize quantises the torch model; --backend {args.backend} runs an export")
     if getattr(args, "low_memory", False):
         raise UsageError("--quantize and --low-memory cannot be combined (offloading moves the weights each call)")
+    if args.quantize == "fp8" and args.device is not None and not args.device.startswith("cuda"):
+        raise UsageError(f"--quantize fp8 needs a CUDA GPU of compute capability >= 8.9 (torchao float8: Ada, "
+                         f"Hopper); --device is {args.device}")
     if not torchao_available():
         raise UsageError(f"--quantize {args.quantize} needs the optional library torchao: {EXTRA}")
 
@@ -225,7 +234,7 @@ def _load_pipeline(args: argparse.Namespace, state, quantize: str | None = None)
                 counts = quantize_pipeline(pipe, mode=quantize)
             except (ValueError, ImportError) as e:
                 raise UsageError(f"--quantize {quantize}: {e}") from e
-            logger.info("--quantize %s: int8 Linear layers %s", quantize, counts)
+            logger.info("--quantize %s: %s Linear layers %s", quantize, quantize[:4].rstrip("-"), counts)
     return pipe
 
 
