@@ -4,6 +4,7 @@ through the public API, exactly as users load real checkpoints. No network."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,8 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# compiled kernels of the tests go to a temporary folder, not to the user's ~/.cache/apdepth/inductor
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="apdepth-test-inductor-"))
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
