@@ -47,7 +47,8 @@ class RecipeConfig:
 
     seed: int = 0
     counts: dict = field(default_factory=lambda: {"hypersim": 800, "nyu": 60, "kitti": 40})
-    outdoor: float = 0.5  # fraction of the training scenes that are open-air (apdepth.synth.openair)
+    outdoor: float = 0.4  # fraction of the training scenes that are open-air (apdepth.synth.openair)
+    closeup: float = 0.3  # fraction that are close-ups of one subject before a farther backdrop (apdepth.synth.closeup)
     photometric: float = 0.8  # share of the prior's training images with photometric augmentation
     vae_steps: int = 400
     prior_steps: int = 600
@@ -215,7 +216,7 @@ class Recipe:
                 continue
             train = kind == "hypersim"
             generate(kind, folder, num, seed=self.cfg.seed, workers=self.cfg.workers, size=TRAIN_SIZE if train else None,
-                     outdoor=self.cfg.outdoor if train else 0.0)
+                     outdoor=self.cfg.outdoor if train else 0.0, closeup=self.cfg.closeup if train else 0.0)
             ran = True
         return ran
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from ..io import atomic_open
 from . import encode as en
+from .closeup import closeup_camera, sample_closeup_scene
 from .compose import seed_rng
 from .indoor import sample_indoor_camera, sample_room
 from .openair import clamp_sky, open_camera, sample_open_scene
@@ -45,7 +46,8 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("hypersim", "vkitti", "nyu", "kitti")
 STREAM = {"hypersim": 11, "vkitti": 12, "nyu": 13, "kitti": 14}  # seed streams: one per data set
-OPEN_STREAM = 15  # which Hypersim-layout scenes are open-air ones (``outdoor`` > 0), and their seeds
+OPEN_STREAM = 15  # which Hypersim-layout scenes are open-air / close-up ones, and the open-air ones' seeds
+CLOSEUP_STREAM = 16  # the close-up scenes' seeds (``closeup`` > 0)
 DEFAULT_SIZE = {"hypersim": (480, 640), "nyu": (480, 640), "vkitti": (KITTI_HEIGHT, KITTI_WIDTH),
                 "kitti": (KITTI_HEIGHT, KITTI_WIDTH)}
 DEFAULT_FRAMES = {"hypersim": 4, "vkitti": 5, "nyu": 3, "kitti": 8}
@@ -90,7 +92,17 @@ def render_frame(scene, camera, rng):
 def is_open_air(seed: int, scene: int, outdoor: float) -> bool:
     """Is Hypersim-layout scene ``scene`` an open-air one? A fraction ``outdoor`` of scenes are, each decided
     by its own seed (so adding scenes never changes earlier ones)."""
-    return outdoor > 0 and bool(seed_rng(seed, OPEN_STREAM, scene).random() < outdoor)
+    return scene_kind(seed, scene, outdoor) == "open"
+
+
+def scene_kind(seed: int, scene: int, outdoor: float, closeup: float = 0.0) -> str:
+    """``"open"`` (a fraction ``outdoor`` of the scenes), ``"closeup"`` (a fraction ``closeup``) or ``"room"``,
+    each scene decided by one draw from its own seed: raising ``closeup`` turns rooms into close-ups and
+    leaves the open-air scenes as they were."""
+    u = seed_rng(seed, OPEN_STREAM, scene).random()
+    if outdoor > 0 and u < outdoor:
+        return "open"
+    return "closeup" if closeup > 0 and u < outdoor + closeup else "room"
 
 
 def render_open_frame(scene, camera, rng):
@@ -109,31 +121,35 @@ def render_open_frame(scene, camera, rng):
 
 
 def open_hypersim_scene(seed: int, scene: int, frames: list[int], size: tuple[int, int], name: str,
-                        keep_depth: bool = False) -> SceneResult:
-    """An open-air scene (:mod:`apdepth.synth.openair`) written like a Hypersim one."""
+                        keep_depth: bool = False, closeup: bool = False) -> SceneResult:
+    """An open-air scene (:mod:`apdepth.synth.openair`), or a close-up one (:mod:`apdepth.synth.closeup`),
+    written like a Hypersim one."""
     res, t = SceneResult(), time.process_time()
-    world = sample_open_scene(seed_rng(seed, OPEN_STREAM, scene, 0))
+    stream = CLOSEUP_STREAM if closeup else OPEN_STREAM
+    world = (sample_closeup_scene if closeup else sample_open_scene)(seed_rng(seed, stream, scene, 0))
     t = _tick(res, "scene", t)
     for fr in frames:
-        rng = seed_rng(seed, OPEN_STREAM, scene, fr + 1)
-        cam = open_camera(rng, world, *size)
+        rng = seed_rng(seed, stream, scene, fr + 1)
+        cam = (closeup_camera if closeup else open_camera)(rng, world, *size)
         rgb, depth = render_open_frame(world, cam, rng)
         res.depths += [depth] if keep_depth else []
         t = _tick(res, "render", t)
         rgb_rel, depth_rel = f"{name}/rgb_cam_00_fr{fr:04d}.png", f"{name}/depth_plane_cam_00_fr{fr:04d}.png"
         res.files += [(rgb_rel, en.png_bytes(rgb)), (depth_rel, en.png_bytes(en.metres_to_uint16(depth, 1000.0)))]
         res.lines.append(f"{rgb_rel} {depth_rel}")
-        res.meta.append(_cam_meta(rgb_rel, cam, {"room": "open_air"}))
+        res.meta.append(_cam_meta(rgb_rel, cam, {"room": "closeup" if closeup else "open_air"}))
         t = _tick(res, "encode", t)
     return res
 
 
 def hypersim_scene(seed: int, scene: int, frames: list[int], size: tuple[int, int],
-                   keep_depth: bool = False, outdoor: float = 0.0) -> SceneResult:
-    """A furnished room seen from ``frames`` viewpoints, or an open-air scene (a fraction ``outdoor``)."""
+                   keep_depth: bool = False, outdoor: float = 0.0, closeup: float = 0.0) -> SceneResult:
+    """A furnished room seen from ``frames`` viewpoints, or an open-air scene (a fraction ``outdoor``), or a
+    close-up of one subject (a fraction ``closeup``)."""
     name = f"ai_{scene // 100 + 1:03d}_{scene % 100 + 1:03d}"
-    if is_open_air(seed, scene, outdoor):
-        return open_hypersim_scene(seed, scene, frames, size, name, keep_depth)
+    kind = scene_kind(seed, scene, outdoor, closeup)
+    if kind != "room":
+        return open_hypersim_scene(seed, scene, frames, size, name, keep_depth, closeup=kind == "closeup")
     res, t = SceneResult(), time.process_time()
     room = sample_room(seed_rng(seed, STREAM["hypersim"], scene))
     t = _tick(res, "scene", t)
@@ -255,35 +271,38 @@ def plan(kind: str, num: int, frames_per_scene: int | None = None) -> list[tuple
 
 
 def render_scene(kind: str, seed: int, scene: int, frames: list[int], size: tuple[int, int] | None = None,
-                 keep_depth: bool = False, outdoor: float = 0.0) -> SceneResult:
+                 keep_depth: bool = False, outdoor: float = 0.0, closeup: float = 0.0) -> SceneResult:
     """Render one work unit of :func:`plan` exactly as :func:`generate` does (``keep_depth``: also return
     the float depth maps)."""
-    extra = {"outdoor": outdoor} if kind == "hypersim" else {}
+    extra = {"outdoor": outdoor, "closeup": closeup} if kind == "hypersim" else {}
     return RENDERERS[kind](seed, scene, frames, tuple(size or DEFAULT_SIZE[kind]), keep_depth, **extra)
 
 
 def _run_unit(args) -> SceneResult:
-    kind, seed, scene, frames, size, outdoor = args
-    return render_scene(kind, seed, scene, frames, size, outdoor=outdoor)
+    kind, seed, scene, frames, size, outdoor, closeup = args
+    return render_scene(kind, seed, scene, frames, size, outdoor=outdoor, closeup=closeup)
 
 
 def generate(kind: str, out_dir: str | os.PathLike, num: int, seed: int = 0, workers: int = 1,
              size: tuple[int, int] | None = None, frames_per_scene: int | None = None,
-             progress: bool = True, outdoor: float = 0.0) -> dict:
+             progress: bool = True, outdoor: float = 0.0, closeup: float = 0.0) -> dict:
     """Render ``num`` images of data set ``kind`` into ``out_dir``; returns a summary dict (counts, paths, timing).
 
     ``outdoor`` (``hypersim`` only): the fraction of scenes that are open-air ones (:mod:`.openair`)
-    instead of rooms, written in the same layout.
+    instead of rooms, written in the same layout; ``closeup`` (``hypersim`` only): the fraction that are
+    close-ups of one subject in front of a farther backdrop (:mod:`.closeup`).
     """
     size = tuple(size or DEFAULT_SIZE[kind])
     if len(size) != 2 or min(size) < 16:
         raise ValueError(f"size must be (height, width) with both >= 16, got {size}")
     if not 0.0 <= outdoor <= 1.0 or (outdoor > 0 and kind != "hypersim"):
         raise ValueError(f"outdoor must be in [0, 1] and is only for hypersim, got {outdoor} for {kind}")
+    if closeup < 0 or outdoor + closeup > 1.0 or (closeup > 0 and kind != "hypersim"):
+        raise ValueError(f"closeup must be in [0, 1 - outdoor] and is only for hypersim, got {closeup} for {kind}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     units = plan(kind, num, frames_per_scene)
-    jobs = [(kind, int(seed), scene, frames, size, float(outdoor)) for scene, frames in units]
+    jobs = [(kind, int(seed), scene, frames, size, float(outdoor), float(closeup)) for scene, frames in units]
     lines, meta, seconds = [], [], {}
     archive = out / ARCHIVE_NAME[kind] if kind in ARCHIVE_NAME else None
     from tqdm.auto import tqdm
@@ -313,7 +332,7 @@ def generate(kind: str, out_dir: str | os.PathLike, num: int, seed: int = 0, wor
     with atomic_open(split, "w") as f:
         f.write("".join(line + "\n" for line in lines))
     info = {"kind": kind, "seed": int(seed), "images": len(lines), "size": list(size), "scenes": len(units),
-            **({"outdoor": float(outdoor)} if outdoor > 0 else {}),
+            **({"outdoor": float(outdoor)} if outdoor > 0 else {}), **({"closeup": float(closeup)} if closeup > 0 else {}),
             "root": str(archive or out), "split": str(split),
             "cpu_seconds_per_image": {k: v / max(len(lines), 1) for k, v in seconds.items()},
             "wall_seconds": wall, "workers": workers}
