@@ -142,11 +142,13 @@ def _compute_line(log: dict) -> str:
 
 
 def _recipe_text(cfg: dict, base_losses: dict, train_size) -> str:
-    open_air = cfg.get("outdoor", 0.0)
+    open_air, closeup = cfg.get("outdoor", 0.0), cfg.get("closeup", 0.0)
+    closeups = (f"{closeup:.0%} close-ups of one subject (a person, an animal, a plant, a still life) before a "
+                "farther wall, hedge or open-air backdrop; ") if closeup else ""
     return f"""1. Data (`apdepth synth`, seed {cfg['seed']}): {cfg['counts']['hypersim']} Hypersim-layout
    training images at {train_size[0]}x{train_size[1]} ({open_air:.0%} of the scenes open-air: ground, sky,
-   tree lines, buildings, hills, people-sized figures, animals, cars, with haze and defocus blur; the rest
-   furnished rooms); held-out NYUv2-layout ({cfg['counts']['nyu']} images, 480x640) and KITTI-layout
+   tree lines, buildings, hills, people-sized figures, animals, cars, with haze and defocus blur;
+   {closeups}the rest furnished rooms); held-out NYUv2-layout ({cfg['counts']['nyu']} images, 480x640) and KITTI-layout
    ({cfg['counts']['kitti']} images, 375x1242, sparse LiDAR-like ground truth) archives, rendered from
    scenes the training set never uses. Every texture is procedural or a tileable CC0 greyscale photo of
    bricks, grass or gravel; no photograph of the WHDR set below is used anywhere.
