@@ -1,4 +1,4 @@
-"""Short WHDR experiments on the embedded demo model (issue 17): fine-tune stage 2 and/or the prior from
+"""Short WHDR experiments on the embedded demo model: fine-tune stage 2 and/or the prior from
 a starting pipeline for a few hundred steps with the library's own training code, then measure WHDR on
 the labelled real photographs and AbsRel on the synthetic held-out archives.
 
