@@ -135,7 +135,7 @@ def _check_module(module: nn.Module, what: str, mode: str = "int8-weight") -> No
             check_fp8_device(device)
     unsupported = sorted({d.type for d in devices} - set(DEVICES))
     if unsupported:
-        raise ValueError(f"{what}: int8 quantisation runs on {' and '.join(DEVICES)} here; the model is on "
+        raise ValueError(f"{what}: {kind} quantisation runs on {' and '.join(DEVICES)} here; the model is on "
                          f"{', '.join(unsupported)}")
     if any(hasattr(m, "_hf_hook") for m in module.modules()):
         raise ValueError(f"{what}: model CPU offload is enabled (accelerate hooks that move the weights at each "

@@ -317,14 +317,12 @@ def _apply_fast(pipe, args: argparse.Namespace, device, explicit: set, low_memor
     winning over its choices; logs what was set."""
     from ...compilation import apply_fast_preset
 
-    if low_memory or getattr(args, "vae_tiling", False):
-        mode = None  # offloading hooks and tiled VAE calls do not trace as one region
-    else:
-        mode = args.compile if "compile" in explicit else "auto"
+    no_compile = low_memory or getattr(args, "vae_tiling", False)  # hooks and tiled VAE calls: not one region
+    mode = None if no_compile else args.compile if "compile" in explicit else "auto"
     scope = args.compile_scope if "compile_scope" in explicit else "pipeline"
     memory_format = args.memory_format if "memory_format" in explicit else "auto"
     preset = apply_fast_preset(pipe, device, compile_mode=mode, scope=scope, memory_format=memory_format)
-    if low_memory or getattr(args, "vae_tiling", False):
+    if no_compile:
         preset.kept.append("no torch.compile with --low-memory / --vae-tiling")
     logger.info("%s", preset.describe())
 

@@ -234,7 +234,7 @@ def _load_pipeline(args: argparse.Namespace, state, quantize: str | None = None)
                 counts = quantize_pipeline(pipe, mode=quantize)
             except (ValueError, ImportError) as e:
                 raise UsageError(f"--quantize {quantize}: {e}") from e
-            logger.info("--quantize %s: %s Linear layers %s", quantize, quantize[:4].rstrip("-"), counts)
+            logger.info("--quantize %s: %s Linear layers %s", quantize, quantize.split("-")[0], counts)
     return pipe
 
 
