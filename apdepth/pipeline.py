@@ -281,7 +281,7 @@ class ApDepthPipeline(DiffusionPipeline):
             module.to(memory_format=fmt)
 
     def compile_models(self, mode: str | None = "default", scope: str = "modules", cache: bool = True,
-                       backend="inductor") -> None:
+                       backend="inductor", freezing: bool = False) -> None:
         """``torch.compile`` the pipeline (opt-in; the first call at each new input size compiles, which takes
         minutes for the full-size models). Results equal eager mode within float tolerance.
 
@@ -301,6 +301,12 @@ class ApDepthPipeline(DiffusionPipeline):
         (:func:`apdepth.compilation.enable_compile_cache`; a ``TORCHINDUCTOR_CACHE_DIR`` set by the user
         wins). ``backend``: torch.compile's (``mode`` applies to ``inductor`` only; ``"eager"`` traces without
         generating code).
+
+        ``freezing`` (inductor only, inference only): the weights become constants of the compiled graph, so
+        inductor folds them and, on CPUs, stores each convolution's and matrix product's weight once in
+        oneDNN's blocked layout (weight prepacking) instead of reordering it at every call, as eager bf16
+        convolutions do. The compiled code then holds the weights as they were at the first call: changing
+        the weights or the dtype afterwards needs another :meth:`compile_models`.
         """
         from .compilation import MODES, SCOPES, enable_compile_cache
 
@@ -313,7 +319,12 @@ class ApDepthPipeline(DiffusionPipeline):
             return
         if cache and backend == "inductor":
             enable_compile_cache()
-        options = {"mode": mode} if backend == "inductor" else {}
+        if freezing and backend == "inductor":
+            from torch._inductor import list_mode_options
+
+            options = {"options": {**list_mode_options(mode), "freezing": True}}
+        else:
+            options = {"mode": mode} if backend == "inductor" else {}
         if scope == "modules":
             for module in (self.unet, self.vae.encoder, self.vae.decoder):
                 module.compile(backend=backend, **options)

@@ -76,6 +76,7 @@ def test_bench_command_on_tiny_models(tmp_path, capsys):
     report = json.loads(out.read_text())
     assert {"hardware", "versions", "settings", "rows"} <= report.keys()
     assert report["versions"]["torch"] == torch.__version__
+    assert report["hardware"]["gemm_tflops"]["fp32"] > 0  # the machine's rate, to compare runs across machines
     settings = {(r["scenario"], r["setting"], r["batch"]) for r in report["rows"]}
     for expected in [("stage", "UNet (1 step)", 1), ("apdepth", "end-to-end", 2), ("fast path", "RGB + prior in one VAE call", 1),
                      ("fast path", "classic attention", 1), ("fast path", "VAE tiling on", 1),
@@ -121,6 +122,7 @@ def test_bench_command_on_tiny_models(tmp_path, capsys):
     markdown_rows = markdown.split("| TFLOP per image")[0]
     assert markdown_rows.count("\n| ") == len(report["rows"]) + 1  # header + one line per row
     assert "| apdepth | end-to-end | fp32 | 48x32 | 2 |" in markdown
+    assert "matrix products fp32 " in markdown.splitlines()[0]
     # --from renders the saved report again without measuring anything
     assert main(["bench", "--from", str(out), "--markdown", str(tmp_path / "again.md")]) == 0
     assert (tmp_path / "again.md").read_text() == markdown
@@ -145,6 +147,9 @@ def test_goals_are_judged_on_the_right_rows():
                 "cuda", BenchConfig(prior="large"))
     assert gpu[0]["measured"] == 20.0 and gpu[0]["batch"] == 8 and gpu[0]["met"] is True  # 160 ms / 8 images
     assert goals(rows[:1], "cpu", BenchConfig(prior="large"))[0]["met"] is None
+    # the floor: counted work at the machine's matrix-product rate (6.0 TFLOP at 0.5 TFLOP/s = 12 s)
+    floor = goals(rows, "cpu", BenchConfig(prior="small"), {"tflop": {"640x480": {"total": 6.0}}}, {"bf16": 0.5})
+    assert "take 12000 ms; 3000 ms needs 2.00 TFLOP/s" in floor[0]["note"]
 
 
 def test_bench_config_defaults_follow_the_paper():
@@ -225,3 +230,67 @@ def test_counted_flops_match_hand_counts():
     g = growth_exponents({h * w: f, 4 * h * w: stage_flops(meta, 2 * h, 2 * w)})
     assert g["UNet self-attention"] == pytest.approx(2.0, abs=1e-3) and g["decode attention"] == pytest.approx(2.0)
     assert 1.0 < g["UNet"] < 1.5 and g["prior attention"] > 1.8
+
+
+def test_other_prior_rows_swap_the_prior_and_put_it_back(monkeypatch):
+    """--other-priors: the prior stage and end to end with another DA2 size in the same pipeline (here a tiny
+    stand-in for the full-size DA2-large), then the bench's own prior is back."""
+    from apdepth.benchmark import architectures, scaling
+    from apdepth.diffusion.architectures import tiny_prior
+
+    built = []
+    monkeypatch.setattr(architectures, "full_size_prior",
+                        lambda size, device, dtype: built.append(size) or tiny_prior().to(device, dtype))
+    bench = Benchmark(BenchConfig(arch="tiny", resolution=(32, 48), repeats=1, warmup=0, prior="small"))
+    own = bench.pipe.prior
+    scaling.other_prior_rows(bench, "fp32", ("small", "large"))
+    assert built == ["large"]  # the bench's own size is not timed twice
+    assert bench.pipe.prior is own
+    assert [(r.scenario, r.setting) for r in bench.rows] == [("stage", "prior (DA2-large)"),
+                                                              ("apdepth", "end-to-end with DA2-large")]
+
+
+def test_other_priors_names_the_sizes(capsys):
+    with pytest.raises(SystemExit, match="--other-priors: unknown \\['huge'\\]"):
+        main(["bench", "--arch", "tiny", "--device", "cpu", "--other-priors", "huge", "-o", "unused.json"])
+
+
+@pytest.mark.parametrize(("flags", "line"), [
+    ("fpu avx2 fma avx512f avx512_vnni avx512_bf16", "ISA AVX512 (avx512_bf16, avx512_vnni)"),
+    ("fpu avx2 fma avx512f amx_bf16 amx_tile amx_int8 avx512_bf16", "ISA AVX512 (amx_bf16, amx_int8, avx512_bf16)"),
+    ("fpu avx2 fma", "ISA AVX2, bf16 emulated"),
+])
+def test_the_report_says_which_kernels_ran(tmp_path, monkeypatch, flags, line):
+    """The header names the dispatch ISA, the bf16 / int8 units, oneDNN, the allocator and the threads."""
+    from apdepth.benchmark.report import backend_line
+    from apdepth.devices import cpu_backend_info
+
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n")
+    isa = "AVX512" if "avx512f" in flags else "AVX2"
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: isa)
+    hw = {"cpu_count": 2, "torch_threads": 2, "allocator": "glibc-retain", **cpu_backend_info(str(info))}
+    assert hw["native_bf16"] is ("bf16" in flags)
+    text = backend_line(hw)
+    assert text.startswith(line + ", ") and text.endswith("allocator glibc-retain, 2 threads")
+    if torch.backends.mkldnn.is_available():
+        assert "oneDNN v" in text
+    assert backend_line({"gpu": "H100", "cuda": "12.8", "cudnn": 90100}) == \
+        "CUDA 12.8, cuDNN 90100, allocator system, ? threads"
+
+
+def test_compile_freezing_reaches_inductor(tiny_pipeline_dir, monkeypatch):
+    """compile_models(freezing=True) hands inductor its mode's options plus freezing (weights as constants,
+    prepacked for oneDNN on CPUs); without it, the mode alone."""
+    import torch._inductor
+
+    from apdepth import ApDepthPipeline
+
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: calls.append(kw) or fn)
+    pipe = ApDepthPipeline.from_pretrained(tiny_pipeline_dir)
+    pipe.compile_models("max-autotune", scope="pipeline", cache=False, freezing=True)
+    assert calls[-1]["options"] == {**torch._inductor.list_mode_options("max-autotune"), "freezing": True}
+    assert "mode" not in calls[-1]
+    pipe.compile_models("default", scope="pipeline", cache=False)
+    assert calls[-1]["mode"] == "default" and "options" not in calls[-1]

@@ -27,7 +27,9 @@ PREFIX = 12  # held-out NYU images regenerated in CI (4 rooms of 3 views; the ca
 
 def test_recipe_runs_end_to_end_and_installs(tmp_path):
     out = tmp_path / "demo"
-    assert main(["demo-model", "-o", str(out), "--smoke"]) == 0
+    assert main(["demo-model", "-o", str(out), "--smoke", "--stage2-degraded", "0.5"]) == 0
+    degraded = out / "data" / "hypersim_stage2_degraded"
+    assert (degraded / "filename_list_train.txt").read_text() == (out / "data" / "hypersim" / "filename_list_train.txt").read_text()
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"nyu", "kitti"}
     assert set(metrics["nyu"]) == {"apdepth", "prior", "constant", "ramp", "gt_resampled"}
@@ -40,6 +42,7 @@ def test_recipe_runs_end_to_end_and_installs(tmp_path):
     assert sorted(p.name for p in (out / "examples").glob("*.png")) == ["bikes_125.png", "cheetah_cub.png",
                                                                         "china.png"]
     assert "](examples/cheetah_cub.png)" in card
+    assert "50% of its images photometrically degraded" in card
     log = json.loads((out / "recipe.json").read_text())
     assert list(log["steps"]) == ["data", "base", "stage1", "stage2", "export", "evaluate", "card"]
     # every trained part is in the export, in fp16, with the recipe's processing resolution
@@ -59,6 +62,34 @@ def test_recipe_runs_end_to_end_and_installs(tmp_path):
     target = install(out, tmp_path / "installed")
     assert (target / "MODEL_CARD.md").is_file() and (target / "model_index.json").is_file()
     assert (target / "whdr.json").is_file() and (target / "examples" / "cheetah_cub.png").is_file()
+
+
+def test_degraded_copy_changes_the_chosen_images_only(tmp_path):
+    """Stage 2's degraded inputs: the chosen share of RGB images is changed (the geometry is not: same size),
+    the rest and every depth file are links to the originals; the same seed gives the same bytes."""
+    import numpy as np
+    from PIL import Image
+
+    from apdepth.embedded.pretraining import degraded_copy
+
+    src = tmp_path / "src"
+    generate("hypersim", src, 6, seed=0, workers=1, size=(32, 48))
+    lines = [ln.split() for ln in (src / "filename_list_train.txt").read_text().splitlines() if ln.strip()]
+    assert degraded_copy(src, tmp_path / "all", 1.0, seed=3) == len(lines)
+    assert degraded_copy(src, tmp_path / "none", 0.0, seed=3) == 0
+    assert degraded_copy(src, tmp_path / "again", 1.0, seed=3) == len(lines)
+    for rgb, depth, *_ in lines:
+        original = np.asarray(Image.open(src / rgb))
+        changed = np.asarray(Image.open(tmp_path / "all" / rgb))
+        assert changed.shape == original.shape and not np.array_equal(changed, original)
+        assert np.array_equal(changed, np.asarray(Image.open(tmp_path / "again" / rgb)))
+        assert (tmp_path / "none" / rgb).resolve() == (src / rgb).resolve()
+        assert (tmp_path / "all" / depth).resolve() == (src / depth).resolve()
+    half = degraded_copy(src, tmp_path / "half", 0.5, seed=1)
+    links = sum((tmp_path / "half" / rgb).is_symlink() for rgb, *_ in lines)
+    assert half + links == len(lines)
+    with pytest.raises(FileNotFoundError, match="not a Hypersim-layout training folder"):
+        degraded_copy(tmp_path / "none" / "missing", tmp_path / "x")
 
 
 def test_card_does_not_import_the_recipe():

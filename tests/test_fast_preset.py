@@ -103,6 +103,22 @@ def test_whole_pipeline_inductor_equals_eager_and_fills_the_cache(fresh, cache_e
     assert any(folder.rglob("*")), "nothing cached"
 
 
+@pytest.mark.slow
+def test_frozen_weights_compile_equals_eager(fresh, cache_env):
+    """Inductor freezing on the CPU (weights as constants, prepacked for oneDNN): the depth equals eager's
+    within float tolerance, in fp32 and in bf16 against bf16 eager."""
+    ref = fresh(IMG).depth
+    torch._dynamo.reset()
+    fresh.compile_models("default", scope="pipeline", freezing=True)
+    np.testing.assert_allclose(fresh(IMG).depth, ref, atol=1e-4)
+    fresh.compile_models(None)
+    fresh.to(dtype=torch.bfloat16)
+    ref16 = fresh(IMG).depth
+    torch._dynamo.reset()
+    fresh.compile_models("default", scope="pipeline", freezing=True)
+    assert np.abs(fresh(IMG).depth - ref16).mean() < 0.01
+
+
 def test_compile_cache_folder(cache_env, monkeypatch):
     assert default_compile_cache_dir() == cache_env / "xdg" / "apdepth" / "inductor"
     assert enable_compile_cache() == str(cache_env / "xdg" / "apdepth" / "inductor")

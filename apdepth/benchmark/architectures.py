@@ -45,9 +45,13 @@ def full_size_components(prior: str = "small", device="cpu", dtype=torch.float32
     unet = _built(lambda: UNet2DConditionModel(**SD2_UNET), device, dtype)
     vae = _built(lambda: AutoencoderKL(**SD2_VAE), device, dtype)
     text_encoder = _built(lambda: CLIPTextModel(CLIPTextConfig(**SD2_TEXT)), device, dtype)
-    da2 = _built(lambda: DepthAnythingForDepthEstimation(get_variant(prior).to_config()), device, dtype)
-    prior_module = DepthAnythingPrior.from_model(da2, variant=get_variant(prior).name)
-    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "prior": prior_module}
+    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "prior": full_size_prior(prior, device, dtype)}
+
+
+def full_size_prior(size: str = "small", device="cpu", dtype=torch.float32) -> DepthAnythingPrior:
+    """A random-weight Depth Anything V2 prior of ``size`` (small, base, large, giant)."""
+    da2 = _built(lambda: DepthAnythingForDepthEstimation(get_variant(size).to_config()), torch.device(device), dtype)
+    return DepthAnythingPrior.from_model(da2, variant=get_variant(size).name)
 
 
 def tiny_components(device="cpu", dtype=torch.float32) -> dict:

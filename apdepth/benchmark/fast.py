@@ -45,23 +45,30 @@ def _counters() -> dict[str, int]:
     return {k: int(v) for k, v in counters["inductor"].items() if "cache" in k}
 
 
-def _apply(pipe, variant: str, mode: str | None, dtype: str) -> None:
-    """Switch ``pipe`` (a copy of the fp32 eager reference) to ``variant``."""
+def _apply(pipe, variant: str, mode: str | None, dtype: str, freezing: bool = False) -> None:
+    """Switch ``pipe`` (a copy of the fp32 eager reference) to ``variant``; ``freezing``: inductor freezing
+    (weights as constants, prepacked for oneDNN on CPUs) for the compiled variants."""
     from ..compilation import apply_fast_preset
     from ..devices import DTYPES, auto_dtype
 
     if variant == "fast":
         target = auto_dtype(torch.device("cpu")) if dtype == "auto" else DTYPES[dtype]
         pipe.to(dtype=target)
-        print(apply_fast_preset(pipe, "cpu", compile_mode=mode).describe(), flush=True)
+        print(apply_fast_preset(pipe, "cpu", compile_mode=None if freezing else mode).describe(), flush=True)
+        if freezing and mode is not None:
+            pipe.compile_models(mode, scope="pipeline", freezing=True)
     else:
-        pipe.compile_models(mode or "default", scope="modules" if variant == "modules" else "pipeline")
+        pipe.compile_models(mode or "default", scope="modules" if variant == "modules" else "pipeline",
+                            freezing=freezing)
 
 
 def measure_fast(model: str = "embedded", prior: str = "small", res: tuple[int, int] = (240, 320),
                  variant: str = "compile", mode: str | None = "default", dtype: str = "auto",
-                 repeats: int = 3, seed: int = 0) -> dict:
-    """One process's measurement (see the module docstring). ``res``: (H, W)."""
+                 repeats: int = 3, seed: int = 0, freezing: bool = False, baseline: str = "fp32") -> dict:
+    """One process's measurement (see the module docstring). ``res``: (H, W). ``baseline``: what the variant is
+    timed against, interleaved: ``"fp32"`` eager, or ``"same"``: eager in the variant's own dtype (what a
+    compile of a bf16 pipeline gains over the same pipeline uncompiled). The depth difference is always
+    against fp32 eager."""
     from ..compilation import compile_cache_dir
 
     torch.manual_seed(seed)  # the full-size random weights: the same in every process
@@ -73,20 +80,24 @@ def measure_fast(model: str = "embedded", prior: str = "small", res: tuple[int, 
     noise = depth_difference(_call(pipe, image), reference)
     pipe.set_channels_last(True)
     fast = copy.deepcopy(pipe)
-    _apply(fast, variant, mode, dtype)
+    _apply(fast, variant, mode, dtype, freezing)
+    base = pipe
+    if baseline == "same" and fast.unet.dtype != pipe.unet.dtype:
+        base = copy.deepcopy(pipe).to(dtype=fast.unet.dtype)
     start = time.perf_counter()
     out = _call(fast, image)
     first = time.perf_counter() - start
     result = {"model": model, "prior": prior if model == "full" else None, "res": f"{w}x{h}", "variant": variant,
               "mode": mode, "dtype": str(fast.unet.dtype).removeprefix("torch."), "first_call_s": first,
               "cache_dir": compile_cache_dir(), "cache_counters": _counters(), **depth_difference(out, reference),
-              "layout_noise": noise, "seed": seed}
-    times = {"eager_fp32": [], variant: []}
+              "layout_noise": noise, "seed": seed, "freezing": freezing}
+    base_name = "eager_" + str(base.unet.dtype).removeprefix("torch.")
+    times = {base_name: [], variant: []}
     for _ in range(repeats):  # interleaved: off, on, off, on, ...
         for on in (False, True):
             start = time.perf_counter()
-            _call(fast if on else pipe, image)
-            times[variant if on else "eager_fp32"].append(time.perf_counter() - start)
+            _call(fast if on else base, image)
+            times[variant if on else base_name].append(time.perf_counter() - start)
     result["median_ms"] = {k: 1000 * statistics.median(v) for k, v in times.items()}
     result["threads"] = torch.get_num_threads()
     return result
@@ -104,6 +115,10 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="torch seed before building the (random) models")
     parser.add_argument("--cache-dir", default=None, help="inductor's cache folder (TORCHINDUCTOR_CACHE_DIR)")
     parser.add_argument("--cold", action="store_true", help="empty --cache-dir first")
+    parser.add_argument("--freezing", action="store_true",
+                        help="inductor freezing for the compiled variants (weights prepacked for oneDNN on CPUs)")
+    parser.add_argument("--baseline", choices=("fp32", "same"), default="fp32",
+                        help="time against fp32 eager (default) or eager in the variant's own dtype")
     parser.add_argument("--json", default=None, help="append the result as one JSON line to this file")
     args = parser.parse_args(argv)
     if args.cache_dir:
@@ -112,7 +127,8 @@ def main(argv=None) -> int:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.abspath(args.cache_dir)
     w, h = (int(v) for v in args.res.lower().split("x"))
     result = measure_fast(args.model, args.prior, (h, w), args.variant,
-                          None if args.mode == "none" else args.mode, args.dtype, args.repeats, args.seed)
+                          None if args.mode == "none" else args.mode, args.dtype, args.repeats, args.seed,
+                          args.freezing, args.baseline)
     result["cold"] = args.cold
     line = json.dumps(result)
     print(line)

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..quantization import DEVICES, EXTRA, is_quantized, quantize_pipeline, torchao_available
+from ..quantization import DEVICES, EXTRA, FP8_CAPABILITY, is_quantized, quantize_pipeline, torchao_available
 from .report import Row
 
 __all__ = ["SwappableWeights", "depth_difference", "int8_rows", "main", "measure_quantization"]
@@ -31,6 +31,16 @@ __all__ = ["SwappableWeights", "depth_difference", "int8_rows", "main", "measure
 INT8_OFF = "int8 Linear off (float weights)"
 INT8_ON = {"int8-weight": "int8 weight-only Linear (UNet + VAE)",
            "int8-dynamic": "int8 dynamic Linear (UNet + VAE)"}
+FP8_ON = "fp8 dynamic Linear (UNet + VAE)"  # CUDA, compute capability >= 8.9 only
+
+
+def _modes(device: torch.device) -> dict[str, str]:
+    """The quantisation modes the bench times on ``device``: int8 everywhere torchao runs, fp8 on CUDA GPUs of
+    compute capability 8.9 or later."""
+    modes = dict(INT8_ON)
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) >= FP8_CAPABILITY:
+        modes["fp8-dynamic"] = FP8_ON
+    return modes
 
 
 class SwappableWeights:
@@ -73,8 +83,9 @@ def depth_difference(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
 
 def int8_rows(bench, dtype: str) -> None:
     """The bench's fast-path rows: end to end at batch 1 with the UNet's and VAE's float Linear weights, then
-    with int8 weights (``int8-weight``) and with int8 weights and activations (``int8-dynamic``), one after
-    the other; each "on" row carries the depth's difference from the "off" output (``max_abs``, ``mean_abs``).
+    with int8 weights (``int8-weight``), with int8 weights and activations (``int8-dynamic``) and, on CUDA
+    GPUs of compute capability >= 8.9, float8 weights and activations (``fp8-dynamic``), one after the
+    other; each "on" row carries the depth's difference from the "off" output (``max_abs``, ``mean_abs``).
     Without torchao, or on another device, one row says why."""
     h, w = bench.cfg.resolution
     why = (f"skipped: torchao is not installed ({EXTRA})" if not torchao_available()
@@ -87,7 +98,7 @@ def int8_rows(bench, dtype: str) -> None:
     with torch.no_grad():
         reference = bench.call(images, output_type="pt").prediction
     bench.record("fast path", INT8_OFF, dtype, 1, lambda: bench.call(images))
-    for mode, setting in INT8_ON.items():
+    for mode, setting in _modes(bench.device).items():
         weights = SwappableWeights(bench.pipe, ("unet", "vae"), mode)
         try:
             with weights.use(True), torch.no_grad():

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..devices import DTYPES, prefers_channels_last
+from ..devices import DTYPES, cpu_backend_info, prefers_channels_last
 from ..diffusion import decode_depth
 from .architectures import (
     apdepth_pipeline,
@@ -29,7 +29,7 @@ from .architectures import (
 )
 from .report import Row, format_goals, format_table, goals, markdown_table
 from .scaling import SCALE_RESOLUTIONS
-from .timing import PeakMemory, Timing, measure
+from .timing import PeakMemory, Timing, gemm_tflops, measure
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class BenchConfig:
     scale_batches: tuple[int, ...] = ()  # end to end at the bench resolution
     flop_resolutions: tuple[tuple[int, int], ...] = SCALE_RESOLUTIONS  # counted FLOPs per stage (meta device)
     allocators: bool = False  # CPU: a VAE encode under each installed allocator, each in a fresh process
+    other_priors: tuple[str, ...] = ()  # DA2 sizes also timed (prior stage and end to end) in the first dtype
 
 
 def hardware_info(device: torch.device) -> dict:
@@ -68,6 +69,7 @@ def hardware_info(device: torch.device) -> dict:
     with contextlib.suppress(OSError):
         with open("/proc/cpuinfo") as f:
             info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), info["cpu"])
+    info.update(cpu_backend_info())
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1),
@@ -375,6 +377,7 @@ class Benchmark:
         cfg = self.cfg
         from . import scaling
 
+        self.calibrate()
         if cfg.flop_resolutions:
             self.flops = scaling.flop_report(self, cfg.flop_resolutions)
         for i, dtype in enumerate(cfg.dtypes):
@@ -383,6 +386,8 @@ class Benchmark:
             e2e = self.end_to_end(dtype)
             if cfg.release_resolution:
                 scaling.release_default_row(self, dtype)
+            if i == 0 and cfg.other_priors:
+                scaling.other_prior_rows(self, dtype, cfg.other_priors)
             if cfg.components and 1 in e2e:
                 scaling.bare_components_row(self, dtype, e2e[1].timing.median_ms, stage_rows)
             if i == 0 and cfg.fast_paths:
@@ -406,11 +411,23 @@ class Benchmark:
                                bf16="bf16" in cfg.dtypes and self.device.type == "cuda")
         return self.rows
 
+    def calibrate(self) -> dict[str, float]:
+        """The matrix-product rate in each benchmarked dtype (:func:`.timing.gemm_tflops`), measured once."""
+        if not hasattr(self, "gemm_tflops"):
+            self.gemm_tflops = {d: round(gemm_tflops(self.device, DTYPES[d]), 3) for d in self.cfg.dtypes}
+            logger.info("matrix products: %s", ", ".join(f"{d} {v:.2f} TFLOP/s" for d, v in self.gemm_tflops.items()))
+        return self.gemm_tflops
+
     def report(self) -> dict:
         rows = [r.as_dict() for r in self.rows]
-        return {"hardware": hardware_info(self.device), "versions": library_versions(),
+        hardware = hardware_info(self.device)
+        if hasattr(self, "gemm_tflops"):
+            hardware["gemm_tflops"] = self.gemm_tflops
+        return {"hardware": hardware, "versions": library_versions(),
                 "settings": {k: v for k, v in self.cfg.__dict__.items()},
-                "rows": rows, "goals": goals(rows, self.device.type, self.cfg), "flops": getattr(self, "flops", None)}
+                "rows": rows, "goals": goals(rows, self.device.type, self.cfg, getattr(self, "flops", None),
+                                             getattr(self, "gemm_tflops", None)),
+                "flops": getattr(self, "flops", None)}
 
 
 __all__ = ["BenchConfig", "Benchmark", "Row", "format_goals", "format_table", "goals", "markdown_table"]

@@ -17,6 +17,7 @@ import math
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..devices import DTYPES
 from ..diffusion import decode_depth
 
 # The scaling sizes (H, W) and batches (320x240 to 2048x1536; batch 1 to 8).
@@ -158,6 +159,27 @@ def release_default_row(bench, dtype: str) -> None:
     bench.record("apdepth", f"end-to-end, release default ({res} long edge)", dtype, 1,
                   lambda: bench.pipe([bench.image], processing_resolution=res, batch_size=1),
                   note=f"processed at {pw}x{ph} ({ph * pw / (h * w):.2f}x the pixels), output {w}x{h}")
+
+
+def other_prior_rows(bench, dtype: str, sizes) -> None:
+    """The prior stage and end to end with each other DA2 size (e.g. DA2-large beside the CPU's default small):
+    the prior is swapped in the same pipeline, everything else unchanged, then the bench's own is put back."""
+    from . import architectures
+
+    pipe, (h, w) = bench.pipe, bench.cfg.resolution
+    own = pipe.prior
+    rgb = torch.rand(1, 3, h, w, device=bench.device) * 2 - 1
+    for size in sizes:
+        if size == bench.cfg.prior:
+            continue
+        pipe.prior = architectures.full_size_prior(size, bench.device, torch.float32).to(dtype=DTYPES[dtype])
+        try:
+            with torch.no_grad():
+                bench.record("stage", f"prior (DA2-{size})", dtype, 1, lambda: pipe.run_prior(rgb))
+            bench.record("apdepth", f"end-to-end with DA2-{size}", dtype, 1, lambda: bench.call([bench.image]),
+                         note=f"the prior swapped for DA2-{size}; all else as the end-to-end row")
+        finally:
+            pipe.prior = own
 
 
 def bare_components_row(bench, dtype: str, e2e_ms: float, stage_rows: dict) -> None:

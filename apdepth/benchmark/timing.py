@@ -48,6 +48,25 @@ def measure(fn: Callable[[], object], device: torch.device, repeats: int = 5, wa
     return Timing(statistics.median(times), q[0], q[-1], times[0], len(times), warmup)
 
 
+def gemm_tflops(device: torch.device, dtype: torch.dtype, n: int = 2048, seconds: float = 1.0) -> float:
+    """The machine's matrix-product rate in ``dtype``: TFLOP/s of repeated ``n x n @ n x n`` products for about
+    ``seconds`` after a warm-up. A report carries it so that runs on machines of one name but different speed
+    (a busy host, fewer or slower cores than the name suggests) can be told apart and compared."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    a @ b
+    synchronize(device)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+        if device.type == "cuda" and count % 16:
+            continue
+        synchronize(device)
+    synchronize(device)
+    return 2 * n**3 * count / (time.perf_counter() - start) / 1e12
+
+
 def _rss_bytes() -> int:
     try:
         with open("/proc/self/statm") as f:

@@ -145,6 +145,9 @@ def _recipe_text(cfg: dict, base_losses: dict, train_size) -> str:
     open_air, closeup = cfg.get("outdoor", 0.0), cfg.get("closeup", 0.0)
     closeups = (f"{closeup:.0%} close-ups of one subject (a person, an animal, a plant, a still life) before a "
                 "farther wall, hedge or open-air backdrop; ") if closeup else ""
+    share = cfg.get("stage2_degraded", 0.0)
+    degraded = (f" and {share:.0%} of its images photometrically degraded with sensor noise, so that the frozen "
+                "prior's maps look as they do on photographs") if share else ""
     return f"""1. Data (`apdepth synth`, seed {cfg['seed']}): {cfg['counts']['hypersim']} Hypersim-layout
    training images at {train_size[0]}x{train_size[1]} ({open_air:.0%} of the scenes open-air: ground, sky,
    tree lines, buildings, hills, people-sized figures, animals, cars, with haze and defocus blur;
@@ -161,7 +164,7 @@ def _recipe_text(cfg: dict, base_losses: dict, train_size) -> str:
    stage 1's alignment target is the prior's own DINOv2 backbone.
 3. `apdepth train -c configs/demo/stage1.yaml` (feature alignment, conv adapter, cosine loss), then
    `apdepth train -c configs/demo/stage2.yaml` from the stage-1 UNet (latent MSE + pixel L1, then the
-   FFT loss), stage 2 reading the latent cache.
+   FFT loss), stage 2 reading the latent cache{degraded}.
 4. Evaluation with the project's protocol (per-image least-squares alignment, AbsRel, δ1, boundary F1)
    on the held-out archives, and WHDR on real photographs (`apdepth evaluate-whdr`)."""
 

@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="full-size SD2 + DA2 (default) or the test suite's tiny models (a dry run)")
     parser.add_argument("--prior", default=None, help="DA2 size: small, base, large, giant "
                         "(default: large on GPU, small on CPU)")
+    parser.add_argument("--other-priors", default="", metavar="SIZE,...",
+                        help="also time the prior stage and end to end with these DA2 sizes, e.g. large on a CPU "
+                             "whose default is small (first dtype only)")
     parser.add_argument("--dtypes", default=None, help="comma list of fp32,bf16,fp16 "
                         "(default: fp32,bf16,fp16 on GPU; fp32,bf16 on CPU)")
     parser.add_argument("--res", type=_size, default=(480, 640), metavar="WxH", help="input size (default 640x480)")
@@ -137,6 +140,11 @@ def run(args: argparse.Namespace) -> int:
     bad = [d for d in config.dtypes if d not in ("fp32", "bf16", "fp16")]
     if bad:
         raise SystemExit(f"--dtypes: unknown {bad}; choose among fp32, bf16, fp16")
+    from ...priors import VARIANTS
+
+    bad = [p for p in config.other_priors if p not in VARIANTS]
+    if bad:
+        raise SystemExit(f"--other-priors: unknown {bad}; choose among {', '.join(VARIANTS)}")
     torch.manual_seed(0)
     # The report is saved after every row, so an interrupted run (out of time, a crash) keeps what it measured.
     bench = Benchmark(config, on_row=lambda b: save_json(args.output, b.report()))
@@ -204,6 +212,7 @@ def bench_config(args: argparse.Namespace, device):
         scale_batches=args.scale_batches or (_ints(SCALING_BATCH_SIZES) if args.scaling else ()),
         flop_resolutions=args.flop_res if args.flop_res is not None else _sizes(SCALING_RESOLUTIONS),
         allocators=args.allocators,
+        other_priors=tuple(v for v in args.other_priors.split(",") if v),
     )
 
 
@@ -212,12 +221,13 @@ def print_report(config, rows: list, report: dict, markdown: Path | None) -> Non
     import torch
 
     from ...benchmark import format_goals, format_table, markdown_table
+    from ...benchmark.report import backend_line
     from ...benchmark.scaling import describe_superlinear, flop_table
     from ...io import atomic_open
 
     hw = report["hardware"]
-    print(f"\napdepth bench on {hw.get('gpu') or hw['cpu']} ({hw['cpu_count']} CPUs, torch {torch.__version__}), "
-          f"{config.arch} architectures, prior DA2-{config.prior}")
+    print(f"\napdepth bench on {hw.get('gpu') or hw['cpu']} ({hw['cpu_count']} CPUs, torch {torch.__version__}; "
+          f"{backend_line(hw)}), {config.arch} architectures, prior DA2-{config.prior}")
     print(format_table(rows))
     if report["goals"]:
         print("\n" + format_goals(report["goals"]))

@@ -35,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--closeup", type=float, default=None,
                         help="fraction that are close-ups of one subject before a backdrop (default: 0, the shipped "
                              "model's; docs/evaluation-whdr.md measured --outdoor 0.4 --closeup 0.3)")
+    parser.add_argument("--stage2-degraded", type=float, default=None, metavar="F",
+                        help="share of stage 2's training images replaced by photometrically degraded copies, so "
+                             "the frozen prior's maps look as on photographs (default: 0, the shipped model's; "
+                             "docs/evaluation-whdr.md measured 1.0 in fine-tunes)")
     parser.add_argument("--smoke", action="store_true", help="a few images and steps: checks the recipe runs")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the steps and their outputs, check the training configs resolve, and exit")
@@ -47,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     quiet_loading_bars()
     cfg = RecipeConfig.smoke() if args.smoke else RecipeConfig()
     cfg.seed = args.seed
-    for name in ("outdoor", "closeup"):
+    for name in ("outdoor", "closeup", "stage2_degraded"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     recipe = Recipe(args.output, cfg, configs=args.configs, device=args.device)
