@@ -143,9 +143,23 @@ def test_goals_are_judged_on_the_right_rows():
     rows[2]["timing"]["median_ms"] = 3_100.0
     assert goals(rows, "cpu", BenchConfig(prior="small"))[0]["met"] is False
     assert cpu[1]["measured"] == 230.0 and cpu[1]["met"] is False
-    gpu = goals([row("apdepth", "end-to-end", "bf16", 1, 30.0), row("apdepth", "end-to-end", "bf16", 8, 160.0)],
-                "cuda", BenchConfig(prior="large"))
-    assert gpu[0]["measured"] == 20.0 and gpu[0]["batch"] == 8 and gpu[0]["met"] is True  # 160 ms / 8 images
+    gpu_rows = [row("apdepth", "end-to-end", "bf16", 1, 30.0), row("apdepth", "end-to-end", "bf16", 8, 112.0),
+                row("fast path", "torch.compile(whole pipeline, reduce-overhead)", "bf16", 1, 24.0),
+                row("fast path", "VAE tiling on", "bf16", 1, 10.0),  # another input size: not a latency
+                row("marigold", "Marigold 1 step(s) x 1", "bf16", 1, 25.0, times_apdepth=25.0 / 30.0),
+                row("train", "step: cache + checkpointing + fused + bf16", "bf16", 8, 400.0),
+                row("train", "step: cache + gradient checkpointing", "fp32", 8, 100.0)]  # fp32: not the goal's
+    gpu_rows[3]["resolution"] = "2048x1536"
+    gpu = {g["goal"].split(",")[0]: g for g in goals(gpu_rows, "cuda", BenchConfig(prior="large"))}
+    b1, b8 = gpu["GPU batch 1"], gpu["GPU per image at batch 8"]
+    assert b1["measured"] == 24.0 and b1["met"] is True and "whole pipeline" in b1["note"]  # the compiled row
+    assert b8["measured"] == 14.0 and b8["met"] is True  # 112 ms / 8 images <= 15 ms
+    m1 = gpu["at most 1.1x Marigold 1 step (bf16)"]
+    assert m1["measured"] == pytest.approx(1.2) and m1["met"] is False  # 30 / 25 ms
+    train = gpu["stage-2 step"]
+    assert train["measured"] == 1600.0 and train["met"] is False and "4 micro-batches of 8" in train["note"]
+    cpu_m1 = [g for g in goals(gpu_rows, "cpu", BenchConfig(prior="small")) if "Marigold 1 step" in g["goal"]]
+    assert cpu_m1[0]["met"] is None  # a GPU goal
     assert goals(rows[:1], "cpu", BenchConfig(prior="large"))[0]["met"] is None
     # the floor: counted work at the machine's matrix-product rate (6.0 TFLOP at 0.5 TFLOP/s = 12 s)
     floor = goals(rows, "cpu", BenchConfig(prior="small"), {"tflop": {"640x480": {"total": 6.0}}}, {"bf16": 0.5})

@@ -166,14 +166,16 @@ def print_startup_times(repeats: int) -> int:
 
 
 def render_report(path: Path, markdown: Path | None) -> int:
-    """--from: an earlier JSON report as the Markdown table (printed, and written to ``markdown``)."""
+    """--from: an earlier JSON report as the Markdown table (printed, and written to ``markdown``), its goals
+    judged by the current rules."""
     import json
 
-    from ...benchmark import markdown_table
+    from ...benchmark.report import judge_report, markdown_table
     from ...io import atomic_open
 
     try:
         report = json.loads(path.read_text())
+        report["goals"] = judge_report(report)  # by the current rules
         text = markdown_table(report)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise SystemExit(f"{path}: not a readable apdepth bench report ({e})") from None
