@@ -25,7 +25,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 __all__ = ["CUDA_GRAPH_MODES", "MODES", "SCOPES", "FastPreset", "apply_fast_preset", "compile_cache_dir",
-           "default_compile_cache_dir", "enable_compile_cache", "fast_compile_mode"]
+           "default_compile_cache_dir", "enable_compile_cache", "with_inductor_freezing", "fast_compile_mode"]
 
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # these capture CUDA graphs on CUDA devices
@@ -78,6 +78,23 @@ def _clear_inductor_path_caches() -> None:
     utils = sys.modules.get("torch._inductor.utils")
     if utils is not None and hasattr(utils, "clear_caches"):
         utils.clear_caches()
+
+
+def with_inductor_freezing(fn):
+    """``fn`` (a ``torch.compile`` result) called with inductor's ``freezing`` on: the weights become constants
+    of the compiled graph (folded, and on CPUs prepacked for oneDNN). Inductor reads the setting from its
+    global config when it compiles, at the first call of each new input size, so it is patched around every
+    call; ``torch.compile(options={"freezing": True})`` leaves it off (checked with torch 2.13)."""
+    import functools
+
+    import torch._inductor.config as inductor_config
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        with inductor_config.patch(freezing=True):
+            return fn(*args, **kwargs)
+
+    return call
 
 
 def fast_compile_mode(device_type: str) -> str | None:

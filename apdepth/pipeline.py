@@ -308,7 +308,7 @@ class ApDepthPipeline(DiffusionPipeline):
         convolutions do. The compiled code then holds the weights as they were at the first call: changing
         the weights or the dtype afterwards needs another :meth:`compile_models`.
         """
-        from .compilation import MODES, SCOPES, enable_compile_cache
+        from .compilation import MODES, SCOPES, enable_compile_cache, with_inductor_freezing
 
         _check_choice("scope", scope, SCOPES)
         _check_choice("mode", mode, MODES, allow_none=True)
@@ -319,17 +319,17 @@ class ApDepthPipeline(DiffusionPipeline):
             return
         if cache and backend == "inductor":
             enable_compile_cache()
-        if freezing and backend == "inductor":
-            from torch._inductor import list_mode_options
-
-            options = {"options": {**list_mode_options(mode), "freezing": True}}
-        else:
-            options = {"mode": mode} if backend == "inductor" else {}
+        options = {"mode": mode} if backend == "inductor" else {}
+        # Freezing is read from inductor's global config when the graph is compiled (at the first call of each
+        # new size); torch.compile(options={"freezing": True}) does not reach that point, so the compiled calls
+        # run with the config patched instead.
+        frozen = with_inductor_freezing if freezing and backend == "inductor" else (lambda fn: fn)
         if scope == "modules":
             for module in (self.unet, self.vae.encoder, self.vae.decoder):
-                module.compile(backend=backend, **options)
+                # what nn.Module.compile does, with the freezing wrapper around it
+                module._compiled_call_impl = frozen(torch.compile(module._call_impl, backend=backend, **options))
             return
-        self._compiled_forward = torch.compile(self._forward, dynamic=False, backend=backend, **options)
+        self._compiled_forward = frozen(torch.compile(self._forward, dynamic=False, backend=backend, **options))
         self._compile_mode = mode
 
     @property

@@ -294,17 +294,34 @@ def test_the_report_says_which_kernels_ran(tmp_path, monkeypatch, flags, line):
 
 
 def test_compile_freezing_reaches_inductor(tiny_pipeline_dir, monkeypatch):
-    """compile_models(freezing=True) hands inductor its mode's options plus freezing (weights as constants,
-    prepacked for oneDNN on CPUs); without it, the mode alone."""
-    import torch._inductor
+    """compile_models(freezing=True) runs the compiled code with inductor's freezing on (weights as constants,
+    prepacked for oneDNN on CPUs), which inductor reads from its global config when it compiles, in both
+    scopes; without it, freezing stays off. torch.compile is replaced by a recorder: no code is generated."""
+    import torch._inductor.config as inductor_config
+    from PIL import Image
 
     from apdepth import ApDepthPipeline
 
-    calls = []
-    monkeypatch.setattr(torch, "compile", lambda fn, **kw: calls.append(kw) or fn)
+    calls, seen = [], []
+
+    def fake_compile(fn, **kw):
+        calls.append(kw)
+
+        def run(*args, **kwargs):
+            seen.append(inductor_config.freezing)
+            return fn(*args, **kwargs)
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
     pipe = ApDepthPipeline.from_pretrained(tiny_pipeline_dir)
-    pipe.compile_models("max-autotune", scope="pipeline", cache=False, freezing=True)
-    assert calls[-1]["options"] == {**torch._inductor.list_mode_options("max-autotune"), "freezing": True}
-    assert "mode" not in calls[-1]
+    image = Image.new("RGB", (32, 24), (120, 80, 40))
+    for scope in ("pipeline", "modules"):
+        pipe.compile_models("max-autotune", scope=scope, cache=False, freezing=True)
+        assert calls[-1]["mode"] == "max-autotune" and "options" not in calls[-1]
+        pipe(image, processing_resolution=0)
+        assert seen and all(seen), scope
+        assert inductor_config.freezing is False  # only while the compiled code runs
+        seen.clear()
     pipe.compile_models("default", scope="pipeline", cache=False)
-    assert calls[-1]["mode"] == "default" and "options" not in calls[-1]
+    pipe(image, processing_resolution=0)
+    assert calls[-1]["mode"] == "default" and seen and not any(seen)

@@ -119,6 +119,26 @@ def test_frozen_weights_compile_equals_eager(fresh, cache_env):
     assert np.abs(fresh(IMG).depth - ref16).mean() < 0.01
 
 
+def test_freezing_makes_the_weights_constants_of_the_generated_code(cache_env):
+    """with_inductor_freezing: the generated code holds the weights as frozen constants (on CPUs the
+    convolution prepacked for oneDNN) and computes what eager does. A small GroupNorm -> SiLU -> conv block,
+    compiled for real (seconds)."""
+    from torch._inductor.utils import run_and_get_code
+
+    from apdepth.compilation import with_inductor_freezing
+
+    torch.manual_seed(0)
+    block = torch.nn.Sequential(torch.nn.GroupNorm(4, 16), torch.nn.SiLU(), torch.nn.Conv2d(16, 16, 3, padding=1))
+    block = block.eval().requires_grad_(False)
+    x = torch.randn(1, 16, 12, 12)  # [B, C, h, w]
+    torch._dynamo.reset()
+    with torch.no_grad():
+        out, code = run_and_get_code(with_inductor_freezing(torch.compile(block)), x)
+        torch.testing.assert_close(out, block(x), atol=1e-5, rtol=1e-5)
+    assert "_frozen_param" in "\n".join(code)
+    torch._dynamo.reset()
+
+
 def test_compile_cache_folder(cache_env, monkeypatch):
     assert default_compile_cache_dir() == cache_env / "xdg" / "apdepth" / "inductor"
     assert enable_compile_cache() == str(cache_env / "xdg" / "apdepth" / "inductor")
