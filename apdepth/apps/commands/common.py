@@ -78,7 +78,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         "reduce-overhead)")
     g.add_argument("--compile-freezing", action="store_true",
                    help="with --compile: the weights become constants of the compiled code (inductor freezing; on "
-                        "CPUs each convolution's weight is prepacked for oneDNN once instead of at every call)")
+                        "CPUs each convolution's weight is prepacked for oneDNN once instead of at every call); frozen "
+                        "graphs are not kept in the compile cache, so every run compiles again")
     g.add_argument("--max-processing-res", type=int, default=MAX_PROCESSING_RES, metavar="N",
                    help=f"refuse processing resolutions above N pixels (default: {MAX_PROCESSING_RES}; a guard "
                         "against typos that would exhaust memory)")
