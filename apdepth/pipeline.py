@@ -306,7 +306,8 @@ class ApDepthPipeline(DiffusionPipeline):
         inductor folds them and, on CPUs, stores each convolution's and matrix product's weight once in
         oneDNN's blocked layout (weight prepacking) instead of reordering it at every call, as eager bf16
         convolutions do. The compiled code then holds the weights as they were at the first call: changing
-        the weights or the dtype afterwards needs another :meth:`compile_models`.
+        the weights or the dtype afterwards needs another :meth:`compile_models`. Inductor does not keep frozen
+        graphs in its compile cache: every process compiles them again.
         """
         from .compilation import MODES, SCOPES, enable_compile_cache, with_inductor_freezing
 
