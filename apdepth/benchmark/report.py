@@ -70,67 +70,87 @@ def goals(rows: list[dict], device_type: str, cfg: BenchConfig, flops: dict | No
     the CPU goal's note gives the time the counted work takes at that rate: the floor of any implementation
     on this machine that does the same arithmetic.
     """
-    out = []
     standard = cfg.arch == "full" and tuple(cfg.resolution) == (480, 640)
     calls = _latency_rows(rows, cfg)
-
-    def fastest(batch):
-        return min((r for r in calls if r["batch"] == batch), key=lambda r: r["timing"]["median_ms"], default=None)
-
-    def named(r):
-        return "" if r["scenario"] == "apdepth" else f"row '{r['setting']}'"
-
-    one = fastest(1)
-    if device_type == "cpu" and one is not None:
-        ok = standard and cfg.prior == "small"
-        note = named(one) if ok else "needs --arch full, --res 640x480, --prior small"
-        work = (flops or {}).get("tflop", {}).get("640x480", {}).get("total")
-        rate = (gemm_tflops or {}).get(one["dtype"])
-        if ok and work and rate:
-            note = "; ".join(filter(None, [note, (
-                f"the counted {work:.2f} TFLOP at this machine's {one['dtype']} matrix-product rate "
-                f"({rate:.2f} TFLOP/s) take {1000 * work / rate:.0f} ms; {CPU_GOAL_MS} ms needs "
-                f"{work / (CPU_GOAL_MS / 1000):.2f} TFLOP/s")]))
-        out.append({"goal": "CPU end-to-end, 640x480, DA2-small", "target": f"<= {CPU_GOAL_MS} ms",
-                    "measured": one["timing"]["median_ms"], "dtype": one["dtype"],
-                    "met": one["timing"]["median_ms"] <= CPU_GOAL_MS if ok else None, "note": note})
+    out = []
+    if device_type == "cpu":
+        out += _cpu_goal(calls, standard and cfg.prior == "small", flops, gemm_tflops)
     if device_type == "cuda":
-        ok = standard and cfg.prior == "large"
-        why = "needs --arch full, --res 640x480, --prior large"
-        for batch, target, label in ((1, GPU_GOAL_MS, "GPU batch 1"), (8, GPU_BATCH_GOAL_MS, "GPU per image at batch 8")):
-            best = fastest(batch)
-            if best is None:
-                continue
-            per_image = best["timing"]["median_ms"] / batch
-            out.append({"goal": f"{label}, 640x480, DA2-large (H100)", "target": f"<= {target} ms",
-                        "measured": per_image, "dtype": best["dtype"], "batch": batch,
-                        "met": per_image <= target if ok else None, "note": named(best) if ok else why})
+        out += _gpu_goals(calls, standard and cfg.prior == "large")
+    out += _marigold_goals(rows, device_type == "cuda")
+    if device_type == "cuda":
+        out += _train_goal(rows)
+    return out
+
+
+def _fastest(calls: list[dict], batch: int) -> dict | None:
+    return min((r for r in calls if r["batch"] == batch), key=lambda r: r["timing"]["median_ms"], default=None)
+
+
+def _named(row: dict) -> str:
+    return "" if row["scenario"] == "apdepth" else f"row '{row['setting']}'"
+
+
+def _cpu_goal(calls: list[dict], ok: bool, flops: dict | None, gemm_tflops: dict | None) -> list[dict]:
+    one = _fastest(calls, 1)
+    if one is None:
+        return []
+    note = _named(one) if ok else "needs --arch full, --res 640x480, --prior small"
+    work = (flops or {}).get("tflop", {}).get("640x480", {}).get("total")
+    rate = (gemm_tflops or {}).get(one["dtype"])
+    if ok and work and rate:
+        note = "; ".join(filter(None, [note, (
+            f"the counted {work:.2f} TFLOP at this machine's {one['dtype']} matrix-product rate "
+            f"({rate:.2f} TFLOP/s) take {1000 * work / rate:.0f} ms; {CPU_GOAL_MS} ms needs "
+            f"{work / (CPU_GOAL_MS / 1000):.2f} TFLOP/s")]))
+    return [{"goal": "CPU end-to-end, 640x480, DA2-small", "target": f"<= {CPU_GOAL_MS} ms",
+             "measured": one["timing"]["median_ms"], "dtype": one["dtype"],
+             "met": one["timing"]["median_ms"] <= CPU_GOAL_MS if ok else None, "note": note}]
+
+
+def _gpu_goals(calls: list[dict], ok: bool) -> list[dict]:
+    out = []
+    for batch, target, label in ((1, GPU_GOAL_MS, "GPU batch 1"), (8, GPU_BATCH_GOAL_MS, "GPU per image at batch 8")):
+        best = _fastest(calls, batch)
+        if best is None:
+            continue
+        per_image = best["timing"]["median_ms"] / batch
+        out.append({"goal": f"{label}, 640x480, DA2-large (H100)", "target": f"<= {target} ms",
+                    "measured": per_image, "dtype": best["dtype"], "batch": batch,
+                    "met": per_image <= target if ok else None,
+                    "note": _named(best) if ok else "needs --arch full, --res 640x480, --prior large"})
+    return out
+
+
+def _marigold_goals(rows: list[dict], gpu: bool) -> list[dict]:
+    out = []
     for r in rows:
         if r["scenario"] != "marigold" or "times_apdepth" not in r["extra"]:
             continue
-        ratio = r["extra"]["times_apdepth"]
+        ratio = r["extra"]["times_apdepth"]  # Marigold's time / ApDepth's
         if r["setting"] == "Marigold 50 step(s) x 10":
             out.append({"goal": f"faster than Marigold 50x10 ({r['dtype']})", "target": f">= {MARIGOLD_GOAL_RATIO}x",
                         "measured": ratio, "dtype": r["dtype"], "met": ratio >= MARIGOLD_GOAL_RATIO,
                         "note": r["note"]})
         elif r["setting"] == "Marigold 1 step(s) x 1":
-            gpu = device_type == "cuda"
             out.append({"goal": f"at most {MARIGOLD_1STEP_GOAL}x Marigold 1 step ({r['dtype']})",
                         "target": f"<= {MARIGOLD_1STEP_GOAL}x", "measured": 1.0 / ratio, "dtype": r["dtype"],
                         "met": 1.0 / ratio <= MARIGOLD_1STEP_GOAL if gpu else None,
                         "note": "" if gpu else "a GPU goal: on CPUs the VAE dominates, and ApDepth encodes twice"})
-    h, w = cfg.resolution
-    steps = [r for r in rows if r["scenario"] == "train" and r["timing"] and r["dtype"] == "bf16"
-             and r.get("resolution", f"{w}x{h}") == "640x480"]
-    if device_type == "cuda" and steps:
-        best = min(steps, key=lambda r: r["timing"]["median_ms"] / r["batch"])
-        micro = -(-TRAIN_GOAL_BATCH // best["batch"])  # micro-batches per optimizer step
-        ms = best["timing"]["median_ms"] * micro
-        note = f"row '{best['setting']}'" + (f", {micro} micro-batches of {best['batch']}" if micro > 1 else "")
-        out.append({"goal": f"stage-2 step, batch {TRAIN_GOAL_BATCH}, 480x640, bf16 (H100)",
-                    "target": f"<= {TRAIN_GOAL_MS} ms", "measured": ms, "dtype": "bf16", "met": ms <= TRAIN_GOAL_MS,
-                    "note": note})
     return out
+
+
+def _train_goal(rows: list[dict]) -> list[dict]:
+    steps = [r for r in rows if r["scenario"] == "train" and r["timing"] and r["dtype"] == "bf16"
+             and r.get("resolution", "640x480") == "640x480"]
+    if not steps:
+        return []
+    best = min(steps, key=lambda r: r["timing"]["median_ms"] / r["batch"])
+    micro = -(-TRAIN_GOAL_BATCH // best["batch"])  # micro-batches per optimizer step
+    ms = best["timing"]["median_ms"] * micro
+    note = f"row '{best['setting']}'" + (f", {micro} micro-batches of {best['batch']}" if micro > 1 else "")
+    return [{"goal": f"stage-2 step, batch {TRAIN_GOAL_BATCH}, 480x640, bf16 (H100)", "target": f"<= {TRAIN_GOAL_MS} ms",
+             "measured": ms, "dtype": "bf16", "met": ms <= TRAIN_GOAL_MS, "note": note}]
 
 
 def judge_report(report: dict) -> list[dict]:
