@@ -62,17 +62,22 @@ def find_library(name: str) -> str | None:
     return found if found and os.path.isabs(found) else None
 
 
+_glibc_retained = False  # whether retain_glibc_memory() is in effect in this process
+
+
 def active_allocator(maps: str = "/proc/self/maps") -> str:
-    """``jemalloc`` or ``tcmalloc`` when one is loaded into this process, else ``system``."""
+    """``jemalloc`` or ``tcmalloc`` when one is loaded into this process, else ``glibc-retain`` when
+    :func:`retain_glibc_memory` is in effect, else ``system``."""
+    fallback = "glibc-retain" if _glibc_retained else "system"
     try:
         with open(maps) as f:
             text = f.read()
     except OSError:
-        return "system"
+        return fallback
     for name in ("jemalloc", "tcmalloc"):
         if f"lib{name}" in text:
             return name
-    return "system"
+    return fallback
 
 
 def resolve(choice: str, device: str | None = None) -> str:
@@ -133,10 +138,13 @@ def retain_glibc_memory(enable: bool = True) -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    global _glibc_retained
     if enable:
         ok = mallopt(_M_MMAP_MAX, 0) and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
     else:
         ok = mallopt(_M_MMAP_MAX, 65536) and mallopt(_M_TRIM_THRESHOLD, 128 * 1024)
+    if ok:
+        _glibc_retained = enable
     return bool(ok)
 
 

@@ -64,12 +64,16 @@ def test_resolve():
         allocator.resolve("mimalloc")
 
 
-def test_active_allocator_reads_the_maps(tmp_path):
+def test_active_allocator_reads_the_maps(tmp_path, monkeypatch):
+    monkeypatch.setattr(allocator, "_glibc_retained", False)
     maps = tmp_path / "maps"
     maps.write_text("7f00-7f01 r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/libjemalloc.so.2\n")
     assert allocator.active_allocator(str(maps)) == "jemalloc"
     maps.write_text("7f00-7f01 r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/libc.so.6\n")
     assert allocator.active_allocator(str(maps)) == "system"
+    # glibc keeping its freed memory (--allocator auto / glibc-retain, in process) is named as such
+    monkeypatch.setattr(allocator, "_glibc_retained", True)
+    assert allocator.active_allocator(str(maps)) == "glibc-retain"
 
 
 @pytest.mark.skipif(allocator.find_library("jemalloc") is None, reason="libjemalloc2 not installed")
