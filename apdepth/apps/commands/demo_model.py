@@ -31,13 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="device for the component pre-training and evaluation")
     parser.add_argument("--seed", type=int, default=0, help="seed of data and training (default: 0)")
     parser.add_argument("--outdoor", type=float, default=None,
-                        help="fraction of the training scenes that are open-air (default: 0.4)")
+                        help="fraction of the training scenes that are open-air (default: 0.5, the shipped model's)")
     parser.add_argument("--closeup", type=float, default=None,
-                        help="fraction that are close-ups of one subject before a backdrop (default: 0.3; the rest "
-                             "are rooms)")
+                        help="fraction that are close-ups of one subject before a backdrop (default: 0, the shipped "
+                             "model's; docs/evaluation-whdr.md measured --outdoor 0.4 --closeup 0.3)")
     parser.add_argument("--stage2-degraded", type=float, default=None, metavar="F",
                         help="share of stage 2's training images replaced by photometrically degraded copies, so "
-                             "the frozen prior's maps look as on photographs (default: 1.0; 0: clean images)")
+                             "the frozen prior's maps look as on photographs (default: 0, the shipped model's; "
+                             "docs/evaluation-whdr.md measured 1.0 in fine-tunes)")
     parser.add_argument("--smoke", action="store_true", help="a few images and steps: checks the recipe runs")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the steps and their outputs, check the training configs resolve, and exit")
