@@ -325,3 +325,18 @@ def test_compile_freezing_reaches_inductor(tiny_pipeline_dir, monkeypatch):
     pipe.compile_models("default", scope="pipeline", cache=False)
     pipe(image, processing_resolution=0)
     assert calls[-1]["mode"] == "default" and seen and not any(seen)
+
+
+def test_fusion_block_and_profile_split():
+    """apdepth.benchmark.fusion times the SD2 VAE decoder's plain resnet blocks: up-block 2 has 256 channels at
+    half the image's size; the eager profile splits a call into convolutions and the rest."""
+    from apdepth.benchmark.fusion import decoder_resnet, eager_profile
+
+    block, channels, scale = decoder_resnet(2)
+    assert (channels, scale) == (256, 2) and block.in_channels == block.out_channels == 256
+    x = torch.randn(1, 256, 6, 8)  # [B, C, h, w]
+    with torch.no_grad():
+        assert block(x, None).shape == x.shape
+    split = eager_profile(block, x)
+    assert split["conv_ms"] > 0 and split["other_ms"] > 0
+    assert split["other_share"] == pytest.approx(split["other_ms"] / (split["conv_ms"] + split["other_ms"]))
