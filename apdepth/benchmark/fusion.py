@@ -5,7 +5,7 @@ residual add and a divide by ``output_scale_factor`` (1.0 in SD2). In eager mode
 is a separate pass over the activation; inductor fuses them into few loops around the convolutions, and with
 freezing it also prepacks the convolution weights for oneDNN once instead of reordering them on every call.
 This module times one such block (random weights, the full-size decoder's highest-resolution block by default)
-eager, compiled, and compiled with freezing, interleaved so that a shared machine's load falls on all alike;
+compiled, and compiled with freezing, each interleaved with eager so that a shared machine's load falls on both;
 the eager profile splits its time into convolutions and everything else::
 
     python -m apdepth.benchmark.fusion --res 640x480 --dtype bf16 --repeats 5
@@ -62,9 +62,12 @@ def eager_profile(module: torch.nn.Module, x: torch.Tensor) -> dict[str, float]:
 
 def measure_fusion(res: tuple[int, int] = (480, 640), dtype: str = "bf16", block: int = 3, repeats: int = 5,
                    channels_last: bool = True) -> dict:
-    """Median ms of eager, ``torch.compile`` and ``torch.compile`` with freezing on one decoder resnet at the
-    block's share of ``res`` (H, W), timed in rounds (eager, compiled, frozen, eager, ...); the compiled outputs'
-    max difference from eager; the first compiled call's seconds; the eager profile."""
+    """One decoder resnet at the block's share of ``res`` (H, W): ``torch.compile`` and ``torch.compile`` with
+    freezing, each timed against eager in alternating rounds (eager, variant, eager, ...) right after it is
+    compiled. The two variants compile the same function, which dynamo caches by its code: each is compiled
+    after a reset and timed before the next, so neither runs the other's code. Returns the medians (ms), each
+    variant's speed-up over its own eager rounds, its first call (s) and its max difference from eager, and the
+    eager profile."""
     torch_dtype = DTYPES[dtype]
     module, channels, scale = decoder_resnet(block, torch_dtype)
     h, w = res[0] // scale, res[1] // scale
@@ -72,8 +75,7 @@ def measure_fusion(res: tuple[int, int] = (480, 640), dtype: str = "bf16", block
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    variants = {"eager": lambda t: module(t, None)}
-    first_s = {}
+    medians, speedup, first_s, max_abs = {}, {}, {}, {}
     with torch.no_grad():
         reference = module(x, None)
         torch.compile(lambda t: t + 1)(torch.zeros(1))  # inductor's start-up, not counted below
@@ -84,21 +86,20 @@ def measure_fusion(res: tuple[int, int] = (480, 640), dtype: str = "bf16", block
             start = time.perf_counter()
             out = fn(x)
             first_s[name] = time.perf_counter() - start
-            variants[name] = fn
-            first_s[name + "_max_abs"] = float((out.float() - reference.float()).abs().max())
-        times = {name: [] for name in variants}
-        for _ in range(repeats):
-            for name, fn in variants.items():
-                start = time.perf_counter()
-                fn(x)
-                times[name].append((time.perf_counter() - start) * 1000.0)
-    medians = {name: statistics.median(t) for name, t in times.items()}
+            max_abs[name] = float((out.float() - reference.float()).abs().max())
+            times = {"eager": [], name: []}
+            for _ in range(repeats):
+                for key, call in (("eager", lambda: module(x, None)), (name, lambda f=fn: f(x))):
+                    start = time.perf_counter()
+                    call()
+                    times[key].append((time.perf_counter() - start) * 1000.0)
+            medians[f"eager (beside {name})"] = statistics.median(times["eager"])
+            medians[name] = statistics.median(times[name])
+            speedup[name] = medians[f"eager (beside {name})"] / medians[name]
+        torch._dynamo.reset()
     return {"block": block, "channels": channels, "input": f"{w}x{h}", "dtype": dtype, "channels_last": channels_last,
-            "threads": torch.get_num_threads(), "median_ms": medians,
-            "speedup": {name: medians["eager"] / m for name, m in medians.items() if name != "eager"},
-            "first_call_s": {k: v for k, v in first_s.items() if not k.endswith("max_abs")},
-            "max_abs": {k[:-8]: v for k, v in first_s.items() if k.endswith("max_abs")},
-            "eager_profile": eager_profile(module, x), "repeats": repeats}
+            "threads": torch.get_num_threads(), "median_ms": medians, "speedup": speedup, "first_call_s": first_s,
+            "max_abs": max_abs, "eager_profile": eager_profile(module, x), "repeats": repeats}
 
 
 def main(argv: list[str] | None = None) -> int:
