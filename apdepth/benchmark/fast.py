@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import shutil
 import statistics
@@ -26,6 +25,7 @@ import torch
 from PIL import Image
 
 from .quantization import _pipeline, depth_difference
+from .timing import emit_json_line
 
 __all__ = ["VARIANTS", "main", "measure_fast"]
 
@@ -130,11 +130,7 @@ def main(argv=None) -> int:
                           None if args.mode == "none" else args.mode, args.dtype, args.repeats, args.seed,
                           args.freezing, args.baseline)
     result["cold"] = args.cold
-    line = json.dumps(result)
-    print(line)
-    if args.json:
-        with open(args.json, "a") as f:
-            f.write(line + "\n")
+    emit_json_line(result, args.json)
     return 0
 
 

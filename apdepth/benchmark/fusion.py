@@ -17,7 +17,6 @@ the eager profile splits its time into convolutions and everything else::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
@@ -25,6 +24,8 @@ import torch
 
 from ..compilation import with_inductor_freezing
 from ..devices import DTYPES
+from .allocation import parse_size
+from .timing import emit_json_line
 
 __all__ = ["decoder_resnet", "eager_profile", "main", "measure_fusion"]
 
@@ -104,20 +105,16 @@ def measure_fusion(res: tuple[int, int] = (480, 640), dtype: str = "bf16", block
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--res", default="640x480", help="WxH of the image whose decoding is timed (default 640x480)")
+    parser.add_argument("--res", type=parse_size, default=(480, 640),
+                        help="WxH of the image whose decoding is timed (default 640x480)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     parser.add_argument("--block", type=int, choices=sorted(_BLOCKS), default=3)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--contiguous", action="store_true", help="contiguous layout instead of channels_last")
     parser.add_argument("--json", help="append the result as one JSON line to this file")
     args = parser.parse_args(argv)
-    w, h = (int(v) for v in args.res.lower().split("x"))
-    result = measure_fusion((h, w), args.dtype, args.block, args.repeats, channels_last=not args.contiguous)
-    line = json.dumps(result)
-    print(line)
-    if args.json:
-        with open(args.json, "a") as f:
-            f.write(line + "\n")
+    result = measure_fusion(args.res, args.dtype, args.block, args.repeats, channels_last=not args.contiguous)
+    emit_json_line(result, args.json)
     return 0
 
 

@@ -113,3 +113,15 @@ class PeakMemory:
             peak = max(self._peak, _rss_bytes())
         self.peak_mb = peak / 2**20
         self.delta_mb = (peak - self._start) / 2**20
+
+
+def emit_json_line(result: dict, path: str | None = None) -> None:
+    """Print ``result`` as one JSON line and, with ``path``, append that line to the file: the output of the
+    one-measurement-per-process benchmark modules (``--json``), so that several runs collect in one file."""
+    import json
+
+    line = json.dumps(result)
+    print(line)
+    if path:
+        with open(path, "a") as f:
+            f.write(line + "\n")
