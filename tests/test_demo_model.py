@@ -27,7 +27,8 @@ PREFIX = 12  # held-out NYU images regenerated in CI (4 rooms of 3 views; the ca
 
 def test_recipe_runs_end_to_end_and_installs(tmp_path):
     out = tmp_path / "demo"
-    assert main(["demo-model", "-o", str(out), "--smoke", "--stage2-degraded", "0.5"]) == 0
+    assert main(["demo-model", "-o", str(out), "--smoke", "--stage2-degraded", "0.5", "--outdoor", "1",
+                 "--prior-focus-steps", "2"]) == 0
     degraded = out / "data" / "hypersim_stage2_degraded"
     assert (degraded / "filename_list_train.txt").read_text() == (out / "data" / "hypersim" / "filename_list_train.txt").read_text()
     metrics = json.loads((out / "metrics.json").read_text())
@@ -43,6 +44,7 @@ def test_recipe_runs_end_to_end_and_installs(tmp_path):
                                                                         "china.png"]
     assert "](examples/cheetah_cub.png)" in card
     assert "50% of its images photometrically degraded" in card
+    assert "then 2 steps on the open-air and close-up scenes only" in card  # the prior's focus phase ran
     log = json.loads((out / "recipe.json").read_text())
     assert list(log["steps"]) == ["data", "base", "stage1", "stage2", "export", "evaluate", "card"]
     # every trained part is in the export, in fp16, with the recipe's processing resolution
@@ -249,3 +251,22 @@ def test_evaluate_reproduces_the_whole_card_archive(tmp_path):
     card = json.loads((WEIGHTS_DIR / "metrics.json").read_text())["nyu"]["apdepth"]["metrics"]
     for key in ("abs_rel", "delta1", "boundary_f1"):
         assert summary[key] == pytest.approx(card[key], abs=1e-4, nan_ok=True)
+
+
+def test_focus_split_keeps_the_open_air_and_close_up_frames(tmp_path):
+    """The prior's focus phase reads the generator's scene kinds: only the open-air and close-up lines of the
+    training list are kept, in order; a folder with neither is a clear error, and so is the flag without them."""
+    from apdepth.embedded.recipe import focus_split
+
+    frames = [("a/rgb_0.png", "open_air"), ("b/rgb_0.png", "kitchen"), ("c/rgb_0.png", "closeup"),
+              ("d/rgb_0.png", "bedroom")]
+    (tmp_path / "synth_meta.json").write_text(json.dumps({"frames": [{"rgb": r, "room": k} for r, k in frames]}))
+    (tmp_path / "filename_list_train.txt").write_text("".join(f"{r} {r.replace('rgb', 'depth')}\n" for r, _ in frames))
+    assert focus_split(tmp_path).read_text() == "a/rgb_0.png a/depth_0.png\nc/rgb_0.png c/depth_0.png\n"
+    rooms = tmp_path / "rooms"
+    rooms.mkdir()
+    (rooms / "synth_meta.json").write_text(json.dumps({"frames": [{"rgb": "b/rgb_0.png", "room": "kitchen"}]}))
+    (rooms / "filename_list_train.txt").write_text("b/rgb_0.png b/depth_0.png\n")
+    with pytest.raises(ValueError, match="no frame of the kinds open_air, closeup"):
+        focus_split(rooms)
+    assert main(["demo-model", "-o", str(tmp_path / "x"), "--smoke", "--outdoor", "0", "--prior-focus-steps", "5"]) == 2

@@ -148,6 +148,11 @@ def _recipe_text(cfg: dict, base_losses: dict, train_size) -> str:
     share = cfg.get("stage2_degraded", 0.0)
     degraded = (f" and {share:.0%} of its images photometrically degraded with sensor noise, so that the frozen "
                 "prior's maps look as they do on photographs") if share else ""
+    focus = ""
+    if cfg.get("prior_focus_steps", 0) and "prior_focus" in base_losses:
+        lf = base_losses["prior_focus"]
+        focus = (f", then {cfg['prior_focus_steps']} steps on the open-air and close-up scenes only (lr 2e-4; "
+                 f"{lf['first']:.4f} -> {lf['last_50']:.4f})")
     return f"""1. Data (`apdepth synth`, seed {cfg['seed']}): {cfg['counts']['hypersim']} Hypersim-layout
    training images at {train_size[0]}x{train_size[1]} ({open_air:.0%} of the scenes open-air: ground, sky,
    tree lines, buildings, hills, people-sized figures, animals, cars, with haze and defocus blur;
@@ -160,7 +165,7 @@ def _recipe_text(cfg: dict, base_losses: dict, train_size) -> str:
    {base_losses['vae']['first']:.4f} -> {base_losses['vae']['last_50']:.4f}), the prior for
    {cfg['prior_steps']} steps on normalised disparity (L1; {base_losses['prior']['first']:.4f} ->
    {base_losses['prior']['last_50']:.4f}; photometric augmentation on {cfg.get('photometric', 0.0):.0%} of the
-   images). The UNet starts from random weights (there is no small Stable Diffusion to start from);
+   images){focus}. The UNet starts from random weights (there is no small Stable Diffusion to start from);
    stage 1's alignment target is the prior's own DINOv2 backbone.
 3. `apdepth train -c configs/demo/stage1.yaml` (feature alignment, conv adapter, cosine loss), then
    `apdepth train -c configs/demo/stage2.yaml` from the stage-1 UNet (latent MSE + pixel L1, then the

@@ -58,6 +58,9 @@ class RecipeConfig:
     stage2_degraded: float = 0.0
     vae_steps: int = 400
     prior_steps: int = 600
+    # steps of a second prior phase on the open-air and close-up scenes only (lr 2e-4): the fine-tune that
+    # docs/evaluation-whdr.md measured (p1: the prior's WHDR 0.247 -> 0.170 in 300 steps); 0 made the shipped model
+    prior_focus_steps: int = 0
     vae_batch: int = 6  # x3 images a step: RGB, depth, disparity
     prior_batch: int = 8
     stage1_overrides: list = field(default_factory=list)
@@ -145,6 +148,31 @@ def strip_load_paths(folder: Path) -> None:
         config = json.loads(path.read_text())
         if clean(config, True):
             path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+FOCUS_ROOMS = ("open_air", "closeup")  # the scene kinds (synth_meta.json "room") of the prior's second phase
+
+
+def focus_split(folder: Path, rooms=FOCUS_ROOMS) -> Path:
+    """``filename_list_focus.txt`` in a generated Hypersim-layout folder: the lines of its training list whose
+    frames are of the scene kinds ``rooms`` (read from ``synth_meta.json``); written once, atomically."""
+    from ..io import atomic_open
+
+    folder = Path(folder)
+    out = folder / "filename_list_focus.txt"
+    if out.is_file():
+        return out
+    meta = folder / "synth_meta.json"
+    if not meta.is_file():
+        raise FileNotFoundError(f"{meta}: no scene list, so the prior's focus phase cannot pick its scenes")
+    kind = {frame["rgb"]: frame.get("room") for frame in json.loads(meta.read_text())["frames"]}
+    lines = [ln for ln in (folder / "filename_list_train.txt").read_text().splitlines() if ln.strip()]
+    keep = [ln for ln in lines if kind.get(ln.split()[0]) in rooms]
+    if not keep:
+        raise ValueError(f"{meta}: no frame of the kinds {', '.join(rooms)} (generate with --outdoor/--closeup > 0)")
+    with atomic_open(out, "w") as f:
+        f.write("\n".join(keep) + "\n")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- steps
@@ -261,6 +289,15 @@ class Recipe:
         prior_cfg = ComponentTrainConfig(steps=self.cfg.prior_steps, batch_size=self.cfg.prior_batch, lr=5e-4,
                                          seed=self.cfg.seed, photometric=self.cfg.photometric)
         losses["prior"] = train_prior(prior, samples, [1.0], prior_cfg, self.device)
+        if self.cfg.prior_focus_steps > 0:
+            split = focus_split(self.data / "hypersim")
+            focus = ComponentSamples([get_dataset("hypersim", self.data / "hypersim", split)], TRAIN_SIZE[0],
+                                     TRAIN_SIZE[1], seed=self.cfg.seed + 1)
+            steps = self.cfg.prior_focus_steps
+            focus_cfg = ComponentTrainConfig(steps=steps, batch_size=self.cfg.prior_batch, lr=2e-4,
+                                             warmup_steps=min(50, steps // 5), seed=self.cfg.seed + 1,
+                                             photometric=self.cfg.photometric)
+            losses["prior_focus"] = train_prior(prior, focus, [1.0], focus_cfg, self.device)
         prior.to("cpu").save_pretrained(tmp / "prior")
         torch.manual_seed(self.cfg.seed + 2)
         build_unet().save_pretrained(tmp / "unet")

@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of stage 2's training images replaced by photometrically degraded copies, so "
                              "the frozen prior's maps look as on photographs (default: 0, the shipped model's; "
                              "docs/evaluation-whdr.md measured 1.0 in fine-tunes)")
+    parser.add_argument("--prior-focus-steps", type=int, default=None, metavar="N",
+                        help="then train the prior N more steps on the open-air and close-up scenes only (default: "
+                             "0, the shipped model's; docs/evaluation-whdr.md measured 300)")
     parser.add_argument("--smoke", action="store_true", help="a few images and steps: checks the recipe runs")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the steps and their outputs, check the training configs resolve, and exit")
@@ -51,9 +54,13 @@ def run(args: argparse.Namespace) -> int:
     quiet_loading_bars()
     cfg = RecipeConfig.smoke() if args.smoke else RecipeConfig()
     cfg.seed = args.seed
-    for name in ("outdoor", "closeup", "stage2_degraded"):
+    for name in ("outdoor", "closeup", "stage2_degraded", "prior_focus_steps"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
+    if cfg.prior_focus_steps > 0 and cfg.outdoor + cfg.closeup == 0:
+        logger.error("--prior-focus-steps trains on the open-air and close-up scenes: with --outdoor 0 and "
+                     "--closeup 0 there are none")
+        return 2
     recipe = Recipe(args.output, cfg, configs=args.configs, device=args.device)
     try:
         if args.dry_run:
