@@ -20,8 +20,8 @@ labels = read_labels(DEFAULT_LABELS)
 
 
 def variant(kind):
-    def encode(rgb, prior_disp=None):
-        cond = original(rgb, prior_disp)
+    def encode(rgb, prior_disp=None, rgb_latent=None):
+        cond = original(rgb, prior_disp, rgb_latent)  # [B, 8, h, w]: prior latent, RGB latent
         if kind == "zeros":
             cond[:, 4:] = 0
         elif kind == "blur":
@@ -37,4 +37,6 @@ def variant(kind):
 for kind in ("none", "zeros", "blur", "grey", "prior_zero"):
     pipe.encode_condition = variant(kind)
     r = evaluate_whdr(labels, DEFAULT_IMAGES, ["model"], pipe)
-    print(f"{kind:10s} model WHDR {r['whdr']['model']:.3f}", flush=True)
+    worst = sorted(r["per_image"].items(), key=lambda kv: -kv[1]["model"])[:3]
+    print(f"{kind:10s} model WHDR {r['whdr']['model']:.3f}; worst: "
+          + ", ".join(f"{name} {row['model']:.2f}" for name, row in worst), flush=True)
