@@ -256,7 +256,7 @@ def test_evaluate_reproduces_the_whole_card_archive(tmp_path):
 def test_focus_split_keeps_the_open_air_and_close_up_frames(tmp_path):
     """The prior's focus phase reads the generator's scene kinds: only the open-air and close-up lines of the
     training list are kept, in order; a folder with neither is a clear error, and so is the flag without them."""
-    from apdepth.embedded.recipe import focus_split
+    from apdepth.embedded.recipe import Recipe, focus_split
 
     frames = [("a/rgb_0.png", "open_air"), ("b/rgb_0.png", "kitchen"), ("c/rgb_0.png", "closeup"),
               ("d/rgb_0.png", "bedroom")]
@@ -270,3 +270,5 @@ def test_focus_split_keeps_the_open_air_and_close_up_frames(tmp_path):
     with pytest.raises(ValueError, match="no frame of the kinds open_air, closeup"):
         focus_split(rooms)
     assert main(["demo-model", "-o", str(tmp_path / "x"), "--smoke", "--outdoor", "0", "--prior-focus-steps", "5"]) == 2
+    with pytest.raises(ValueError, match="with outdoor 0 and closeup 0 there are none"):  # the library path too
+        Recipe(tmp_path / "y", RecipeConfig(outdoor=0.0, closeup=0.0, prior_focus_steps=5))

@@ -190,6 +190,9 @@ class Recipe:
         self.data = self.out / "data"
         self.train_size, self.processing_res = TRAIN_SIZE, PROCESSING_RES
         self.log_file = self.out / "recipe.json"
+        if self.cfg.prior_focus_steps > 0 and self.cfg.outdoor + self.cfg.closeup == 0:
+            raise ValueError("prior_focus_steps (--prior-focus-steps) trains on the open-air and close-up scenes: "
+                             "with outdoor 0 and closeup 0 there are none")
 
     # bookkeeping: seconds per step, settings
     def _record(self, step: str, seconds: float, **extra) -> None:
@@ -273,6 +276,8 @@ class Recipe:
         if (base / "model_index.json").is_file() and (prior_dir / "config.json").is_file():
             return False
         train_set = get_dataset("hypersim", self.data / "hypersim", self.split("hypersim"))
+        # the focus phase's frames, picked before any training so that a folder without them fails at once
+        focus_list = focus_split(self.data / "hypersim") if self.cfg.prior_focus_steps > 0 else None
         samples = ComponentSamples([train_set], TRAIN_SIZE[0], TRAIN_SIZE[1], seed=self.cfg.seed)
         losses = {}
         tmp = self.out / ".base-tmp"
@@ -289,9 +294,8 @@ class Recipe:
         prior_cfg = ComponentTrainConfig(steps=self.cfg.prior_steps, batch_size=self.cfg.prior_batch, lr=5e-4,
                                          seed=self.cfg.seed, photometric=self.cfg.photometric)
         losses["prior"] = train_prior(prior, samples, [1.0], prior_cfg, self.device)
-        if self.cfg.prior_focus_steps > 0:
-            split = focus_split(self.data / "hypersim")
-            focus = ComponentSamples([get_dataset("hypersim", self.data / "hypersim", split)], TRAIN_SIZE[0],
+        if focus_list is not None:
+            focus = ComponentSamples([get_dataset("hypersim", self.data / "hypersim", focus_list)], TRAIN_SIZE[0],
                                      TRAIN_SIZE[1], seed=self.cfg.seed + 1)
             steps = self.cfg.prior_focus_steps
             focus_cfg = ComponentTrainConfig(steps=steps, batch_size=self.cfg.prior_batch, lr=2e-4,

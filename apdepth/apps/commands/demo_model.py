@@ -57,11 +57,11 @@ def run(args: argparse.Namespace) -> int:
     for name in ("outdoor", "closeup", "stage2_degraded", "prior_focus_steps"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
-    if cfg.prior_focus_steps > 0 and cfg.outdoor + cfg.closeup == 0:
-        logger.error("--prior-focus-steps trains on the open-air and close-up scenes: with --outdoor 0 and "
-                     "--closeup 0 there are none")
+    try:
+        recipe = Recipe(args.output, cfg, configs=args.configs, device=args.device)
+    except ValueError as e:  # settings that contradict each other
+        logger.error("%s", e)
         return 2
-    recipe = Recipe(args.output, cfg, configs=args.configs, device=args.device)
     try:
         if args.dry_run:
             from ...training.config import ConfigError
