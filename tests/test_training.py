@@ -294,6 +294,29 @@ def test_cached_and_raw_steps_agree(env, tmp_path):
         train(other)
 
 
+def test_prior_degradation_runs_on_every_micro_batch_of_a_cached_run(env, tmp_path, monkeypatch):
+    from apdepth.training import stage2 as stage2_module
+
+    calls = []
+
+    def spy(disp, p, generator=None):
+        calls.append((tuple(disp.shape), p))
+        return stage2_module.degrade_prior.__wrapped__(disp, p, generator)
+
+    spy.__wrapped__ = stage2_module.degrade_prior
+    monkeypatch.setattr(stage2_module, "degrade_prior", spy)
+    extra = {"optim.max_steps": 2, "data.cache_dir": tmp_path / "cache", "stage2.prior_degrade": 1.0}
+    cfg = build_config(None, env.overrides(2, tmp_path / "run", **extra))
+    cache_latents(cfg)
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    train(cfg)
+    batch = cfg.data.batch_size
+    assert len(calls) == 2 * cfg.optim.effective_batch // batch and all(c[1] == 1.0 for c in calls)
+    assert calls[0][0][:2] == (batch, 1)
+
+
 def test_the_cache_entry_point_needs_a_cache_dir_and_no_run_folder(env, tmp_path):
     with pytest.raises(ConfigError, match="needs data.cache_dir"):
         cache_latents(build_config(None, env.overrides(2, tmp_path / "run")))

@@ -127,6 +127,10 @@ class Stage2Config:
     # Phase 1's pixel L1 on a random crop of the predicted latent, "HxW" in pixels (multiples of 8), decoded
     # alone: the VAE decode (most of a step's cost) shrinks with the crop's area. null: the whole image (exact).
     l1_crop: str | None = None
+    # Not in the paper (0 = the paper): each sample's prior map, with this probability, goes through a random
+    # order-keeping degradation (monotone remap, blur, lower resolution) before it is encoded, so that the UNet
+    # follows the prior's ordering on the coarse maps a prior gives outside its training domain (prior_degrade.py).
+    prior_degrade: float = 0.0
 
     def l1_crop_size(self) -> tuple[int, int] | None:
         """``l1_crop`` as ``(H, W)`` in pixels, or ``None``; a malformed value raises :class:`ConfigError`."""
@@ -388,6 +392,8 @@ def validate(cfg: TrainConfig) -> None:
     _validate_data(cfg)
     _validate_stage1(cfg)
     _validate_stage2(cfg.stage2)
+    if cfg.stage2.prior_degrade > 0 and cfg.model.prior.lower() == "none":
+        raise ConfigError("stage2.prior_degrade degrades the prior's maps; model.prior is 'none'")
     _validate_optim(cfg.optim)
     _validate_run(cfg.run, cfg.validation)
     _validate_lora(cfg)
@@ -488,6 +494,8 @@ def _validate_stage2(s2: Stage2Config) -> None:
     for key in ("latent_mse_weight", "pixel_l1_weight", "freq_strength", "freq_weight"):
         _positive(f"stage2.{key}", getattr(s2, key), allow_zero=True)
     s2.l1_crop_size()
+    if not 0 <= s2.prior_degrade <= 1:
+        raise ConfigError(f"stage2.prior_degrade is a probability in [0, 1]; got {s2.prior_degrade!r}")
 
 
 def _validate_optim(o: OptimConfig) -> None:

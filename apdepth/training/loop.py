@@ -199,6 +199,8 @@ class Trainer:
         terms: set[str] = set()
         for micro in range(self.accum):
             inputs = encode_inputs(self.pipe, next(self.batches), self.stage.needs_depth_latent)
+            with torch.no_grad():
+                inputs = self.stage.prepare_inputs(inputs)
             sync = micro == self.accum - 1
             with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model):
                 with self.accelerator.autocast():

@@ -62,6 +62,11 @@ class TrainingStage(ABC):
         """Whether the losses read the ground-truth depth latent (VAE-encoded each step, or read from the
         latent cache, which always holds it) besides the RGB and prior latents of the condition."""
 
+    def prepare_inputs(self, inputs: StepInputs) -> StepInputs:
+        """The micro-batch the losses see, from what :func:`~.inputs.encode_inputs` (or the cache) gave;
+        runs under ``no_grad``. The default passes it on unchanged."""
+        return inputs
+
     # ------------------------------------------------------------------ what it computes
     @abstractmethod
     def phase(self, step: int) -> int:

@@ -21,6 +21,7 @@ the decoder sees less context than in a full decode). A crop as large as the ima
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -28,8 +29,10 @@ from torch import nn
 
 from ..diffusion import decode_depth
 from ..losses import frequency_loss, masked_l1, masked_mse
+from ..pipeline import ApDepthPipeline
 from .config import Stage2Config
 from .inputs import StepInputs
+from .prior_degrade import degrade_prior
 from .stage import TrainingStage
 
 
@@ -38,12 +41,29 @@ class Stage2(TrainingStage):
 
     name = "stage2"
 
-    def __init__(self, cfg: Stage2Config, vae: nn.Module, generator: torch.Generator | None = None):
-        """``generator`` (CPU) draws the L1 crops' positions; ``None``: torch's global generator."""
+    def __init__(self, cfg: Stage2Config, vae: nn.Module, generator: torch.Generator | None = None,
+                 pipe: ApDepthPipeline | None = None):
+        """``generator`` (CPU) draws the L1 crops' positions and the prior degradations; ``None``: torch's
+        global generator. ``pipe`` runs the prior and encodes its degraded maps (needed when
+        ``cfg.prior_degrade > 0``)."""
         self.cfg = cfg
         self.vae = vae
         self.generator = generator
         self.l1_crop = cfg.l1_crop_size()
+        if cfg.prior_degrade > 0 and (pipe is None or not pipe.config.use_prior):
+            raise ValueError("stage2.prior_degrade needs a pipeline with a prior (model.use_prior=true)")
+        self.pipe = pipe
+
+    def prepare_inputs(self, inputs: StepInputs) -> StepInputs:
+        """With ``prior_degrade > 0``: the prior latent of the micro-batch recomputed from a degraded copy
+        of the prior's map (:func:`~.prior_degrade.degrade_prior`), each sample with that probability;
+        RGB and depth latents (cached or not) stay as they are."""
+        if self.cfg.prior_degrade <= 0:
+            return inputs
+        disp = self.pipe.run_prior(inputs.rgb)  # [B, 1, H, W] in [-1, 1]
+        disp = degrade_prior(disp, self.cfg.prior_degrade, self.generator)
+        condition = self.pipe.encode_condition(inputs.rgb, disp, inputs.rgb_latent)  # [B, 8, h, w]
+        return replace(inputs, prior_latent=condition[:, :4].float())
 
     def prepare_unet(self, unet: nn.Module) -> None:
         pass  # every loss reaches the whole UNet
