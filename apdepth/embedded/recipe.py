@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from ..synth.datasets import CLOSEUP_ROOM, OPEN_AIR_ROOM
+
 logger = logging.getLogger(__name__)
 
 DEMO_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "demo"  # package data (apdepth/configs/demo)
@@ -150,7 +152,7 @@ def strip_load_paths(folder: Path) -> None:
             path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-FOCUS_ROOMS = ("open_air", "closeup")  # the scene kinds (synth_meta.json "room") of the prior's second phase
+FOCUS_ROOMS = (OPEN_AIR_ROOM, CLOSEUP_ROOM)  # the scene kinds (synth_meta.json "room") of the prior's second phase
 
 
 def focus_split(folder: Path, rooms=FOCUS_ROOMS) -> Path:
@@ -227,6 +229,11 @@ class Recipe:
         lines = []
         for name in steps:
             line = f"{name:<9}-> {outputs[name]}"
+            if name == "base":
+                line += f"  (VAE {self.cfg.vae_steps} steps, prior {self.cfg.prior_steps} steps"
+                if self.cfg.prior_focus_steps > 0:
+                    line += f" + {self.cfg.prior_focus_steps} on the open-air and close-up scenes"
+                line += ")"
             if name in ("stage1", "stage2"):
                 stage = int(name[-1])
                 extra = self.cfg.stage1_overrides if stage == 1 else self.cfg.stage2_overrides

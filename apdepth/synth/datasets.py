@@ -95,6 +95,10 @@ def is_open_air(seed: int, scene: int, outdoor: float) -> bool:
     return scene_kind(seed, scene, outdoor) == "open"
 
 
+# synth_meta.json's per-frame "room" of the scenes that are not rooms (a room's is its kind: "kitchen", ...)
+OPEN_AIR_ROOM, CLOSEUP_ROOM = "open_air", "closeup"
+
+
 def scene_kind(seed: int, scene: int, outdoor: float, closeup: float = 0.0) -> str:
     """``"open"`` (a fraction ``outdoor`` of the scenes), ``"closeup"`` (a fraction ``closeup``) or ``"room"``,
     each scene decided by one draw from its own seed: raising ``closeup`` turns rooms into close-ups and
@@ -137,7 +141,7 @@ def open_hypersim_scene(seed: int, scene: int, frames: list[int], size: tuple[in
         rgb_rel, depth_rel = f"{name}/rgb_cam_00_fr{fr:04d}.png", f"{name}/depth_plane_cam_00_fr{fr:04d}.png"
         res.files += [(rgb_rel, en.png_bytes(rgb)), (depth_rel, en.png_bytes(en.metres_to_uint16(depth, 1000.0)))]
         res.lines.append(f"{rgb_rel} {depth_rel}")
-        res.meta.append(_cam_meta(rgb_rel, cam, {"room": "closeup" if closeup else "open_air"}))
+        res.meta.append(_cam_meta(rgb_rel, cam, {"room": CLOSEUP_ROOM if closeup else OPEN_AIR_ROOM}))
         t = _tick(res, "encode", t)
     return res
 
