@@ -297,13 +297,12 @@ def test_cached_and_raw_steps_agree(env, tmp_path):
 def test_prior_degradation_runs_on_every_micro_batch_of_a_cached_run(env, tmp_path, monkeypatch):
     from apdepth.training import stage2 as stage2_module
 
-    calls = []
+    calls, original = [], stage2_module.degrade_prior
 
     def spy(disp, p, generator=None):
         calls.append((tuple(disp.shape), p))
-        return stage2_module.degrade_prior.__wrapped__(disp, p, generator)
+        return original(disp, p, generator)
 
-    spy.__wrapped__ = stage2_module.degrade_prior
     monkeypatch.setattr(stage2_module, "degrade_prior", spy)
     extra = {"optim.max_steps": 2, "data.cache_dir": tmp_path / "cache", "stage2.prior_degrade": 1.0}
     cfg = build_config(None, env.overrides(2, tmp_path / "run", **extra))
