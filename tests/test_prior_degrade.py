@@ -10,7 +10,7 @@ from apdepth.benchmark.training import training_batch
 from apdepth.testing import tiny_pipeline
 from apdepth.training.config import ConfigError, Stage2Config, build_config
 from apdepth.training.inputs import encode_inputs
-from apdepth.training.prior_degrade import degrade_prior, gaussian_blur, monotone_remap, normalise
+from apdepth.training.prior_degrade import degrade_prior, gaussian_blur, monotone_remap, stretch
 from apdepth.training.stage2 import Stage2
 
 
@@ -36,9 +36,21 @@ def test_gaussian_blur_keeps_constants_and_mass_and_spreads_by_sigma():
     assert gaussian_blur(impulse, 0.1) is impulse  # below 0.3 px: no blur
 
 
-def test_normalise_is_min_max_to_plus_minus_one():
+def test_stretch_maps_the_minimum_and_maximum_to_the_given_range():
     x = torch.tensor([2.0, 3.0, 6.0]).view(1, 1, 1, 3)
-    assert normalise(x).flatten().tolist() == pytest.approx([-1.0, -0.5, 1.0])
+    lo, hi = torch.full((1, 1, 1, 1), -1.0), torch.ones(1, 1, 1, 1)
+    assert stretch(x, lo, hi).flatten().tolist() == pytest.approx([-1.0, -0.5, 1.0])
+    assert stretch(x, lo + 1, hi * 0.5).flatten().tolist() == pytest.approx([0.0, 0.125, 0.5])
+
+
+def test_degradation_keeps_each_maps_own_range():
+    """The release's ("compat") prior output is unnormalised: a degraded map keeps the clean map's minimum and
+    maximum, so the UNet sees the value range it sees at inference."""
+    ramp = torch.linspace(0, 1, 64).view(1, 1, 1, 64).expand(4, 1, 32, 64) * torch.tensor([0.5, 1.0, 2.0, 7.0]).view(
+        4, 1, 1, 1) + torch.tensor([0.0, 0.1, -3.0, 2.0]).view(4, 1, 1, 1)
+    out = degrade_prior(ramp.contiguous(), 1.0, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(out.amin((1, 2, 3)), ramp.amin((1, 2, 3)))
+    torch.testing.assert_close(out.amax((1, 2, 3)), ramp.amax((1, 2, 3)))
 
 
 def test_degradation_keeps_the_order_and_the_prior_range():

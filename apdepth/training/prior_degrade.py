@@ -11,7 +11,9 @@ and to take the edges from the RGB:
 1. a random monotone remap of the values (piecewise linear through ``knots`` random increasing points),
 2. a Gaussian blur of random width (up to ``max_blur`` of the short side),
 3. a random loss of resolution (down by up to ``max_down`` and back up, bilinear),
-4. the min-max normalisation to [-1, 1] the prior's own output has.
+4. a stretch back to the map's own value range (its minimum and maximum): the prior's output is
+   unnormalised in the release's ``"compat"`` preprocessing (the embedded prior's lies in about [0, 1]) and
+   [-1, 1] in ``"normalized"``, and a degraded map must stay in the range the UNet sees at inference.
 
 Each sample of a batch is degraded with probability ``p``, with its own random draws.
 """
@@ -49,19 +51,25 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(x, w.view(1, 1, -1, 1))
 
 
-def normalise(x: torch.Tensor) -> torch.Tensor:
-    """Per-sample min-max normalisation of ``[B, 1, H, W]`` to [-1, 1] (a flat map becomes all -1)."""
+def value_range(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample minimum and maximum of ``[B, 1, H, W]``, each ``[B, 1, 1, 1]``."""
     flat = x.flatten(1)
-    lo = flat.min(dim=1).values.view(-1, 1, 1, 1)
-    hi = flat.max(dim=1).values.view(-1, 1, 1, 1)
-    return (x - lo) / (hi - lo).clamp_min(1e-6) * 2.0 - 1.0
+    return flat.min(dim=1).values.view(-1, 1, 1, 1), flat.max(dim=1).values.view(-1, 1, 1, 1)
+
+
+def stretch(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """``x`` ``[B, 1, H, W]`` mapped affinely, per sample, so that its minimum is ``lo`` and its maximum ``hi``
+    (a flat map becomes all ``lo``)."""
+    x_lo, x_hi = value_range(x)
+    return lo + (x - x_lo) / (x_hi - x_lo).clamp_min(1e-6) * (hi - lo)
 
 
 def degrade_prior(disp: torch.Tensor, p: float, generator: torch.Generator | None = None, knots: int = 4,
                   max_blur: float = 0.04, max_down: int = 8) -> torch.Tensor:
-    """``disp`` ``[B, 1, H, W]`` (the prior's disparity, min-max normalised to [-1, 1]) with each sample
-    degraded with probability ``p`` (see the module's text); the others are returned unchanged. The random
-    draws come from ``generator`` (CPU; ``None``: torch's global one)."""
+    """``disp`` ``[B, 1, H, W]`` (the prior's disparity, in either preprocessing's range) with each sample
+    degraded with probability ``p`` and stretched back to its own minimum and maximum (see the module's
+    text); the others are returned unchanged. The random draws come from ``generator`` (CPU; ``None``:
+    torch's global one)."""
     if p <= 0:
         return disp
     b, _, h, w = disp.shape
@@ -69,7 +77,8 @@ def degrade_prior(disp: torch.Tensor, p: float, generator: torch.Generator | Non
     for s in range(b):
         if float(torch.rand(1, generator=generator)) >= p:
             continue
-        x = (disp[s:s + 1].float() + 1.0) / 2.0  # [1, 1, H, W] in [0, 1]
+        lo, hi = value_range(disp[s:s + 1].float())
+        x = stretch(disp[s:s + 1].float(), torch.zeros_like(lo), torch.ones_like(hi))  # [1, 1, H, W] in [0, 1]
         steps = torch.rand(knots, generator=generator) + 0.1  # positive increments: a monotone curve
         curve = torch.cat([torch.zeros(1), steps.cumsum(0) / steps.sum()]).to(x.device)  # [K+1], 0 -> 1
         x = monotone_remap(x, curve[None])
@@ -78,5 +87,5 @@ def degrade_prior(disp: torch.Tensor, p: float, generator: torch.Generator | Non
         if down > 1:
             small = F.interpolate(x, size=(max(1, h // down), max(1, w // down)), mode="area")
             x = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
-        out[s:s + 1] = normalise(x).to(out.dtype)
+        out[s:s + 1] = stretch(x, lo, hi).to(out.dtype)
     return out
