@@ -321,7 +321,7 @@ def _build_stage1(cfg: TrainConfig, pipe: ApDepthPipeline) -> Stage1:
 
 
 def _build_stage2(cfg: TrainConfig, pipe: ApDepthPipeline) -> Stage2:
-    return Stage2(cfg.stage2, pipe.vae, pipe=pipe if cfg.stage2.prior_degrade > 0 else None)
+    return Stage2(cfg.stage2, pipe.vae, pipe=pipe)
 
 
 STAGES = {1: _build_stage1, 2: _build_stage2}  # cfg.stage -> the stage's builder
