@@ -63,6 +63,10 @@ def test_marigold_50x10_extrapolation_formula():
     once = bench._extrapolate_marigold("50x10", "fp32", 50, 10, {(1, 1): one, (4, 1): four}, encode_ms=30.0)
     assert once.timing.median_ms == pytest.approx(30 + 10 * (100 - 30 + 49 * 20))
     assert "one encode" in once.note and once.extra["t_step_ms"] == pytest.approx(20)
+    # a 4-step run no slower than the 1-step run is noise (a cold first call): no figure rather than a negative one
+    slow_one = Row("marigold", "1x1", "fp32", "640x480", 1, Timing(380.0, 380, 380, 380, 1, 0))
+    none = bench._extrapolate_marigold("50x10", "fp32", 50, 10, {(1, 1): slow_one, (4, 1): four})
+    assert none.timing is None and "not extrapolated" in none.note and none.extra["t_step_ms"] < 0
 
 
 def test_bench_command_on_tiny_models(tmp_path, capsys):
