@@ -16,7 +16,7 @@ from apdepth.apps.commands import common
 from apdepth.data import get_dataset
 from apdepth.embedded import MODEL_CARD, WEIGHTS_DIR, embedded_model_path
 from apdepth.embedded.evaluate import ResampledGroundTruth, constant_depth, ground_plane_ramp
-from apdepth.embedded.recipe import PROCESSING_RES, RecipeConfig
+from apdepth.embedded.recipe import PROCESSING_RES, Recipe, RecipeConfig
 from apdepth.evaluation.protocol import Protocol
 from apdepth.evaluation.runner import evaluate_dataset
 from apdepth.pipeline import ApDepthPipeline
@@ -109,7 +109,6 @@ def test_recipe_device_governs_accelerate(tmp_path, monkeypatch):
     to stay on the CPU (and restores the environment); on ``cuda`` it lets it use the GPU."""
     import os
 
-    from apdepth.embedded.recipe import Recipe
 
     monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
     recipe = Recipe(tmp_path, device="cpu")
@@ -256,7 +255,7 @@ def test_evaluate_reproduces_the_whole_card_archive(tmp_path):
 def test_focus_split_keeps_the_open_air_and_close_up_frames(tmp_path):
     """The prior's focus phase reads the generator's scene kinds: only the open-air and close-up lines of the
     training list are kept, in order; a folder with neither is a clear error, and so is the flag without them."""
-    from apdepth.embedded.recipe import Recipe, focus_split
+    from apdepth.embedded.recipe import focus_split
 
     frames = [("a/rgb_0.png", "open_air"), ("b/rgb_0.png", "kitchen"), ("c/rgb_0.png", "closeup"),
               ("d/rgb_0.png", "bedroom")]
@@ -272,3 +271,16 @@ def test_focus_split_keeps_the_open_air_and_close_up_frames(tmp_path):
     assert main(["demo-model", "-o", str(tmp_path / "x"), "--smoke", "--outdoor", "0", "--prior-focus-steps", "5"]) == 2
     with pytest.raises(ValueError, match="with outdoor 0 and closeup 0 there are none"):  # the library path too
         Recipe(tmp_path / "y", RecipeConfig(outdoor=0.0, closeup=0.0, prior_focus_steps=5))
+
+
+def test_stage2_steps_lengthens_stage_2_and_keeps_its_fft_phase(tmp_path, capsys):
+    recipe = Recipe(tmp_path / "r", RecipeConfig(stage2_steps=4000))
+    # the packaged preset: 2900 steps of latent MSE + L1, then 100 with the FFT loss
+    assert recipe.stage2_overrides() == ["optim.max_steps=4000", "optim.decay_steps=4000", "stage2.phase1_steps=3900"]
+    assert "4000 steps" in [line for line in recipe.plan(["stage2"])][0]
+    assert Recipe(tmp_path / "r", RecipeConfig()).stage2_overrides() == []  # 0: the preset as it is
+    with pytest.raises(ValueError, match="stage2_steps .* 100: stage 2 needs more than its 100 FFT steps"):
+        Recipe(tmp_path / "r", RecipeConfig(stage2_steps=100))
+    assert main(["demo-model", "-o", str(tmp_path / "x"), "--stage2-steps", "50", "--dry-run"]) == 2
+    assert main(["demo-model", "-o", str(tmp_path / "x"), "--stage2-steps", "3500", "--dry-run"]) == 0
+    assert "3500 steps" in capsys.readouterr().out

@@ -63,6 +63,9 @@ class RecipeConfig:
     # steps of a second prior phase on the open-air and close-up scenes only (lr 2e-4): the fine-tune that
     # docs/evaluation-whdr.md measured (p1: the prior's WHDR 0.247 -> 0.170 in 300 steps); 0 made the shipped model
     prior_focus_steps: int = 0
+    # stage 2's length in steps (its last FFT phase keeps the preset's length); 0: the preset's (3000, which
+    # made the shipped model)
+    stage2_steps: int = 0
     vae_batch: int = 6  # x3 images a step: RGB, depth, disparity
     prior_batch: int = 8
     stage1_overrides: list = field(default_factory=list)
@@ -195,6 +198,8 @@ class Recipe:
         if self.cfg.prior_focus_steps > 0 and self.cfg.outdoor + self.cfg.closeup == 0:
             raise ValueError("prior_focus_steps (--prior-focus-steps) trains on the open-air and close-up scenes: "
                              "with outdoor 0 and closeup 0 there are none")
+        if self.cfg.stage2_steps:
+            self.stage2_overrides()  # a length too short for the FFT phase fails here, before any training
 
     # bookkeeping: seconds per step, settings
     def _record(self, step: str, seconds: float, **extra) -> None:
@@ -236,7 +241,7 @@ class Recipe:
                 line += ")"
             if name in ("stage1", "stage2"):
                 stage = int(name[-1])
-                extra = self.cfg.stage1_overrides if stage == 1 else self.cfg.stage2_overrides
+                extra = self.cfg.stage1_overrides if stage == 1 else self.stage2_overrides()
                 cfg = build_config([self.config_file(stage)], extra)
                 line += f"  ({self.config_file(stage)}: {cfg.max_steps} steps, batch {cfg.optim.effective_batch})"
             lines.append(line)
@@ -372,7 +377,21 @@ class Recipe:
         if self.cfg.stage2_degraded > 0:
             folder = self.degraded_inputs()
             extra += [f"data.hypersim.root={folder}", f"data.hypersim.split={folder / 'filename_list_train.txt'}"]
-        self._train(2, [*extra, *self.cfg.stage2_overrides], build_cache=True)
+        self._train(2, [*extra, *self.stage2_overrides()], build_cache=True)
+
+    def stage2_overrides(self) -> list[str]:
+        """``stage2_steps`` as config overrides (the FFT phase keeps the preset's length), then the explicit ones."""
+        if self.cfg.stage2_steps <= 0:
+            return list(self.cfg.stage2_overrides)
+        from ..training.config import build_config
+
+        preset = build_config([self.config_file(2)], self.cfg.stage2_overrides)
+        fft = preset.max_steps - preset.stage2.phase1_steps
+        n = self.cfg.stage2_steps
+        if n <= fft:
+            raise ValueError(f"stage2_steps (--stage2-steps) {n}: stage 2 needs more than its {fft} FFT steps")
+        return [f"optim.max_steps={n}", f"optim.decay_steps={n}", f"stage2.phase1_steps={n - fft}",
+                *self.cfg.stage2_overrides]
 
     def degraded_inputs(self) -> Path:
         """Stage 2's training folder with ``stage2_degraded`` of its RGB images degraded (made once; a folder

@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prior-focus-steps", type=int, default=None, metavar="N",
                         help="then train the prior N more steps on the open-air and close-up scenes only (default: "
                              "0, the shipped model's; docs/evaluation-whdr.md measured 300)")
+    parser.add_argument("--stage2-steps", type=int, default=None, metavar="N",
+                        help="length of stage 2 in steps, its final FFT phase kept at the preset's length (default: "
+                             "the preset's 3000)")
     parser.add_argument("--smoke", action="store_true", help="a few images and steps: checks the recipe runs")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the steps and their outputs, check the training configs resolve, and exit")
@@ -54,12 +57,12 @@ def run(args: argparse.Namespace) -> int:
     quiet_loading_bars()
     cfg = RecipeConfig.smoke() if args.smoke else RecipeConfig()
     cfg.seed = args.seed
-    for name in ("outdoor", "closeup", "stage2_degraded", "prior_focus_steps"):
+    for name in ("outdoor", "closeup", "stage2_degraded", "prior_focus_steps", "stage2_steps"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     try:
         recipe = Recipe(args.output, cfg, configs=args.configs, device=args.device)
-    except ValueError as e:  # settings that contradict each other
+    except (ValueError, FileNotFoundError) as e:  # settings that contradict each other, a missing preset
         logger.error("%s", e)
         return 2
     try:
