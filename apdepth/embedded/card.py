@@ -153,6 +153,11 @@ def _recipe_text(cfg: dict, base_losses: dict, train_size) -> str:
         lf = base_losses["prior_focus"]
         focus = (f", then {cfg['prior_focus_steps']} steps on the open-air and close-up scenes only (lr 2e-4; "
                  f"{lf['first']:.4f} -> {lf['last_50']:.4f})")
+    length = f" for {cfg['stage2_steps']} steps" if cfg.get("stage2_steps", 0) else ""
+    restart = ""
+    if cfg.get("stage2_restart_steps", 0):
+        restart = (f"; then a warm restart: {cfg['stage2_restart_steps']} more steps from its weights, the learning "
+                   "rate warmed up again and decayed over them (latent MSE + pixel L1)")
     return f"""1. Data (`apdepth synth`, seed {cfg['seed']}): {cfg['counts']['hypersim']} Hypersim-layout
    training images at {train_size[0]}x{train_size[1]} ({open_air:.0%} of the scenes open-air: ground, sky,
    tree lines, buildings, hills, people-sized figures, animals, cars, with haze and defocus blur;
@@ -168,8 +173,8 @@ def _recipe_text(cfg: dict, base_losses: dict, train_size) -> str:
    images){focus}. The UNet starts from random weights (there is no small Stable Diffusion to start from);
    stage 1's alignment target is the prior's own DINOv2 backbone.
 3. `apdepth train -c configs/demo/stage1.yaml` (feature alignment, conv adapter, cosine loss), then
-   `apdepth train -c configs/demo/stage2.yaml` from the stage-1 UNet (latent MSE + pixel L1, then the
-   FFT loss), stage 2 reading the latent cache{degraded}.
+   `apdepth train -c configs/demo/stage2.yaml`{length} from the stage-1 UNet (latent MSE + pixel L1, then the
+   FFT loss), stage 2 reading the latent cache{degraded}{restart}.
 4. Evaluation with the project's protocol (per-image least-squares alignment, AbsRel, δ1, boundary F1)
    on the held-out archives, and WHDR on real photographs (`apdepth evaluate-whdr`)."""
 

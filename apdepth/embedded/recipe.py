@@ -66,6 +66,10 @@ class RecipeConfig:
     # stage 2's length in steps (its last FFT phase keeps the preset's length); 0: the preset's (3000, which
     # made the shipped model)
     stage2_steps: int = 0
+    # then a warm restart: a second stage-2 run of N steps from the first's final weights, its learning rate
+    # warmed up again (10 steps) and decayed over the N, latent MSE + pixel L1 only; 0: none (the shipped
+    # model before 2026-12-03). docs/evaluation-whdr.md measured 400 (S3: WHDR 0.199 -> 0.172)
+    stage2_restart_steps: int = 0
     vae_batch: int = 6  # x3 images a step: RGB, depth, disparity
     prior_batch: int = 8
     stage1_overrides: list = field(default_factory=list)
@@ -198,6 +202,9 @@ class Recipe:
         if self.cfg.prior_focus_steps > 0 and self.cfg.outdoor + self.cfg.closeup == 0:
             raise ValueError("prior_focus_steps (--prior-focus-steps) trains on the open-air and close-up scenes: "
                              "with outdoor 0 and closeup 0 there are none")
+        if self.cfg.stage2_restart_steps < 0:
+            raise ValueError(f"stage2_restart_steps (--stage2-restart-steps) {self.cfg.stage2_restart_steps}: "
+                             "give a number of steps, or 0 for none")
         if self.cfg.stage2_steps:
             self.stage2_overrides()  # a length too short for the FFT phase fails here, before any training
 
@@ -229,7 +236,7 @@ class Recipe:
         from ..training.config import build_config
 
         outputs = {"data": self.data, "base": self.out / "base", "stage1": self.out / "stage1" / "final",
-                   "stage2": self.out / "stage2" / "final", "export": self.model_dir, "evaluate": self.out / "eval",
+                   "stage2": self.stage2_final, "export": self.model_dir, "evaluate": self.out / "eval",
                    "card": self.out / "MODEL_CARD.md"}
         lines = []
         for name in steps:
@@ -243,7 +250,10 @@ class Recipe:
                 stage = int(name[-1])
                 extra = self.cfg.stage1_overrides if stage == 1 else self.stage2_overrides()
                 cfg = build_config([self.config_file(stage)], extra)
-                line += f"  ({self.config_file(stage)}: {cfg.max_steps} steps, batch {cfg.optim.effective_batch})"
+                line += f"  ({self.config_file(stage)}: {cfg.max_steps} steps, batch {cfg.optim.effective_batch}"
+                if stage == 2 and self.cfg.stage2_restart_steps > 0:
+                    line += f", then a warm restart of {self.cfg.stage2_restart_steps} steps"
+                line += ")"
             lines.append(line)
         return lines
 
@@ -329,12 +339,12 @@ class Recipe:
         os.replace(tmp, base)
 
     # 3 ------------------------------------------------------------------------------------------
-    def _train(self, stage: int, extra: list[str], build_cache: bool = False) -> Path:
+    def _train(self, stage: int, extra: list[str], build_cache: bool = False, run_name: str | None = None) -> Path:
         from ..training import train_from_files
         from ..training.checkpoint import find_latest
 
         config = self.config_file(stage)
-        run_dir = self.out / f"stage{stage}"
+        run_dir = self.out / (run_name or f"stage{stage}")
         overrides = [
             f"model.prior={self.out / 'prior'}",
             f"data.hypersim.root={self.data / 'hypersim'}",
@@ -371,13 +381,25 @@ class Recipe:
         self._train(1, [f"model.base={self.out / 'base'}", *self.cfg.stage1_overrides])
 
     def step_stage2(self):
-        if (self.out / "stage2" / "final" / "model_index.json").is_file():
+        first, final = self.out / "stage2" / "final", self.stage2_final
+        if (final / "model_index.json").is_file():
             return False
         extra = [f"model.base={self.out / 'stage1' / 'final'}", f"data.cache_dir={self.out / 'cache'}"]
         if self.cfg.stage2_degraded > 0:
             folder = self.degraded_inputs()
             extra += [f"data.hypersim.root={folder}", f"data.hypersim.split={folder / 'filename_list_train.txt'}"]
-        self._train(2, [*extra, *self.stage2_overrides()], build_cache=True)
+        if not (first / "model_index.json").is_file():
+            self._train(2, [*extra, *self.stage2_overrides()], build_cache=True)
+        if final != first:  # the warm restart from the first run's weights, reading the same latent cache
+            n = self.cfg.stage2_restart_steps
+            self._train(2, [*extra, f"model.init_from={first}", f"optim.max_steps={n}", f"optim.decay_steps={n}",
+                            f"stage2.phase1_steps={n}", "optim.warmup_steps=10", *self.cfg.stage2_overrides],
+                        run_name="stage2_restart")
+
+    @property
+    def stage2_final(self) -> Path:
+        """Stage 2's output: the warm restart's where there is one."""
+        return self.out / ("stage2_restart" if self.cfg.stage2_restart_steps > 0 else "stage2") / "final"
 
     def stage2_overrides(self) -> list[str]:
         """``stage2_steps`` as config overrides (the FFT phase keeps the preset's length), then the explicit ones."""
@@ -416,7 +438,7 @@ class Recipe:
 
         if (self.model_dir / "model_index.json").is_file():
             return False
-        pipe = ApDepthPipeline.from_pretrained(self.out / "stage2" / "final")
+        pipe = ApDepthPipeline.from_pretrained(self.stage2_final)
         # The export carries its own prior/; the recipe's working paths would only leak into the shipped files.
         pipe.register_to_config(default_processing_resolution=PROCESSING_RES["nyu"], prior_name=None)
         tmp = self.out / ".export-tmp"

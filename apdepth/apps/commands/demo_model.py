@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage2-steps", type=int, default=None, metavar="N",
                         help="length of stage 2 in steps, its final FFT phase kept at the preset's length (default: "
                              "the preset's 3000)")
+    parser.add_argument("--stage2-restart-steps", type=int, default=None, metavar="N",
+                        help="then a warm restart: N more stage-2 steps from its weights, the learning rate warmed "
+                             "up again (default: 0, none; docs/evaluation-whdr.md measured 400)")
     parser.add_argument("--smoke", action="store_true", help="a few images and steps: checks the recipe runs")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the steps and their outputs, check the training configs resolve, and exit")
@@ -57,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     quiet_loading_bars()
     cfg = RecipeConfig.smoke() if args.smoke else RecipeConfig()
     cfg.seed = args.seed
-    for name in ("outdoor", "closeup", "stage2_degraded", "prior_focus_steps", "stage2_steps"):
+    for name in ("outdoor", "closeup", "stage2_degraded", "prior_focus_steps", "stage2_steps",
+                 "stage2_restart_steps"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     try:
