@@ -1,12 +1,12 @@
 """End to end: fine-tune the embedded demo model on a folder of your own RGB-D and beat it on held-out frames.
 
-The embedded model has seen only indoor rooms. ``apdepth synth vkitti`` renders street scenes (a domain it
-does not know) with exact depth; they are converted into the generic folder layout (one depth format per
+The embedded model was trained on procedural rooms, open-air scenes and close-ups, never on the street
+scenes that ``apdepth synth vkitti`` renders with exact depth; they are converted into the generic folder layout (one depth format per
 frame: npy, EXR, float TIFF, 16-bit PNG in millimetres), the first four streets train, the last two are
 held out. Full fine-tuning and LoRA both start from the embedded model (``model.init_from=embedded``) and
 must lower the held-out AbsRel (per-image least-squares alignment, apdepth's evaluation protocol).
 
-Margins measured while developing (20 steps, batch 4; held-out AbsRel fine-tuned / embedded, scene seeds 0-2
+Margins measured while developing (60 steps, batch 4; held-out AbsRel fine-tuned / embedded, scene seeds 0-2
 through ``APDEPTH_FINETUNE_TEST_SEED``) are in docs/training.md, "Fine-tune on your data".
 """
 
@@ -35,7 +35,7 @@ SEED = int(os.environ.get("APDEPTH_FINETUNE_TEST_SEED", "0"))  # the scenes; oth
 SIZE = "96x128"
 FRAMES, PER_STREET, TRAIN_STREETS = 24, 4, 4
 FORMATS = ("npy", "exr" if importlib.util.find_spec("OpenEXR") else "npy", "tiff", "png16")  # EXR: finetune extra
-STEPS = 20
+STEPS = 60
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_full_finetune_beats_the_embedded_model(street_folder, embedded_abs_rel,
     assert losses[-1] < losses[0]
     tuned = held_out_abs_rel(final, street_folder, tmp_path / "eval")
     print(f"full fine-tuning: held-out AbsRel {embedded_abs_rel:.4f} -> {tuned:.4f} ({tuned / embedded_abs_rel:.3f})")
-    assert tuned < 0.8 * embedded_abs_rel, (tuned, embedded_abs_rel)
+    assert tuned < 0.9 * embedded_abs_rel, (tuned, embedded_abs_rel)
     saved = ApDepthPipeline.from_pretrained(final)
     assert saved.prior is not None and saved.config.prior_preprocessing == "compat"  # the embedded prior kept
 
@@ -101,7 +101,7 @@ def test_lora_finetune_merges_into_a_plain_pipeline(street_folder, embedded_abs_
     final, _ = finetune(street_folder, tmp_path / "run", ["optim.lr=1e-3", "lora.rank=8"])
     tuned = held_out_abs_rel(final, street_folder, tmp_path / "eval")
     print(f"LoRA: held-out AbsRel {embedded_abs_rel:.4f} -> {tuned:.4f} ({tuned / embedded_abs_rel:.3f})")
-    assert tuned < 0.8 * embedded_abs_rel, (tuned, embedded_abs_rel)
+    assert tuned < 0.9 * embedded_abs_rel, (tuned, embedded_abs_rel)
     merged = ApDepthPipeline.from_pretrained(final, dtype=torch.float32)
     base = ApDepthPipeline.from_pretrained(embedded_model_path(), dtype=torch.float32)
     changed = [k for k, v in merged.unet.state_dict().items() if not torch.equal(v, base.unet.state_dict()[k])]

@@ -183,7 +183,7 @@ def test_demo_recipe_plan_resolves_the_packaged_configs(tmp_path):
     assert [line.split()[0] for line in lines] == list(STEPS)
     stage1 = lines[STEPS.index("stage1")]
     assert str(PACKAGED_CONFIGS / "demo" / "stage1.yaml") in stage1 and "2 steps" in stage1  # smoke: max_steps=2
-    assert "(VAE 2 steps, prior 2 steps)" in lines[STEPS.index("base")]
+    assert "(VAE 2 steps, prior 2 steps + 2 on the open-air and close-up scenes)" in lines[STEPS.index("base")]
     focus = Recipe(tmp_path / "focus", RecipeConfig(outdoor=0.4, prior_focus_steps=300)).plan(["base"])
     assert "prior 600 steps + 300 on the open-air and close-up scenes" in focus[0]
     full = Recipe(tmp_path / "demo").plan(["stage2"])

@@ -37,18 +37,18 @@ TINY_PRIOR_MEAN = 1.9782222509384155
 
 # --- the embedded demo model (apdepth/embedded/weights, fp32) on pattern(96, 128) at its native size -------------
 # Retraining the embedded model (`apdepth demo-model --install`) changes these: re-pin them in the same commit.
-EMBEDDED_MODEL_PINNED_SLICES = {  # the model retrained on rooms + open-air scenes
+EMBEDDED_MODEL_PINNED_SLICES = {  # the model retrained on rooms, open-air scenes and close-ups (2026-12-03)
     "corner": np.array([  # depth[0, :3, :3]
-        [0.5423664, 0.5460589, 0.5141441],
-        [0.5330018, 0.5396705, 0.5032918],
-        [0.5236102, 0.5277046, 0.4917708],
+        [0.6256772, 0.6916798, 0.6987476],
+        [0.6605727, 0.7552243, 0.7743359],
+        [0.6502255, 0.7327332, 0.7502619],
     ]),
     "centre": np.array([  # depth[0, 48:51, 64:67]
-        [0.6792808, 0.6857836, 0.6932593],
-        [0.6771117, 0.6831315, 0.6900793],
-        [0.6737188, 0.6794344, 0.6858278],
+        [0.4350451, 0.4367463, 0.4364982],
+        [0.4260620, 0.4271617, 0.4266120],
+        [0.4202596, 0.4212497, 0.4203093],
     ]),
-    "mean": 0.6484548449516296,
+    "mean": 0.45249143242836,
 }
 
 

@@ -274,9 +274,14 @@ def test_shipped_embedded_model_reproduces_its_card_on_real_photographs(embedded
     assert measured["model"] < 0.5 and measured["prior"] < 0.5  # better than a coin (a constant map)
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped embedded model (WHDR 0.337) and its prior (0.247) still order "
-                   "real photographs worse than a vertical ramp (0.194); strict, so a model that beats it fails here "
-                   "until this marker is removed")
 def test_shipped_embedded_model_beats_the_ramp_on_real_photographs(embedded_whdr):
     measured, _, _ = embedded_whdr
     assert measured["model"] < measured["ramp"], measured
+
+
+@pytest.mark.xfail(strict=True, reason="issue 17's target, WHDR at most half the ramp's, is not met: the shipped "
+                   "model scores 0.172 against the ramp's 0.194 (half: 0.097); strict, so a model that meets it "
+                   "fails here until this marker is removed")
+def test_shipped_embedded_model_halves_the_ramps_error_on_real_photographs(embedded_whdr):
+    measured, _, _ = embedded_whdr
+    assert measured["model"] <= 0.5 * measured["ramp"], measured

@@ -252,7 +252,7 @@ def degraded_copy(src, dst, fraction: float = 1.0, seed: int = 0, noise: float =
         target.unlink(missing_ok=True)
         if on:
             with Image.open(src / rgb_rel) as im:
-                rgb = torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1)[None].float()  # [1, 3, H, W]
+                rgb = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)[None].float()  # [1, 3, H, W]
             x = photometric(rgb / 127.5 - 1.0, 1.0, gen)
             x = x + torch.randn(x.shape, generator=gen) * float(torch.rand(1, generator=gen)) * noise
             out = ((x.clamp(-1, 1) + 1) * 127.5).round().byte()[0].permute(1, 2, 0).numpy()  # [H, W, 3]

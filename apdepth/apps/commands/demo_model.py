@@ -31,23 +31,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="device for the component pre-training and evaluation")
     parser.add_argument("--seed", type=int, default=0, help="seed of data and training (default: 0)")
     parser.add_argument("--outdoor", type=float, default=None,
-                        help="fraction of the training scenes that are open-air (default: 0.5, the shipped model's)")
+                        help="fraction of the training scenes that are open-air (default: 0.4, the shipped model's)")
     parser.add_argument("--closeup", type=float, default=None,
-                        help="fraction that are close-ups of one subject before a backdrop (default: 0, the shipped "
-                             "model's; docs/evaluation-whdr.md measured --outdoor 0.4 --closeup 0.3)")
+                        help="fraction that are close-ups of one subject before a backdrop (default: 0.3, the shipped "
+                             "model's)")
     parser.add_argument("--stage2-degraded", type=float, default=None, metavar="F",
                         help="share of stage 2's training images replaced by photometrically degraded copies, so "
-                             "the frozen prior's maps look as on photographs (default: 0, the shipped model's; "
-                             "docs/evaluation-whdr.md measured 1.0 in fine-tunes)")
+                             "the frozen prior's maps look as on photographs (default: 1, the shipped "
+                             "model's)")
     parser.add_argument("--prior-focus-steps", type=int, default=None, metavar="N",
                         help="then train the prior N more steps on the open-air and close-up scenes only (default: "
-                             "0, the shipped model's; docs/evaluation-whdr.md measured 300)")
+                             "900, the shipped model's)")
     parser.add_argument("--stage2-steps", type=int, default=None, metavar="N",
                         help="length of stage 2 in steps, its final FFT phase kept at the preset's length (default: "
                              "the preset's 3000)")
     parser.add_argument("--stage2-restart-steps", type=int, default=None, metavar="N",
                         help="then a warm restart: N more stage-2 steps from its weights, the learning rate warmed "
-                             "up again (default: 0, none; docs/evaluation-whdr.md measured 400)")
+                             "up again (default: 400, the shipped model's; 0: none)")
     parser.add_argument("--smoke", action="store_true", help="a few images and steps: checks the recipe runs")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the steps and their outputs, check the training configs resolve, and exit")
