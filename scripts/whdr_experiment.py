@@ -58,14 +58,14 @@ def finetune_prior(pipe_dir: Path, data: Path, steps: int, photometric: float, l
 
 
 def finetune_stage2(init: Path, data: Path, steps: int, sets: list[str], run_dir: Path, cache: Path) -> Path:
-    from apdepth.embedded.recipe import DEMO_CONFIGS
+    from apdepth.embedded.recipe import DEMO_CONFIGS, warm_restart
     from apdepth.training import train_from_files
 
     config = [str(DEMO_CONFIGS / "stage2.yaml")]
     overrides = [f"model.init_from={init}", f"data.hypersim.root={data}",
                  f"data.hypersim.split={data / 'filename_list_train.txt'}", f"data.cache_dir={cache}",
-                 f"run.output_dir={run_dir}", "run.seed=0", f"optim.max_steps={steps}", f"optim.decay_steps={steps}",
-                 f"stage2.phase1_steps={steps}", "optim.warmup_steps=10", f"run.checkpoint_every={steps}", *sets]
+                 f"run.output_dir={run_dir}", "run.seed=0", *warm_restart(steps), f"run.checkpoint_every={steps}",
+                 *sets]
     os.environ["ACCELERATE_USE_CPU"] = "true"
     if not (cache / "meta.json").is_file():
         train_from_files(config, overrides, build_cache=True)

@@ -119,7 +119,6 @@ def test_recipe_device_governs_accelerate(tmp_path, monkeypatch):
     to stay on the CPU (and restores the environment); on ``cuda`` it lets it use the GPU."""
     import os
 
-
     monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
     recipe = Recipe(tmp_path, device="cpu")
     with recipe._accelerate_device():

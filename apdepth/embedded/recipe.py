@@ -86,6 +86,18 @@ class RecipeConfig:
                    stage1_overrides=short, stage2_overrides=short + ["stage2.phase1_steps=1"], workers=1)
 
 
+def stage2_schedule(steps: int, phase1_steps: int) -> list[str]:
+    """Config overrides for a stage 2 of ``steps`` steps, the learning rate decayed over all of them, the FFT
+    loss after ``phase1_steps``."""
+    return [f"optim.max_steps={steps}", f"optim.decay_steps={steps}", f"stage2.phase1_steps={phase1_steps}"]
+
+
+def warm_restart(steps: int) -> list[str]:
+    """Config overrides for a warm restart of stage 2 (``model.init_from`` its weights): ``steps`` steps of
+    latent MSE + pixel L1, the learning rate warmed up again over 10 and decayed over all of them."""
+    return [*stage2_schedule(steps, steps), "optim.warmup_steps=10"]
+
+
 # ---------------------------------------------------------------------------------------------- architectures
 
 
@@ -391,10 +403,8 @@ class Recipe:
         if not (first / "model_index.json").is_file():
             self._train(2, [*extra, *self.stage2_overrides()], build_cache=True)
         if final != first:  # the warm restart from the first run's weights, reading the same latent cache
-            n = self.cfg.stage2_restart_steps
-            self._train(2, [*extra, f"model.init_from={first}", f"optim.max_steps={n}", f"optim.decay_steps={n}",
-                            f"stage2.phase1_steps={n}", "optim.warmup_steps=10", *self.cfg.stage2_overrides],
-                        run_name="stage2_restart")
+            self._train(2, [*extra, f"model.init_from={first}", *warm_restart(self.cfg.stage2_restart_steps),
+                            *self.cfg.stage2_overrides], run_name="stage2_restart")
 
     @property
     def stage2_final(self) -> Path:
@@ -412,8 +422,7 @@ class Recipe:
         n = self.cfg.stage2_steps
         if n <= fft:
             raise ValueError(f"stage2_steps (--stage2-steps) {n}: stage 2 needs more than its {fft} FFT steps")
-        return [f"optim.max_steps={n}", f"optim.decay_steps={n}", f"stage2.phase1_steps={n - fft}",
-                *self.cfg.stage2_overrides]
+        return [*stage2_schedule(n, n - fft), *self.cfg.stage2_overrides]
 
     def degraded_inputs(self) -> Path:
         """Stage 2's training folder with ``stage2_degraded`` of its RGB images degraded (made once; a folder
