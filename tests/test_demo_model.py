@@ -298,3 +298,28 @@ def test_stage2_steps_and_warm_restart_options(tmp_path, capsys):
     assert restart.plan(["stage2"])[0].startswith(f"stage2   -> {tmp_path / 'r' / 'stage2_restart' / 'final'}")
     assert "then a warm restart of 400 steps" in restart.plan(["stage2"])[0]
     assert main(["demo-model", "-o", str(tmp_path / "x"), "--stage2-restart-steps", "-1", "--dry-run"]) == 2
+
+
+def test_prior_width_option(tmp_path, capsys):
+    """``--prior-width``: 96 builds the shipped prior's architecture exactly; a wider one scales the ViT and the
+    DPT neck with it; a width outside the list is an error before any training (library and CLI)."""
+    from apdepth.embedded.recipe import build_prior
+
+    shipped = json.loads((WEIGHTS_DIR / "prior" / "config.json").read_text())["depth_anything_config"]
+    built = build_prior(96).model.config.to_dict()
+    for key in ("neck_hidden_sizes", "fusion_hidden_size", "head_hidden_size", "reassemble_hidden_size",
+                "reassemble_factors", "patch_size"):
+        assert built[key] == shipped[key], key
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "out_indices", "mlp_ratio"):
+        assert built["backbone_config"][key] == shipped["backbone_config"][key], key
+    wide = build_prior(144).model
+    assert wide.config.backbone_config.hidden_size == 144 and wide.config.backbone_config.num_attention_heads == 4
+    assert wide.config.neck_hidden_sizes == [36, 72, 144, 144] and wide.config.fusion_hidden_size == 48
+    assert sum(p.numel() for p in wide.parameters()) > 2 * sum(p.numel() for p in build_prior(96).model.parameters())
+    with pytest.raises(ValueError, match="prior width 100: choose among 96, 128, 144, 160, 192"):
+        build_prior(100)
+    with pytest.raises(ValueError, match=r"prior_width \(--prior-width\) 100"):
+        Recipe(tmp_path / "r", RecipeConfig(prior_width=100))
+    assert main(["demo-model", "-o", str(tmp_path / "x"), "--prior-width", "100", "--dry-run"]) == 2
+    assert main(["demo-model", "-o", str(tmp_path / "x"), "--prior-width", "144", "--dry-run"]) == 0
+    assert "prior of width 144 600 steps" in capsys.readouterr().out

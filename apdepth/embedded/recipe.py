@@ -63,6 +63,7 @@ class RecipeConfig:
     # steps of a second prior phase on the open-air and close-up scenes only (lr 2e-4); docs/evaluation-whdr.md:
     # the prior's WHDR 0.247 (none) -> 0.185 (300) -> 0.149 (900)
     prior_focus_steps: int = 900
+    prior_width: int = 96  # the prior's ViT width (build_prior; PRIOR_WIDTHS)
     # stage 2's length in steps (its last FFT phase keeps the preset's length); 0: the preset's (3000).
     # docs/evaluation-whdr.md: 4000 in one schedule did not help (WHDR 0.216 against 0.199)
     stage2_steps: int = 0
@@ -120,18 +121,26 @@ def build_unet():
         attention_head_dim=(2, 4, 8, 8), norm_num_groups=16, use_linear_projection=True)
 
 
-def build_prior():
-    """Depth Anything V2's architecture (DINOv2 ViT + DPT head, relative disparity) with a 96-wide, 6-layer ViT."""
+PRIOR_WIDTHS = (96, 128, 144, 160, 192)  # ViT widths of the demo prior (32 channels an attention head)
+
+
+def build_prior(width: int = 96):
+    """Depth Anything V2's architecture (DINOv2 ViT + DPT head, relative disparity) with a ``width``-wide,
+    6-layer ViT (96: the shipped prior, 1.1 M parameters; 144: 2.5 M, 1.8x the training time a step on CPU;
+    192: 4.3 M, 2.9x), its DPT neck and fusion scaled with it."""
     from transformers import DepthAnythingConfig, Dinov2Config
 
     from ..priors import DepthAnythingPrior
 
-    backbone = Dinov2Config(hidden_size=96, num_hidden_layers=6, num_attention_heads=3, mlp_ratio=4,
+    if width not in PRIOR_WIDTHS:
+        raise ValueError(f"prior width {width}: choose among {', '.join(map(str, PRIOR_WIDTHS))}")
+    backbone = Dinov2Config(hidden_size=width, num_hidden_layers=6, num_attention_heads=width // 32, mlp_ratio=4,
                             image_size=266, patch_size=14, out_indices=[3, 4, 5, 6], reshape_hidden_states=False,
                             apply_layernorm=True, layerscale_value=1.0)
-    config = DepthAnythingConfig(backbone_config=backbone, patch_size=14, reassemble_hidden_size=96,
-                                 reassemble_factors=[4, 2, 1, 0.5], neck_hidden_sizes=[24, 48, 96, 96],
-                                 fusion_hidden_size=32, head_hidden_size=16, depth_estimation_type="relative")
+    config = DepthAnythingConfig(backbone_config=backbone, patch_size=14, reassemble_hidden_size=width,
+                                 reassemble_factors=[4, 2, 1, 0.5],
+                                 neck_hidden_sizes=[width // 4, width // 2, width, width],
+                                 fusion_hidden_size=width // 3, head_hidden_size=16, depth_estimation_type="relative")
     return DepthAnythingPrior(config.to_dict(), preprocessing="compat", variant="demo")
 
 
@@ -214,6 +223,9 @@ class Recipe:
         if self.cfg.prior_focus_steps > 0 and self.cfg.outdoor + self.cfg.closeup == 0:
             raise ValueError("prior_focus_steps (--prior-focus-steps) trains on the open-air and close-up scenes: "
                              "with outdoor 0 and closeup 0 there are none")
+        if self.cfg.prior_width not in PRIOR_WIDTHS:
+            raise ValueError(f"prior_width (--prior-width) {self.cfg.prior_width}: choose among "
+                             f"{', '.join(map(str, PRIOR_WIDTHS))}")
         if self.cfg.stage2_restart_steps < 0:
             raise ValueError(f"stage2_restart_steps (--stage2-restart-steps) {self.cfg.stage2_restart_steps}: "
                              "give a number of steps, or 0 for none")
@@ -254,7 +266,10 @@ class Recipe:
         for name in steps:
             line = f"{name:<9}-> {outputs[name]}"
             if name == "base":
-                line += f"  (VAE {self.cfg.vae_steps} steps, prior {self.cfg.prior_steps} steps"
+                line += f"  (VAE {self.cfg.vae_steps} steps, prior"
+                if self.cfg.prior_width != 96:
+                    line += f" of width {self.cfg.prior_width}"
+                line += f" {self.cfg.prior_steps} steps"
                 if self.cfg.prior_focus_steps > 0:
                     line += f" + {self.cfg.prior_focus_steps} on the open-air and close-up scenes"
                 line += ")"
@@ -324,7 +339,7 @@ class Recipe:
         losses["vae"] = train_vae(vae, samples, [1.0], vae_cfg, self.device)
         vae.to("cpu").save_pretrained(tmp / "vae")
         torch.manual_seed(self.cfg.seed + 1)
-        prior = build_prior()
+        prior = build_prior(self.cfg.prior_width)
         prior_cfg = ComponentTrainConfig(steps=self.cfg.prior_steps, batch_size=self.cfg.prior_batch, lr=5e-4,
                                          seed=self.cfg.seed, photometric=self.cfg.photometric)
         losses["prior"] = train_prior(prior, samples, [1.0], prior_cfg, self.device)
